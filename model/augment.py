@@ -1,0 +1,134 @@
+"""Training-time degradations and self-blended fakes, applied alike to every frame of a sequence."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480) -> None:
+    """Re-encode a video with libx264 at `crf`, optionally downscaled: the heavy compression of uploads."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream_in = inp.streams.video[0]
+        rate = stream_in.average_rate or Fraction(25)
+        width, height = stream_in.codec_context.width, stream_in.codec_context.height
+        if max_height and height > max_height:
+            width, height = round(width * max_height / height), max_height
+        width, height = width - width % 2, height - height % 2
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in inp.decode(stream_in):
+            image = frame.to_ndarray(format="rgb24")
+            if image.shape[:2] != (height, width):
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@dataclass
+class Degradation:
+    """One random draw of the photometric and compression changes for a whole sequence."""
+
+    flip: bool
+    gain: np.ndarray  # per-channel multiplier
+    bias: float
+    contrast: float
+    blur_sigma: float
+    noise_sigma: float
+    downscale: float
+    jpeg_quality: int | None
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Degradation":
+        return cls(
+            flip=bool(rng.random() < 0.5),
+            gain=rng.uniform(0.9, 1.1, 3),
+            bias=float(rng.uniform(-20, 20)),
+            contrast=float(rng.uniform(0.8, 1.2)),
+            blur_sigma=float(rng.uniform(0.3, 1.2)) if rng.random() < 0.25 else 0.0,
+            noise_sigma=float(rng.uniform(1, 6)) if rng.random() < 0.2 else 0.0,
+            downscale=float(rng.uniform(0.4, 0.9)) if rng.random() < 0.4 else 1.0,
+            jpeg_quality=int(rng.integers(25, 90)) if rng.random() < 0.6 else None,
+        )
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = image.astype(np.float32)
+        mean = out.mean()
+        out = (out - mean) * self.contrast + mean + self.bias
+        out = np.clip(out * self.gain, 0, 255)
+        if self.blur_sigma:
+            out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma)
+        if self.noise_sigma:
+            out = np.clip(out + rng.normal(0, self.noise_sigma, out.shape), 0, 255)
+        out = out.astype(np.uint8)
+        size = out.shape[1], out.shape[0]
+        if self.downscale < 1.0:
+            small = (max(8, int(size[0] * self.downscale)), max(8, int(size[1] * self.downscale)))
+            out = cv2.resize(cv2.resize(out, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR)
+        if self.jpeg_quality is not None:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        return out[:, ::-1] if self.flip else out
+
+
+def face_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
+    """Float mask of the face: the landmarks' convex hull, or a central ellipse without landmarks."""
+    mask = np.zeros(shape, np.float32)
+    if len(landmarks) >= 3:
+        cv2.fillConvexPoly(mask, cv2.convexHull(landmarks.astype(np.int32)), 1.0)
+    if mask.sum() < 0.05 * mask.size:
+        mask[:] = 0
+        h, w = shape
+        cv2.ellipse(mask, (w // 2, int(h * 0.55)), (int(w * 0.3), int(h * 0.36)), 0, 0, 360, 1.0, -1)
+    return mask
+
+
+@dataclass
+class SelfBlend:
+    """Self-blended image parameters (Shiohara & Yamasaki 2022), drawn once per sequence."""
+
+    source_gain: np.ndarray
+    source_bias: float
+    sharpen: float  # >0 sharpens the source, <0 blurs it
+    scale: float
+    shift: tuple[float, float]
+    erode: int  # >0 shrinks, <0 grows the mask
+    soften: int  # blur kernel for the mask edge
+    opacity: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "SelfBlend":
+        return cls(
+            source_gain=rng.uniform(0.85, 1.15, 3),
+            source_bias=float(rng.uniform(-15, 15)),
+            sharpen=float(rng.uniform(-1.0, 1.0)),
+            scale=float(rng.uniform(0.94, 1.06)),
+            shift=(float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3))),
+            erode=int(rng.integers(-6, 7)),
+            soften=int(rng.choice([3, 5, 9, 15, 21])),
+            opacity=float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0])),
+        )
+
+    def apply(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        source = np.clip(image.astype(np.float32) * self.source_gain + self.source_bias, 0, 255)
+        if self.sharpen > 0:
+            source = np.clip(source + self.sharpen * (source - cv2.GaussianBlur(source, (0, 0), 1.5)), 0, 255)
+        elif self.sharpen < 0:
+            source = cv2.GaussianBlur(source, (0, 0), -self.sharpen + 0.3)
+        warp = cv2.getRotationMatrix2D((w / 2, h / 2), 0, self.scale)
+        warp[:, 2] += self.shift
+        source = cv2.warpAffine(source, warp, (w, h), borderMode=cv2.BORDER_REFLECT)
+        mask = face_mask((h, w), landmarks)
+        if self.erode:
+            kernel = np.ones((abs(self.erode), abs(self.erode)), np.uint8)
+            mask = cv2.erode(mask, kernel) if self.erode > 0 else cv2.dilate(mask, kernel)
+        mask = cv2.GaussianBlur(mask, (self.soften, self.soften), 0)[..., None] * self.opacity
+        return (source * mask + image.astype(np.float32) * (1 - mask)).astype(np.uint8)

@@ -1,0 +1,175 @@
+"""Command line: `python -m model detect|evaluate|train`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("model")
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .detector import Detector, validate_sequence_length
+    from .video import VideoError
+
+    if args.sequence_length is not None:
+        validate_sequence_length(args.sequence_length)
+    detector = Detector(args.weights, args.device)
+    failures = 0
+    for number, path in enumerate(args.videos, 1):
+        start = time.perf_counter()
+        try:
+            result = detector.detect(path, args.sequence_length)
+        except (VideoError, OSError) as error:
+            failures += 1
+            line = {"path": path, "error": str(error)}
+            print(json.dumps(line) if args.json else f"{path}: ERROR {error}", flush=True)
+            continue
+        seconds = round(time.perf_counter() - start, 3)
+        if args.json:
+            line = {"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds}
+            print(json.dumps(line), flush=True)
+        else:
+            verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
+            print(f"{path}: {verdict} (frames {result.frames}, faces {result.faces}, {seconds:.2f} s)", flush=True)
+        if len(args.videos) > 1:
+            print(f"[{number}/{len(args.videos)}]", file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .augment import reencode_h264
+    from .dataset import QUALITIES, read_manifest, split_by_identity
+    from .detector import Detector
+    from .evaluation import plot_roc, roc_curve, summarise
+
+    detector = Detector(args.weights, args.device)
+    clips = read_manifest(args.manifest, args.root)
+    if args.split == "validation":
+        clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
+    report: dict = {"weights": str(args.weights), "manifest": str(args.manifest), "split": args.split, "qualities": {}}
+    curves = {}
+    for quality in args.quality:
+        y, p, methods, rows = [], [], [], []
+        for clip in clips:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = clip.path
+                if QUALITIES[quality] is not None:
+                    path = str(Path(tmp) / "clip.mp4")
+                    reencode_h264(clip.path, path, *QUALITIES[quality])
+                result = detector.detect(path, args.sequence_length)
+            rows.append({"path": clip.path, "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
+            if result.p_fake is None:
+                log.warning("%s: no face found, left out of the metrics", clip.path)
+                continue
+            y.append(clip.label == "FAKE")
+            p.append(result.p_fake)
+            methods.append(clip.method)
+        summary = summarise(np.array(y), np.array(p), methods, detector.config.threshold)
+        summary["no_face_clips"] = sum(r["p_fake"] is None for r in rows)
+        report["qualities"][quality] = {"metrics": summary, "clips": rows}
+        curves[quality] = (*roc_curve(np.array(y), np.array(p)), summary["auc"])
+        print(_format_summary(quality, summary), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    plot_roc(curves, out / "roc.png")
+    print(f"wrote {out / 'evaluation.json'} and {out / 'roc.png'}")
+    return 0
+
+
+def _format_summary(name: str, s: dict) -> str:
+    ci = lambda k: f"[{s[k + '_ci95'][0]:.3f}, {s[k + '_ci95'][1]:.3f}]"  # noqa: E731
+    lines = [
+        f"{name}: {s['clips']} clips ({s['fake_clips']} fake, {s['real_clips']} real)",
+        f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",
+        f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
+    ]
+    for method, m in s["auc_by_method"].items():
+        lines.append(f"  {method}: AUC {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] ({m['fake_clips']} fake)")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        manifest=args.manifest,
+        root=args.root,
+        cache_dir=args.cache_dir,
+        out=args.out,
+        encoder=args.encoder,
+        imagenet_weights=args.imagenet_weights,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+    )
+    record = train(config)
+    record_path = Path(args.out).with_suffix(".train.json")
+    record_path.write_text(json.dumps(record, indent=2))
+    print(f"saved {args.out}; training record in {record_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .detector import DEFAULT_WEIGHTS
+    from .training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m model", description="Deepfake video detector")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    detect = commands.add_parser("detect", help="judge one or more videos")
+    detect.add_argument("videos", nargs="+", metavar="VIDEO")
+    detect.add_argument("--json", action="store_true", help="one JSON object per line")
+    detect.add_argument("--sequence-length", type=int, default=None)
+    detect.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    detect.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    detect.set_defaults(run=_detect)
+
+    evaluate = commands.add_parser("evaluate", help="video-level metrics on a labelled manifest")
+    evaluate.add_argument("--manifest", required=True, help="CSV path,label[,method,source_ids] or a folder with real/ fake/")
+    evaluate.add_argument("--root", default=None, help="folder the CSV paths are relative to")
+    evaluate.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    evaluate.add_argument("--split", choices=["all", "validation"], default="all", help="validation: the identity-disjoint hold-out used in training")
+    evaluate.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"], help="orig, crf40_480p (H.264 CRF 40, 480p), crf32_360p")
+    evaluate.add_argument("--sequence-length", type=int, default=None)
+    evaluate.add_argument("--val-fraction", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and roc.png")
+    evaluate.add_argument("--device", default=None)
+    evaluate.set_defaults(run=_evaluate)
+
+    defaults = TrainConfig(manifest="")
+    training = commands.add_parser("train", help="train a detector from a manifest")
+    training.add_argument("--manifest", required=True)
+    training.add_argument("--root", default=None)
+    training.add_argument("--cache-dir", default=defaults.cache_dir)
+    training.add_argument("--out", default=defaults.out)
+    training.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
+    training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
+    training.add_argument("--steps", type=int, default=defaults.steps)
+    training.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    training.add_argument("--seed", type=int, default=defaults.seed)
+    training.add_argument("--device", default=None)
+    training.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

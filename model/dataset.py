@@ -1,0 +1,171 @@
+"""Training data: manifests, identity-disjoint splits, and a cache of face crops.
+
+Crops are made by the same frame sampling and face cropping the detector uses, so the
+network sees at training time exactly what it sees when serving.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .augment import reencode_h264
+from .faces import crop_face, detect_faces, expand_box, face_landmarks_points, track_faces
+from .video import VideoError, read_frames
+
+log = logging.getLogger(__name__)
+
+# name → (crf, max height) of an H.264 re-encode; None keeps the file as it is.
+QUALITIES: dict[str, tuple[int, int] | None] = {
+    "orig": None,
+    "crf40_480p": (40, 480),  # the hard validation: like FF++ c40, and a phone-sized upload
+    "crf32_360p": (32, 360),
+}
+LANDMARKS = 72  # face_recognition's parts, lip corners counted twice
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+@dataclass
+class Clip:
+    path: str
+    label: str  # REAL or FAKE
+    method: str = ""
+    group: str = ""  # identity ids, "_"-separated
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(self.path.encode()).hexdigest()[:16]
+
+    @property
+    def identities(self) -> list[str]:
+        return [part for part in self.group.split("_") if part] or [self.path]
+
+
+def read_manifest(source: str | Path, root: str | Path | None = None) -> list[Clip]:
+    """Clips from a CSV (`path,label[,method,group|source_ids]`) or a folder with real/ and fake/."""
+    source = Path(source)
+    base = Path(root) if root else (source.parent if source.is_file() else source)
+    clips = []
+    if source.is_dir():
+        for label in ("real", "fake"):
+            for path in sorted((source / label).rglob("*")):
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    clips.append(Clip(str(path), label.upper(), "original" if label == "real" else "unknown", path.stem))
+        return clips
+    with open(source, newline="") as handle:
+        for row in csv.DictReader(handle):
+            label = row["label"].strip().upper()
+            if label not in ("REAL", "FAKE"):
+                raise ValueError(f"bad label {row['label']!r} in {source}")
+            path = Path(row["path"])
+            clips.append(
+                Clip(
+                    str(path if path.is_absolute() else base / path),
+                    label,
+                    row.get("method") or ("original" if label == "REAL" else "unknown"),
+                    row.get("group") or row.get("source_ids") or path.stem,
+                )
+            )
+    return clips
+
+
+def identity_components(clips: list[Clip]) -> list[int]:
+    """Component number per clip: clips sharing any identity, directly or through others, share one."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for clip in clips:
+        first, *rest = clip.identities
+        for other in rest:
+            parent[find(other)] = find(first)
+    roots = sorted({find(c.identities[0]) for c in clips})
+    number = {r: i for i, r in enumerate(roots)}
+    return [number[find(c.identities[0])] for c in clips]
+
+
+def split_by_identity(clips: list[Clip], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Clip], list[Clip]]:
+    """Train and validation clips with no identity in both, every method represented in validation if possible."""
+    components = identity_components(clips)
+    order = np.random.default_rng(seed).permutation(max(components) + 1)
+    target = val_fraction * len(clips)
+    val_components: set[int] = set()
+    methods = {c.method for c in clips}
+    for comp in order:
+        in_val = [c for c, k in zip(clips, components) if k in val_components]
+        if len(in_val) >= target and methods <= {c.method for c in in_val}:
+            break
+        if len(in_val) >= 1.5 * target:
+            break
+        val_components.add(int(comp))
+    train = [c for c, k in zip(clips, components) if k not in val_components]
+    val = [c for c, k in zip(clips, components) if k in val_components]
+    return train, val
+
+
+def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's face crops for one video, with its landmarks in crop pixels."""
+    sampled = read_frames(path, frames)
+    tracks = track_faces([detect_faces(f) for f in sampled.frames])
+    if not tracks:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, LANDMARKS, 2), np.float32)
+    crops, marks = [], []
+    for position, box in zip(tracks[0].frame_positions, tracks[0].boxes):
+        frame = sampled.frames[position]
+        top, right, bottom, left = expand_box(box, frame.shape)
+        points = face_landmarks_points(frame, box)
+        points = (points - [left, top]) * (size / (right - left)) if len(points) == LANDMARKS else np.zeros((LANDMARKS, 2))
+        crops.append(crop_face(frame, box, size))
+        marks.append(points.astype(np.float32))
+    return np.stack(crops), np.stack(marks)
+
+
+def cache_path(cache_dir: str | Path, clip: Clip, quality: str) -> Path:
+    return Path(cache_dir) / quality / f"{clip.key}.npz"
+
+
+def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:
+    clip, quality, cache_dir, frames, size = args
+    target = cache_path(cache_dir, clip, quality)
+    if target.exists():
+        return "cached"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if QUALITIES[quality] is None:
+            crops, marks = crops_for_video(clip.path, frames, size)
+        else:
+            crf, height = QUALITIES[quality]
+            with tempfile.TemporaryDirectory() as tmp:
+                encoded = Path(tmp) / "clip.mp4"
+                reencode_h264(clip.path, encoded, crf, height)
+                crops, marks = crops_for_video(encoded, frames, size)
+    except (VideoError, OSError, ValueError) as error:  # av raises OSError subclasses
+        log.warning("skipping %s (%s): %s", clip.path, quality, error)
+        crops, marks = np.zeros((0, size, size, 3), np.uint8), np.zeros((0, LANDMARKS, 2), np.float32)
+    np.savez(target, crops=crops, landmarks=marks)
+    return f"{len(crops)} crops"
+
+
+def prepare_cache(
+    clips: list[Clip], cache_dir: str | Path, qualities: list[str], frames: int = 32, size: int = 112, workers: int = 2
+) -> None:
+    """Crop every clip at every quality into `cache_dir` (skipping what is already there)."""
+    jobs = [(clip, q, str(cache_dir), frames, size) for clip in clips for q in qualities]
+    with ProcessPoolExecutor(workers) as pool:
+        for i, (job, outcome) in enumerate(zip(jobs, pool.map(_prepare_one, jobs)), 1):
+            log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
+
+
+def load_cached(cache_dir: str | Path, clip: Clip, quality: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(cache_path(cache_dir, clip, quality)) as data:
+        return data["crops"], data["landmarks"]

@@ -1,0 +1,122 @@
+"""Finding, following and cropping faces, on numpy RGB frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import face_recognition
+import numpy as np
+
+# A box is (top, right, bottom, left) in pixels, as face_recognition returns it.
+Box = tuple[int, int, int, int]
+
+DETECT_MAX_SIDE = 640  # HOG runs on a copy no longer than this (≈½ of 720p)
+CROP_MARGIN = 0.25  # fraction of the face box added on each side
+MATCH_IOU = 0.3
+
+
+@dataclass
+class FaceTrack:
+    """One face followed through the sampled frames."""
+
+    frame_positions: list[int] = field(default_factory=list)  # positions in the sampled list
+    boxes: list[Box] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        areas = [(b[2] - b[0]) * (b[1] - b[3]) for b in self.boxes]
+        return len(self.boxes) * float(np.median(areas)) if areas else 0.0
+
+
+def detect_faces(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]:
+    """HOG face boxes in full-resolution coordinates, found on a downscaled copy."""
+    height, width = frame.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small = frame if scale == 1.0 else cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    boxes = face_recognition.face_locations(small, number_of_times_to_upsample=0)
+    if not boxes:
+        boxes = face_recognition.face_locations(small, number_of_times_to_upsample=1)
+    return [
+        (
+            max(0, round(t / scale)),
+            min(width, round(r / scale)),
+            min(height, round(b / scale)),
+            max(0, round(l / scale)),
+        )
+        for t, r, b, l in boxes
+    ]
+
+
+def expand_box(box: Box, frame_shape: tuple[int, ...], margin: float = CROP_MARGIN) -> Box:
+    """A square around the face, `margin` larger on each side, kept inside the frame."""
+    height, width = frame_shape[:2]
+    top, right, bottom, left = box
+    side = max(bottom - top, right - left) * (1 + 2 * margin)
+    side = min(side, height, width)
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    top_new = int(round(min(max(cy - side / 2, 0), height - side)))
+    left_new = int(round(min(max(cx - side / 2, 0), width - side)))
+    side_px = int(round(side))
+    return top_new, left_new + side_px, top_new + side_px, left_new
+
+
+def crop_face(frame: np.ndarray, box: Box, size: int = 112, margin: float = CROP_MARGIN) -> np.ndarray:
+    """The face region, enlarged and clamped, resized to size×size."""
+    top, right, bottom, left = expand_box(box, frame.shape, margin)
+    return cv2.resize(frame[top:bottom, left:right], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def iou(a: Box, b: Box) -> float:
+    top, bottom = max(a[0], b[0]), min(a[2], b[2])
+    left, right = max(a[3], b[3]), min(a[1], b[1])
+    inter = max(0, bottom - top) * max(0, right - left)
+    area = lambda x: (x[2] - x[0]) * (x[1] - x[3])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTrack]:
+    """Link per-frame boxes into tracks by overlap; the best-supported (most frames × size) first."""
+    tracks: list[FaceTrack] = []
+    for position, boxes in enumerate(detections):
+        free = list(range(len(tracks)))
+        for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])):
+            best, best_iou = None, MATCH_IOU
+            for i in free:
+                overlap = iou(tracks[i].boxes[-1], box)
+                if overlap > best_iou:
+                    best, best_iou = i, overlap
+            if best is None:
+                tracks.append(FaceTrack([position], [box]))
+            else:
+                free.remove(best)
+                tracks[best].frame_positions.append(position)
+                tracks[best].boxes.append(box)
+    tracks.sort(key=lambda t: -t.score)
+    return tracks[:max_tracks]
+
+
+def face_landmarks_points(frame: np.ndarray, box: Box) -> np.ndarray:
+    """The 68 dlib landmarks of the face in `box`, as an (N, 2) array of x, y."""
+    marks = face_recognition.face_landmarks(frame, face_locations=[box])
+    if not marks:
+        return np.zeros((0, 2), np.float32)
+    return np.array([p for part in marks[0].values() for p in part], np.float32)
+
+
+@dataclass
+class FaceCrops:
+    """A track's crops (N×size×size×3 RGB) with the sampled-frame positions they come from."""
+
+    track: FaceTrack
+    crops: np.ndarray
+
+
+def extract_face_crops(frames: list[np.ndarray], size: int = 112, max_tracks: int = 1) -> list[FaceCrops]:
+    """Detect faces in every frame, follow them, and crop each track; empty when no face."""
+    detections = [detect_faces(frame) for frame in frames]
+    tracks = track_faces(detections, max_tracks)
+    return [
+        FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))
+        for track in tracks
+    ]

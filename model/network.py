@@ -1,0 +1,144 @@
+"""The network: CNN encoder → global average pool → LSTM over frames → Linear(·, 2).
+
+Class 0 is FAKE and class 1 is REAL, as in the original ResNeXt50+LSTM project, whose
+raw checkpoints load through `convert_original_state_dict`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASS_NAMES = ("FAKE", "REAL")
+ENCODER_CHANNELS = {"resnext50_32x4d": 2048, "mobilenet_v2": 1280}
+
+
+@dataclass
+class NetworkConfig:
+    """Everything needed to rebuild and feed the network; stored inside each checkpoint."""
+
+    encoder: str = "mobilenet_v2"
+    hidden_size: int = 256
+    image_size: int = 112
+    sequence_length: int = 20
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    class_names: tuple[str, ...] = CLASS_NAMES
+    # "original": the original project's LSTM(bias=False) fed batch-first data into a
+    # sequence-first LSTM, so each frame is its own 1-step sequence and the last frame decides.
+    temporal: str = "lstm"
+    lstm_bias: bool = True
+    # Calibration, fitted on validation: p_fake = softmax(logits / temperature)[FAKE].
+    temperature: float = 1.0
+    threshold: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std", "class_names"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_encoder(name: str, imagenet_weights: str | Path | None = None) -> nn.Sequential:
+    """The convolutional trunk (no pooling, no classifier), optionally with ImageNet weights."""
+    if name == "resnext50_32x4d":
+        net = models.resnext50_32x4d(weights=None)
+        trunk_of = lambda m: nn.Sequential(*list(m.children())[:-2])  # noqa: E731
+    elif name == "mobilenet_v2":
+        net = models.mobilenet_v2(weights=None)
+        trunk_of = lambda m: m.features  # noqa: E731
+    else:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODER_CHANNELS)}")
+    if imagenet_weights:
+        net.load_state_dict(torch.load(imagenet_weights, map_location="cpu", weights_only=True))
+    return trunk_of(net)
+
+
+class DeepfakeNet(nn.Module):
+    def __init__(self, config: NetworkConfig, imagenet_weights: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        channels = ENCODER_CHANNELS[config.encoder]
+        self.encoder = build_encoder(config.encoder, imagenet_weights)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        original = config.temporal == "original"
+        self.lstm = nn.LSTM(channels, config.hidden_size, 1, bias=config.lstm_bias, batch_first=not original)
+        self.dropout = nn.Dropout(0.4)
+        self.head = nn.Linear(config.hidden_size, len(config.class_names))
+
+    def frame_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) → pooled features (N, C) and the last feature map (N, C, h, w)."""
+        fmap = self.encoder(frames)
+        return self.pool(fmap).flatten(1), fmap
+
+    def temporal(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C) features → video logits (B, 2) and per-frame logits (B, T, 2)."""
+        if self.config.temporal == "original":
+            out, _ = self.lstm(features)  # reads (B, T) as (time, batch), as the original did
+            return self.head(self.dropout(out[:, -1, :])), self.head(out)
+        out, _ = self.lstm(features)
+        steps = self.head(self.dropout(out))
+        # The video score averages the per-step scores: every frame counts, none alone decides.
+        return steps.mean(dim=1), steps
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) normalised crops → video logits (B, 2), per-frame logits (B, T, 2)."""
+        batch, steps = clips.shape[:2]
+        features, _ = self.frame_features(clips.flatten(0, 1))
+        return self.temporal(features.view(batch, steps, -1))
+
+
+def convert_original_state_dict(state: dict[str, torch.Tensor]) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
+    """Map a raw checkpoint of the original project (`model.*`, `lstm.*`, `linear1.*`) onto ours."""
+    renamed = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith("model."):
+            key = "encoder." + key[len("model."):]
+        elif key.startswith("linear1."):
+            key = "head." + key[len("linear1."):]
+        renamed[key] = value
+    hidden = renamed["lstm.weight_hh_l0"].shape[1]
+    config = NetworkConfig(
+        encoder="resnext50_32x4d",
+        hidden_size=hidden,
+        temporal="original",
+        lstm_bias="lstm.bias_ih_l0" in renamed,
+        extra={"source": "original ResNeXt50+LSTM checkpoint"},
+    )
+    return config, renamed
+
+
+def is_original_state_dict(state: dict) -> bool:
+    return any(k.removeprefix("module.").startswith("linear1.") for k in state)
+
+
+def save_checkpoint(model: DeepfakeNet, path: str | Path, half: bool = True, **meta) -> None:
+    """Weights (fp16 by default, to keep the file small) with the config stored beside them."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"format": "deepfake-detector/1", "config": model.config.as_dict(), "state_dict": state, **meta}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DeepfakeNet:
+    """Our checkpoints, or a raw state_dict from the original project."""
+    data = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(data, dict) and "config" in data and "state_dict" in data:
+        config, state = NetworkConfig.from_dict(data["config"]), data["state_dict"]
+    elif isinstance(data, dict) and is_original_state_dict(data):
+        config, state = convert_original_state_dict(data)
+    else:
+        raise ValueError(f"{path} is neither a detector checkpoint nor an original-project state_dict")
+    model = DeepfakeNet(config)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval()

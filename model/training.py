@@ -1,0 +1,194 @@
+"""Training: face-crop sequences with self-blended fakes and compression, early-stopped on hard validation."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import Degradation, SelfBlend
+from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
+from .evaluation import fit_calibration, log_loss, roc_auc
+from .network import DeepfakeNet, NetworkConfig, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    manifest: str
+    root: str | None = None
+    cache_dir: str = str(Path.home() / ".cache" / "deepfake-detector" / "crops")
+    out: str = "weights/detector.pt"
+    encoder: str = "mobilenet_v2"
+    imagenet_weights: str | None = None
+    hidden_size: int = 256
+    steps: int = 1200
+    clips_per_batch: int = 8
+    frames_per_clip: int = 8
+    cached_frames: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    val_fraction: float = 0.2
+    seed: int = 0
+    train_qualities: list[str] = field(default_factory=lambda: ["orig", "crf40_480p"])
+    hard_quality: str = "crf40_480p"
+    device: str | None = None
+    workers: int = 2
+
+
+class SequenceSampler:
+    """Draws training sequences: a third real, a third self-blended from real, a third real fakes."""
+
+    def __init__(self, data: dict[str, list[tuple[np.ndarray, np.ndarray]]], clips: list[Clip], config: TrainConfig):
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        components = identity_components(clips)
+        self.by_label: dict[str, dict[int, list[str]]] = {"REAL": {}, "FAKE": {}}
+        for clip, comp in zip(clips, components):
+            if any(len(c) >= 2 for c, _ in data.get(clip.key, [])):
+                self.by_label[clip.label].setdefault(comp, []).append(clip.key)
+        self.data = data
+
+    def _pick(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        groups = self.by_label[label]
+        comp = list(groups)[self.rng.integers(len(groups))]  # identity-balanced
+        key = groups[comp][self.rng.integers(len(groups[comp]))]
+        versions = [v for v in self.data[key] if len(v[0]) >= 2]
+        crops, marks = versions[self.rng.integers(len(versions))]
+        length = min(self.config.frames_per_clip, len(crops))
+        start = self.rng.integers(0, len(crops) - length + 1)
+        return crops[start : start + length], marks[start : start + length]
+
+    def _jitter(self, image: np.ndarray, scale: float, dx: float, dy: float) -> np.ndarray:
+        size = image.shape[0]
+        warp = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
+        warp[:, 2] += (dx, dy)
+        return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
+
+    def sequence(self) -> tuple[np.ndarray, int]:
+        kind = self.rng.integers(3)
+        crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
+        blend = SelfBlend.draw(self.rng) if kind == 1 else None
+        degrade = Degradation.draw(self.rng)
+        scale, dx, dy = self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2)
+        frames = []
+        for image, points in zip(crops, marks):
+            if blend is not None:
+                image = blend.apply(image, points)
+            frames.append(degrade.apply(self._jitter(image, scale, dx, dy), self.rng))
+        return np.stack(frames), 0 if kind else 1  # class 0 = FAKE
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, H, W, 3) uint8 sequences of equal length, and labels (B,)."""
+        items = [self.sequence() for _ in range(self.config.clips_per_batch)]
+        length = min(len(x) for x, _ in items)
+        return np.stack([x[:length] for x, _ in items]), np.array([y for _, y in items])
+
+
+def to_tensor(frames: np.ndarray, config: NetworkConfig, device: torch.device) -> torch.Tensor:
+    """(..., H, W, 3) uint8 → normalised (..., 3, H, W) float tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float().div_(255)
+    mean = torch.tensor(config.mean, device=device)
+    std = torch.tensor(config.std, device=device)
+    return ((tensor - mean) / std).movedim(-1, -3)
+
+
+def evenly(crops: np.ndarray, count: int) -> np.ndarray:
+    if len(crops) <= count:
+        return crops
+    return crops[np.linspace(0, len(crops) - 1, count).round().astype(int)]
+
+
+@torch.inference_mode()
+def clip_margins(model: DeepfakeNet, sequences: list[np.ndarray], device: torch.device) -> np.ndarray:
+    """Raw logit margin (FAKE − REAL) per clip, on `sequence_length` crops spread as when serving."""
+    model.eval()
+    margins = []
+    for crops in sequences:
+        logits, _ = model(to_tensor(evenly(crops, model.config.sequence_length)[None], model.config, device))
+        margins.append(float(logits[0, 0] - logits[0, 1]))
+    return np.array(margins)
+
+
+def train(config: TrainConfig) -> dict:
+    """Train, early-stop on the hard validation, calibrate, and save the checkpoint; returns the record."""
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    clips = read_manifest(config.manifest, config.root)
+    train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
+    log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
+    qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
+    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, workers=config.workers)
+
+    train_data = {c.key: [load_cached(config.cache_dir, c, q) for q in config.train_qualities] for c in train_clips}
+    sampler = SequenceSampler(train_data, train_clips, config)
+    val_sets = {q: [load_cached(config.cache_dir, c, q)[0] for c in val_clips] for q in ("orig", config.hard_quality)}
+    val_keep = [i for i in range(len(val_clips)) if all(len(v[i]) for v in val_sets.values())]
+    y_val = np.array([val_clips[i].label == "FAKE" for i in val_keep])
+
+    net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size)
+    model = DeepfakeNet(net_config, config.imagenet_weights).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    best: dict = {"score": -np.inf}
+    history = []
+    started = time.time()
+    for step in range(1, config.steps + 1):
+        model.train()
+        frames, labels = sampler.batch()
+        x, y = to_tensor(frames, net_config, device), torch.from_numpy(labels).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            video_logits, frame_logits = model(x)
+            loss = loss_fn(video_logits.float(), y) + 0.5 * loss_fn(
+                frame_logits.flatten(0, 1).float(), y.repeat_interleave(frame_logits.shape[1])
+            )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+        if step % config.eval_every == 0 or step == config.steps:
+            margins = {q: clip_margins(model, [v[i] for i in val_keep], device) for q, v in val_sets.items()}
+            hard = margins[config.hard_quality]
+            p_hard = 1 / (1 + np.exp(-hard))
+            record = {
+                "step": step,
+                "loss": round(float(loss), 4),
+                "hard_auc": roc_auc(y_val, hard),
+                "orig_auc": roc_auc(y_val, margins["orig"]),
+                "hard_log_loss": log_loss(y_val, p_hard),
+                "seconds": round(time.time() - started, 1),
+            }
+            history.append(record)
+            log.info("step %d: %s", step, record)
+            score = record["hard_auc"] + 0.5 * record["orig_auc"]
+            if score > best["score"]:
+                best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+    model.load_state_dict(best["state"])
+    margins = {q: clip_margins(model, [v[i] for i in val_keep], device) for q, v in val_sets.items()}
+    temperature, bias = fit_calibration(np.r_[margins["orig"], margins[config.hard_quality]], np.r_[y_val, y_val])
+    model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
+    record = {
+        "train_config": asdict(config),
+        "best_step": best["step"],
+        "history": history,
+        "train_clips": [c.path for c in train_clips],
+        "validation_clips": [c.path for c in val_clips],
+        "calibration": {"temperature": temperature, "logit_bias": bias},
+    }
+    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=best["step"])
+    log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, best["step"], temperature, bias)
+    return record

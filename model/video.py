@@ -1,0 +1,170 @@
+"""Frame sampling: pick frames evenly over a whole video without holding it in memory."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Past this many frames between two chosen frames, seeking to each one is cheaper
+# than decoding through (bench/pipeline.py measures the crossover).
+SEEK_MIN_GAP_FRAMES = 150
+
+
+class VideoError(ValueError):
+    """The file is not a video we can decode."""
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+
+    def as_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 3),
+            "frame_count": self.frame_count,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass
+class SampledFrames:
+    info: VideoInfo
+    indices: list[int] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)  # RGB uint8, H×W×3
+    method: str = "sequential"
+
+
+def sample_indices(frame_count: int, count: int) -> list[int]:
+    """`count` frame indices spread evenly over `frame_count` frames (centre of each slice)."""
+    if frame_count <= 0 or count <= 0:
+        return []
+    count = min(count, frame_count)
+    step = frame_count / count
+    return sorted({min(frame_count - 1, int(step * (i + 0.5))) for i in range(count)})
+
+
+def _open(path: str | Path) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoError("This file could not be opened as a video.")
+    return capture
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _count_frames(capture: cv2.VideoCapture) -> int:
+    count = 0
+    while capture.grab():
+        count += 1
+    return count
+
+
+def _read_sequential(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int], list[np.ndarray], int]:
+    """One decoding pass; only the chosen frames are converted. Returns frames read and frames seen."""
+    targets = set(wanted)
+    last = max(wanted)
+    got_idx, got = [], []
+    index = 0
+    while index <= last and capture.grab():
+        if index in targets:
+            ok, frame = capture.retrieve()
+            if ok and frame is not None:
+                got_idx.append(index)
+                got.append(_to_rgb(frame))
+        index += 1
+    return got_idx, got, index
+
+
+def _read_seeking(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int], list[np.ndarray]]:
+    got_idx, got = [], []
+    for index in wanted:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+        if ok and frame is not None:
+            got_idx.append(index)
+            got.append(_to_rgb(frame))
+    return got_idx, got
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Stream facts from the container; the frame count may be wrong or missing (0)."""
+    capture = _open(path)
+    try:
+        return _info(capture)
+    finally:
+        capture.release()
+
+
+def _info(capture: cv2.VideoCapture) -> VideoInfo:
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if fps <= 0 or fps > 1000:
+        fps = 25.0
+    count = max(count, 0)
+    return VideoInfo(width, height, fps, count, count / fps if count else 0.0)
+
+
+def read_frames(path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_FRAMES) -> SampledFrames:
+    """Decode `count` frames spread evenly over the whole video, as RGB arrays.
+
+    Short clips are read in one sequential pass (grab everything, retrieve only the chosen
+    frames); long ones seek near each chosen frame. A missing or wrong frame count is
+    corrected by counting, and rotation metadata is applied by OpenCV's decoder.
+    """
+    capture = _open(path)
+    try:
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        info = _info(capture)
+        if info.frame_count <= 0:
+            info.frame_count = _count_frames(capture)
+            capture.release()
+            capture = _open(path)
+        wanted = sample_indices(info.frame_count, count)
+        if not wanted:
+            raise VideoError("The video has no decodable frames.")
+        gap = info.frame_count / len(wanted)
+        if gap >= seek_min_gap:
+            indices, frames = _read_seeking(capture, wanted)
+            method = "seek"
+            if len(indices) < len(wanted) // 2:  # container lies about its length
+                capture.release()
+                capture = _open(path)
+                info.frame_count = _count_frames(capture)
+                capture.release()
+                capture = _open(path)
+                indices, frames, _ = _read_sequential(capture, sample_indices(info.frame_count, count) or [0])
+                method = "sequential"
+        else:
+            indices, frames, seen = _read_sequential(capture, wanted)
+            method = "sequential"
+            if seen <= max(wanted) and seen > 0:
+                # Fewer frames than the header said: sample again over what is really there.
+                log.info("header said %d frames, stream has %d", info.frame_count, seen)
+                info.frame_count = seen
+                capture.release()
+                capture = _open(path)
+                indices, frames, _ = _read_sequential(capture, sample_indices(seen, count))
+        if not frames:
+            raise VideoError("The video has no decodable frames.")
+        height, width = frames[0].shape[:2]
+        info.width, info.height = width, height  # after rotation
+        info.duration_s = info.frame_count / info.fps
+        return SampledFrames(info, indices, frames, method)
+    finally:
+        capture.release()

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from media import blank_frames, face_frames, write_h264, write_mp4v  # noqa: E402
+
+from app import create_app  # noqa: E402
+from model.network import DeepfakeNet, NetworkConfig, save_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("media")
+    faces = face_frames()
+    files = {
+        "face_h264": write_h264(folder / "face.mp4", faces),
+        "face_mp4v": write_mp4v(folder / "face_mp4v.mp4", faces),
+        "no_face": write_h264(folder / "no_face.mp4", blank_frames()),
+    }
+    whole = files["face_h264"].read_bytes()
+    files["truncated"] = folder / "truncated.mp4"
+    files["truncated"].write_bytes(whole[: len(whole) // 3])
+    files["not_video"] = folder / "notes.mp4"
+    files["not_video"].write_text("These are plain notes, not a video.\n" * 50)
+    files["empty"] = folder / "empty.mp4"
+    files["empty"].write_bytes(b"")
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A small randomly initialised checkpoint: exercises the plumbing, says nothing about faces."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(DeepfakeNet(NetworkConfig(encoder="mobilenet_v2", hidden_size=16)), path)
+    return path
+
+
+@pytest.fixture
+def upload_dir(tmp_path) -> Path:
+    folder = tmp_path / "uploads"
+    yield folder
+    assert list(folder.iterdir()) == [], "uploads must be deleted after processing"
+
+
+@pytest.fixture
+def app(tiny_weights, upload_dir):
+    return create_app({"TESTING": True, "WEIGHTS": str(tiny_weights), "UPLOAD_FOLDER": str(upload_dir), "MAX_CONTENT_LENGTH": 5 * 2**20})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,63 @@
+"""Test media made on the fly: a face clip animated from skimage's astronaut, and clips with no face."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from skimage import data
+
+
+def face_frames(count: int = 40, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
+    """RGB frames panning and zooming over the astronaut photograph (one frontal face)."""
+    width, height = size
+    photo = data.astronaut()  # 512×512, the face near (260, 130)
+    frames = []
+    for i in range(count):
+        t = i / max(1, count - 1)
+        zoom = 1.0 + 0.3 * np.sin(np.pi * t)
+        crop = int(420 / zoom)
+        cx, cy = 230 + int(40 * t), 210
+        x0, y0 = max(0, cx - crop // 2), max(0, cy - crop // 2)
+        patch = photo[y0 : y0 + crop, x0 : x0 + crop]
+        canvas = np.full((height, width, 3), 40, np.uint8)
+        side = height
+        left = (width - side) // 2 + int(60 * np.sin(2 * np.pi * t))
+        canvas[:, left : left + side] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+        frames.append(canvas)
+    return frames
+
+
+def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
+    """Moving coloured shapes, no face."""
+    width, height = size
+    frames = []
+    for i in range(count):
+        frame = np.full((height, width, 3), (30, 90, 160), np.uint8)
+        cv2.circle(frame, (20 + 8 * i % width, height // 2), 25, (240, 200, 40), -1)
+        frames.append(frame)
+    return frames
+
+
+def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_mp4v(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from app import create_app
+
+
+def post(client, url, path=None, data=b"", name="clip.mp4", **form):
+    payload = dict(form)
+    if path is not None:
+        data = path.read_bytes()
+    payload["video"] = (io.BytesIO(data), name)
+    return client.post(url, data=payload, content_type="multipart/form-data")
+
+
+def test_index_page(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b"Is your video fake? Check it!" in page.data
+    assert b'type="file"' in page.data
+    assert b"No model is installed" not in page.data
+
+
+def test_healthz(client):
+    body = client.get("/healthz").get_json()
+    assert body == {"status": "ok", "model_installed": True}
+
+
+@pytest.mark.parametrize("clip", ["face_h264", "face_mp4v"])
+def test_api_detects_face_clip(client, media, clip):
+    response = post(client, "/api/v1/detect", media[clip])
+    assert response.status_code == 200, response.data
+    body = response.get_json()
+    assert body["label"] in ("REAL", "FAKE")
+    assert 50.0 <= body["confidence"] <= 100.0
+    assert 0.0 <= body["p_fake"] <= 1.0
+    assert body["frames"] == 20 and body["faces"] >= 15
+    assert body["video"]["width"] == 640 and body["video"]["height"] == 360
+    assert len(body["frame_scores"]) == body["faces"]
+    assert {"decode", "faces", "model", "total"} <= set(body["seconds"])
+
+
+def test_api_sequence_length(client, media):
+    body = post(client, "/api/v1/detect", media["face_h264"], sequence_length="12").get_json()
+    assert body["frames"] == 12
+
+
+@pytest.mark.parametrize("value", ["5", "101", "abc"])
+def test_api_rejects_bad_sequence_length(client, media, value):
+    response = post(client, "/api/v1/detect", media["face_h264"], sequence_length=value)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "bad_sequence_length"
+
+
+def test_page_shows_result_with_crops(client, media):
+    response = post(client, "/detect", media["face_h264"])
+    assert response.status_code == 200
+    html = response.data.decode()
+    assert ("REAL" in html) or ("FAKE" in html)
+    assert "% confidence" in html
+    assert html.count("data:image/jpeg;base64,") >= 15
+    assert "640 × 360" in html
+
+
+def test_no_face_is_a_result_not_a_verdict(client, media):
+    body = post(client, "/api/v1/detect", media["no_face"]).get_json()
+    assert body["label"] == "NO_FACE"
+    assert body["confidence"] is None and body["p_fake"] is None
+    html = post(client, "/detect", media["no_face"]).data.decode()
+    assert "No face found" in html
+
+
+@pytest.mark.parametrize(
+    "clip,status,code",
+    [("not_video", 415, "not_a_video"), ("truncated", 415, "not_a_video"), ("empty", 400, "empty_file")],
+)
+def test_bad_files_get_clear_errors(client, media, clip, status, code):
+    api = post(client, "/api/v1/detect", media[clip])
+    assert api.status_code == status
+    error = api.get_json()["error"]
+    assert error["code"] == code and error["message"]
+    page = post(client, "/detect", media[clip])
+    assert page.status_code == status
+    assert error["message"].encode() in page.data.replace(b"&#39;", b"'")
+    assert b"Traceback" not in page.data
+
+
+def test_missing_file_field(client):
+    response = client.post("/api/v1/detect", data={}, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "no_file"
+
+
+def test_over_limit_upload(client):
+    big = b"\0" * (6 * 2**20)
+    api = post(client, "/api/v1/detect", data=big)
+    assert api.status_code == 413
+    assert api.get_json()["error"]["code"] == "too_large"
+    page = post(client, "/detect", data=big)
+    assert page.status_code == 413
+    assert b"5 MB limit" in page.data
+
+
+def test_unknown_route_is_json_under_api(client):
+    response = client.get("/api/v1/nothing")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_no_model_installed(tmp_path, media):
+    app = create_app({"TESTING": True, "WEIGHTS": str(tmp_path / "missing.pt"), "UPLOAD_FOLDER": str(tmp_path / "up")})
+    client = app.test_client()
+    assert b"No model is installed" in client.get("/").data
+    assert client.get("/healthz").get_json()["model_installed"] is False
+    response = post(client, "/api/v1/detect", media["face_h264"])
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "no_model"
+    assert list((tmp_path / "up").iterdir()) == []
+
+
+def test_internal_error_has_no_traceback(app, client, media, monkeypatch):
+    from model.detector import Detector
+
+    def boom(self, path, sequence_length=None):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Detector, "detect", boom)
+    response = post(client, "/api/v1/detect", media["face_h264"])
+    assert response.status_code == 500
+    assert "secret" not in json.dumps(response.get_json())
