@@ -108,6 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         encoder=args.encoder,
         imagenet_weights=args.imagenet_weights,
         steps=args.steps,
+        frozen_blocks=args.frozen_blocks,
         eval_every=args.eval_every,
         seed=args.seed,
         device=args.device,
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
     training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
     training.add_argument("--steps", type=int, default=defaults.steps)
+    training.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
     training.add_argument("--eval-every", type=int, default=defaults.eval_every)
     training.add_argument("--seed", type=int, default=defaults.seed)
     training.add_argument("--device", default=None)

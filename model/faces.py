@@ -23,9 +23,10 @@ class FaceTrack:
     boxes: list[Box] = field(default_factory=list)
 
     @property
-    def score(self) -> float:
+    def score(self) -> tuple[int, float]:
+        """Seen in more frames first, then larger."""
         areas = [(b[2] - b[0]) * (b[1] - b[3]) for b in self.boxes]
-        return len(self.boxes) * float(np.median(areas)) if areas else 0.0
+        return len(self.boxes), float(np.median(areas)) if areas else 0.0
 
 
 def detect_faces(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]:
@@ -76,7 +77,7 @@ def iou(a: Box, b: Box) -> float:
 
 
 def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTrack]:
-    """Link per-frame boxes into tracks by overlap; the best-supported (most frames × size) first."""
+    """Link per-frame boxes into tracks by overlap; the most consistently seen (then largest) first."""
     tracks: list[FaceTrack] = []
     for position, boxes in enumerate(detections):
         free = list(range(len(tracks)))
@@ -92,12 +93,12 @@ def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTr
                 free.remove(best)
                 tracks[best].frame_positions.append(position)
                 tracks[best].boxes.append(box)
-    tracks.sort(key=lambda t: -t.score)
+    tracks.sort(key=lambda t: t.score, reverse=True)
     return tracks[:max_tracks]
 
 
 def face_landmarks_points(frame: np.ndarray, box: Box) -> np.ndarray:
-    """The 68 dlib landmarks of the face in `box`, as an (N, 2) array of x, y."""
+    """The face's landmark points (dlib's 68-point model, by part), as an (N, 2) array of x, y."""
     marks = face_recognition.face_landmarks(frame, face_locations=[box])
     if not marks:
         return np.zeros((0, 2), np.float32)

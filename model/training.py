@@ -30,7 +30,10 @@ class TrainConfig:
     hidden_size: int = 256
     steps: int = 1200
     clips_per_batch: int = 8
-    frames_per_clip: int = 8
+    frames_per_clip: int = 6
+    # Early encoder blocks keep their ImageNet weights: backpropagating through the
+    # high-resolution layers is most of the cost on a CPU.
+    frozen_blocks: int = 4
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -135,9 +138,12 @@ def train(config: TrainConfig) -> dict:
 
     net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size)
     model = DeepfakeNet(net_config, config.imagenet_weights).to(device)
+    frozen = model.encoder[: config.frozen_blocks]
+    frozen.requires_grad_(False)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.05)
     loss_fn = nn.CrossEntropyLoss()
     best: dict = {"score": -np.inf}
@@ -145,6 +151,7 @@ def train(config: TrainConfig) -> dict:
     started = time.time()
     for step in range(1, config.steps + 1):
         model.train()
+        frozen.eval()  # keep the ImageNet batch-norm statistics of the frozen blocks
         frames, labels = sampler.batch()
         x, y = to_tensor(frames, net_config, device), torch.from_numpy(labels).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

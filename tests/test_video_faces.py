@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.faces import crop_face, detect_faces, expand_box, iou, track_faces
+from model.video import VideoError, read_frames, sample_indices
+
+
+def test_sample_indices_spread_over_whole_video():
+    indices = sample_indices(1000, 20)
+    assert len(indices) == 20
+    assert indices[0] < 50 and indices[-1] > 950
+    gaps = np.diff(indices)
+    assert gaps.min() >= 49 and gaps.max() <= 51
+
+
+def test_sample_indices_short_video():
+    assert sample_indices(5, 20) == [0, 1, 2, 3, 4]
+    assert sample_indices(0, 20) == []
+
+
+@pytest.mark.parametrize("clip", ["face_h264", "face_mp4v"])
+def test_read_frames_count_and_spread(media, clip):
+    sampled = read_frames(media[clip], 10)
+    assert len(sampled.frames) == 10
+    assert sampled.indices[0] <= 3 and sampled.indices[-1] >= 36
+    assert sampled.frames[0].shape == (360, 640, 3) and sampled.frames[0].dtype == np.uint8
+    assert sampled.info.frame_count == 40 and sampled.info.fps == pytest.approx(10)
+
+
+def test_seek_and_sequential_read_the_same_frames(media):
+    sequential = read_frames(media["face_mp4v"], 8, seek_min_gap=10**9)
+    seeking = read_frames(media["face_mp4v"], 8, seek_min_gap=1)
+    assert sequential.method == "sequential" and seeking.method == "seek"
+    assert sequential.indices == seeking.indices
+    for a, b in zip(sequential.frames, seeking.frames):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize("clip", ["not_video", "truncated", "empty"])
+def test_unreadable_files_raise(media, clip):
+    with pytest.raises(VideoError):
+        read_frames(media[clip], 10)
+
+
+def test_expand_box_is_clamped_to_frame():
+    shape = (360, 640, 3)
+    top, right, bottom, left = expand_box((5, 60, 55, 10), shape, margin=0.5)  # face in the corner
+    assert top == 0 and left == 0
+    assert bottom - top == right - left == 100
+    top, right, bottom, left = expand_box((300, 640, 360, 580), shape, margin=0.5)
+    assert bottom == 360 and right == 640 and top >= 0 and left >= 0
+
+
+def test_crop_of_corner_face_has_no_wraparound():
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[:100, :100] = 255  # the face region, top-left corner
+    frame[150:, 150:] = 128  # the opposite corner: a negative index would pull this in
+    crop = crop_face(frame, (0, 60, 60, 0), size=64)
+    assert crop.shape == (64, 64, 3)
+    assert (crop == 128).sum() == 0
+
+
+def test_detect_faces_on_face_clip(media):
+    sampled = read_frames(media["face_h264"], 5)
+    for frame in sampled.frames:
+        boxes = detect_faces(frame)
+        assert len(boxes) == 1
+        top, right, bottom, left = boxes[0]
+        assert 0 <= top < bottom <= 360 and 0 <= left < right <= 640
+        assert 40 < bottom - top < 200
+
+
+def test_downscaled_detection_matches_full_resolution(media):
+    sampled = read_frames(media["face_h264"], 5)
+    for frame in sampled.frames:
+        big = np.kron(frame, np.ones((2, 2, 1), np.uint8))  # 1280×720
+        (fast,), (full,) = detect_faces(big), detect_faces(big, max_side=4000)
+        assert iou(fast, full) > 0.7
+
+
+def test_no_face_found_in_blank_clip(media):
+    sampled = read_frames(media["no_face"], 5)
+    assert all(detect_faces(f) == [] for f in sampled.frames)
+
+
+def test_tracking_keeps_the_consistent_face():
+    big_once = [(0, 300, 300, 0)]
+    steady = (100, 200, 160, 140)
+    detections = [[steady], [steady, (300, 500, 400, 400)], [steady], big_once + [steady]]
+    (track,) = track_faces(detections, max_tracks=1)
+    assert track.frame_positions == [0, 1, 2, 3]
+    assert all(box == steady for box in track.boxes)
