@@ -28,7 +28,7 @@ class TrainConfig:
     encoder: str = "mobilenet_v2"
     imagenet_weights: str | None = None
     hidden_size: int = 256
-    steps: int = 1200
+    steps: int = 1500
     clips_per_batch: int = 8
     frames_per_clip: int = 6
     # Early encoder blocks keep their ImageNet weights: backpropagating through the
@@ -171,7 +171,7 @@ def train(config: TrainConfig) -> dict:
             p_hard = 1 / (1 + np.exp(-hard))
             record = {
                 "step": step,
-                "loss": round(float(loss), 4),
+                "loss": round(loss.item(), 4),
                 "hard_auc": roc_auc(y_val, hard),
                 "orig_auc": roc_auc(y_val, margins["orig"]),
                 "hard_log_loss": log_loss(y_val, p_hard),

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "model", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_detect_json_several_files(media, tiny_weights):
+    files = [media["face_h264"], media["not_video"], media["no_face"], media["face_mp4v"]]
+    done = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(tiny_weights), *map(str, files))
+    assert done.returncode == 1, done.stderr  # one file was unreadable
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, files))
+    face, bad, blank, face2 = lines
+    for line in (face, face2):
+        assert line["label"] in ("REAL", "FAKE")
+        assert {"path", "label", "confidence", "p_fake", "frames", "faces", "seconds"} <= set(line)
+        assert line["frames"] == 10 and line["faces"] >= 8 and line["seconds"] > 0
+    assert "error" in bad and "video" in bad["error"]
+    assert blank["label"] == "NO_FACE" and blank["confidence"] is None
+
+
+def test_detect_text_output(media, tiny_weights):
+    done = run_cli("detect", "--weights", str(tiny_weights), str(media["face_h264"]))
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(str(media["face_h264"]) + ": ")
+    assert ("REAL" in line or "FAKE" in line) and "%" in line and "frames 20" in line
+
+
+def test_detect_rejects_bad_sequence_length(media, tiny_weights):
+    done = run_cli("detect", "--sequence-length", "3", "--weights", str(tiny_weights), str(media["face_h264"]))
+    assert done.returncode == 2
+    assert "sequence_length" in done.stderr
+
+
+def test_missing_weights_is_a_clear_error(media, tmp_path):
+    done = run_cli("detect", "--weights", str(tmp_path / "none.pt"), str(media["face_h264"]))
+    assert done.returncode == 2
+    assert "none.pt" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from media import face_frames, write_h264
+
+from model.cli import main as cli_main
+from model.dataset import Clip, read_manifest, split_by_identity
+from model.evaluation import (
+    balanced_accuracy,
+    expected_calibration_error,
+    fit_calibration,
+    log_loss,
+    roc_auc,
+    summarise,
+)
+from model.network import load_checkpoint
+from model.training import TrainConfig, train
+
+
+def test_roc_auc_hand_computed():
+    y = np.array([1, 1, 0, 0, 1])
+    p = np.array([0.9, 0.4, 0.4, 0.1, 0.8])
+    # fake/real pairs: (0.9 vs 0.4, 0.1) 2 wins, (0.4 vs 0.4 tie, 0.1 win) 1.5, (0.8) 2 → 5.5 / 6
+    assert roc_auc(y, p) == pytest.approx(5.5 / 6)
+    assert math.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_balanced_accuracy_and_log_loss_hand_computed():
+    y = np.array([1, 1, 1, 0])
+    p = np.array([0.9, 0.6, 0.2, 0.3])
+    assert balanced_accuracy(y, p) == pytest.approx((2 / 3 + 1) / 2)
+    expected = -(math.log(0.9) + math.log(0.6) + math.log(0.2) + math.log(0.7)) / 4
+    assert log_loss(y, p) == pytest.approx(expected)
+
+
+def test_expected_calibration_error_hand_computed():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.9, 0.9, 0.2, 0.2])  # confidence 0.9 twice (1 right), 0.8 twice (1 right)
+    assert expected_calibration_error(y, p) == pytest.approx(0.5 * 0.4 + 0.5 * 0.3)
+
+
+def test_fit_calibration_recovers_temperature():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 4000)
+    y = rng.random(4000) < 1 / (1 + np.exp(-true_logit))
+    temperature, bias = fit_calibration(true_logit * 3.0, y)  # over-confident by 3×
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    assert abs(bias) < 0.2
+
+
+def test_summarise_reports_per_method_and_intervals():
+    y = np.array([1, 1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.85])
+    methods = ["A", "A", "B", "original", "original", "original"]
+    report = summarise(y, p, methods)
+    assert report["auc"] == pytest.approx(roc_auc(y, p))
+    assert report["auc_by_method"]["A"]["auc"] == pytest.approx(5 / 6)  # 0.9 beats 3 reals, 0.8 beats 2
+    assert report["auc_by_method"]["B"]["auc"] == pytest.approx(2 / 3)
+    low, high = report["auc_ci95"]
+    assert 0 <= low <= report["auc"] <= high <= 1
+
+
+def test_split_by_identity_never_shares_an_identity():
+    clips = [Clip(f"{a}.mp4", "REAL", "original", a) for a in ("001", "002", "003", "004", "005")]
+    clips += [Clip(f"{a}_{b}.mp4", "FAKE", "X", f"{a}_{b}") for a, b in (("001", "002"), ("003", "004"), ("005", "003"))]
+    train, val = split_by_identity(clips, 0.3, seed=1)
+    assert train and val and len(train) + len(val) == len(clips)
+    ids = lambda cs: {i for c in cs for i in c.identities}  # noqa: E731
+    assert not ids(train) & ids(val)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Two identities, each with a real clip and a crudely manipulated one (face region tinted)."""
+    folder = tmp_path_factory.mktemp("dataset")
+    rows = ["path,label,method,source_ids"]
+    for identity, shift in (("001", 0), ("002", 25)):
+        frames = [np.roll(f, shift, axis=1) for f in face_frames(24)]
+        write_h264(folder / f"{identity}.mp4", frames)
+        fakes = [f.copy() for f in frames]
+        for f in fakes:
+            f[90:230, 260 + shift : 400 + shift, 0] = 255
+        write_h264(folder / f"{identity}_fake.mp4", fakes)
+        rows += [f"{identity}.mp4,REAL,original,{identity}", f"{identity}_fake.mp4,FAKE,Tint,{identity}"]
+    manifest = folder / "clips.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path):
+    out = tmp_path / "tiny.pt"
+    config = TrainConfig(
+        manifest=str(tiny_dataset),
+        cache_dir=str(tmp_path / "cache"),
+        out=str(out),
+        hidden_size=8,
+        steps=3,
+        eval_every=2,
+        clips_per_batch=2,
+        frames_per_clip=3,
+        cached_frames=6,
+        val_fraction=0.5,
+        workers=1,
+    )
+    record = train(config)
+    assert [h["step"] for h in record["history"]] == [2, 3]
+    assert all(math.isfinite(h["loss"]) for h in record["history"])
+    assert record["calibration"]["temperature"] > 0
+    assert set(record["train_clips"]).isdisjoint(record["validation_clips"])
+    model = load_checkpoint(out)
+    assert model.config.hidden_size == 8
+    assert model.config.temperature == pytest.approx(record["calibration"]["temperature"])
+    with torch.inference_mode():
+        video, _ = model(torch.randn(1, 3, 3, 112, 112))
+    assert torch.isfinite(video).all()
+
+
+def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys):
+    code = cli_main(
+        ["evaluate", "--manifest", str(tiny_dataset), "--weights", str(tiny_weights), "--sequence-length", "10", "--out", str(tmp_path)]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    metrics = report["qualities"]["crf40_480p"]["metrics"]
+    assert metrics["clips"] == 4 and metrics["fake_clips"] == 2
+    rows = report["qualities"]["orig"]["clips"]
+    y = np.array([r["label"] == "FAKE" for r in rows])
+    p = np.array([r["p_fake"] for r in rows])
+    assert report["qualities"]["orig"]["metrics"]["auc"] == pytest.approx(roc_auc(y, p))
+    assert (tmp_path / "roc.png").stat().st_size > 1000
+    assert "AUC" in capsys.readouterr().out
+
+
+def test_manifest_from_folder(tmp_path):
+    for name in ("real/a.mp4", "fake/b.mp4", "fake/notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    clips = read_manifest(tmp_path)
+    assert sorted((c.label, c.path.endswith(".mp4")) for c in clips) == [("FAKE", True), ("REAL", True)]
