@@ -34,9 +34,11 @@ class TrainConfig:
     # Early encoder blocks keep their ImageNet weights: backpropagating through the
     # high-resolution layers is most of the cost on a CPU.
     frozen_blocks: int = 4
+    # Batches hold few identities, so their batch-norm statistics are skewed; keep ImageNet's.
+    freeze_batchnorm: bool = True
     cached_frames: int = 32
     lr: float = 3e-4
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
     eval_every: int = 100
     val_fraction: float = 0.2
     seed: int = 0
@@ -152,6 +154,8 @@ def train(config: TrainConfig) -> dict:
     for step in range(1, config.steps + 1):
         model.train()
         frozen.eval()  # keep the ImageNet batch-norm statistics of the frozen blocks
+        if config.freeze_batchnorm:
+            model.encoder.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)
         frames, labels = sampler.batch()
         x, y = to_tensor(frames, net_config, device), torch.from_numpy(labels).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

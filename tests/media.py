@@ -1,6 +1,8 @@
 """Test media made on the fly: a face clip animated from skimage's astronaut, and clips with no face."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,11 +14,16 @@ from skimage import data
 
 def face_frames(count: int = 40, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
     """RGB frames panning and zooming over the astronaut photograph (one frontal face)."""
+    return list(iter_face_frames(count, size))
+
+
+def iter_face_frames(count: int, size: tuple[int, int], period: int | None = None) -> Iterator[np.ndarray]:
+    """Face frames one at a time (long clips do not fit in memory); the motion repeats every `period` frames."""
     width, height = size
     photo = data.astronaut()  # 512×512, the face near (260, 130)
-    frames = []
+    period = period or count
     for i in range(count):
-        t = i / max(1, count - 1)
+        t = (i % period) / max(1, period - 1)
         zoom = 1.0 + 0.3 * np.sin(np.pi * t)
         crop = int(420 / zoom)
         cx, cy = 230 + int(40 * t), 210
@@ -26,8 +33,7 @@ def face_frames(count: int = 40, size: tuple[int, int] = (640, 360)) -> list[np.
         side = height
         left = (width - side) // 2 + int(60 * np.sin(2 * np.pi * t))
         canvas[:, left : left + side] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
-        frames.append(canvas)
-    return frames
+        yield canvas
 
 
 def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
@@ -41,12 +47,15 @@ def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np
     return frames
 
 
-def write_h264(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: str = "medium") -> Path:
+    frames = iter(frames)
+    first = next(frames)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=Fraction(fps))
-        stream.height, stream.width = frames[0].shape[:2]
+        stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
-        for frame in frames:
+        stream.options = {"preset": preset}
+        for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

@@ -1,0 +1,203 @@
+"""End-to-end speed and memory of the detector, side by side with the original project's inference path.
+
+    python bench/pipeline.py [--runs 5] [--baseline-runs 3] [--out bench/results/DATE.json]
+
+Each measurement runs in a fresh process so that its peak resident memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+log = logging.getLogger("bench")
+CLIPS = {  # name: (width, height, seconds, fps)
+    "720p_10s": (1280, 720, 10, 25),
+    "1080p_10s": (1920, 1080, 10, 30),
+    "1080p_10min": (1920, 1080, 600, 30),
+}
+SEQUENCE_LENGTHS = (20, 60, 100)
+
+
+def make_clips(folder: Path) -> dict[str, Path]:
+    """Generated face clips; the 10-minute one repeats its 10 s clip's packets (no re-encode)."""
+    import av
+    from media import iter_face_frames, write_h264
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, (width, height, seconds, fps) in CLIPS.items():
+        path = paths[name] = folder / f"{name}.mp4"
+        if path.exists():
+            continue
+        if seconds <= 10:
+            write_h264(path, iter_face_frames(seconds * fps, (width, height)), fps, preset="veryfast")
+            continue
+        short = folder / f"{width}x{height}_{fps}_10s.mp4"
+        if not short.exists():
+            write_h264(short, iter_face_frames(10 * fps, (width, height)), fps, preset="veryfast")
+        with av.open(str(short)) as src:
+            packets = [p for p in src.demux(src.streams.video[0]) if p.size]
+            template = src.streams.video[0]
+            span = max(p.pts for p in packets) + packets[1].duration if packets[1].duration else None
+            with av.open(str(path), "w") as out:
+                stream = out.add_stream_from_template(template)
+                step = span or (10 * template.time_base.denominator // template.time_base.numerator)
+                for repeat in range(seconds // 10):
+                    for packet in packets:
+                        packet.stream = stream
+                        offset = repeat * step
+                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                        out.mux(packet)
+                        packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
+    return paths
+
+
+def measure_ours(clip: str, sequence_length: int, runs: int, weights: str) -> dict:
+    from model.detector import Detector
+
+    detector = Detector(weights)
+    detector.detect(clip, sequence_length)  # warm-up
+    results = [detector.detect(clip, sequence_length) for _ in range(runs)]
+    stages = {k: statistics.median(r.seconds.get(k, 0.0) for r in results) for k in ("decode", "faces", "model", "total")}
+    return {"faces": results[-1].faces, "label": results[-1].label, "seconds": stages}
+
+
+def measure_baseline(clip: str, sequence_length: int, runs: int) -> dict:
+    """The original project's path: every frame decoded into a list, the first N used,
+    full-resolution HOG (upsample 1) on each, fp32 ResNeXt50 + LSTM(2048) on the crops."""
+    import cv2
+    import face_recognition
+    import numpy as np
+    import torch
+
+    from model.network import DeepfakeNet, NetworkConfig
+
+    torch.manual_seed(0)  # speed does not depend on the weights
+    model = DeepfakeNet(NetworkConfig(encoder="resnext50_32x4d", hidden_size=2048, temporal="original", lstm_bias=False)).eval()
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+    def once() -> dict:
+        start = time.perf_counter()
+        capture, frames = cv2.VideoCapture(clip), []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+        capture.release()
+        decoded = time.perf_counter()
+        crops = []
+        for frame in frames[:sequence_length]:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            faces = face_recognition.face_locations(rgb)
+            if faces:
+                top, right, bottom, left = faces[0]
+                rgb = rgb[top:bottom, left:right]
+            crops.append((cv2.resize(rgb, (112, 112)) / 255.0 - mean) / std)
+        found = time.perf_counter()
+        with torch.inference_mode():
+            model(torch.from_numpy(np.stack(crops)).float().permute(0, 3, 1, 2)[None])
+        end = time.perf_counter()
+        return {"decode": decoded - start, "faces": found - decoded, "model": end - found, "total": end - start}
+
+    once()
+    timings = [once() for _ in range(runs)]
+    return {"seconds": {k: statistics.median(t[k] for t in timings) for k in timings[0]}}
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this process; prints a JSON line with the peak RSS."""
+    logging.disable(logging.WARNING)
+    if args.child == "ours":
+        result = measure_ours(args.clip, args.sequence_length, args.runs, args.weights)
+    else:
+        result = measure_baseline(args.clip, args.sequence_length, args.runs)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def run_child(kind: str, clip: Path, sequence_length: int, runs: int, weights: str) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--clip", str(clip), "--sequence-length", str(sequence_length), "--runs", str(runs), "--weights", weights]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline-runs", type=int, default=3)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
+    parser.add_argument("--sequence-lengths", nargs="+", type=int, default=list(SEQUENCE_LENGTHS))
+    parser.add_argument("--clip-dir", default=str(ROOT / "bench" / ".clips"))
+    parser.add_argument("--weights", default=str(ROOT / "weights" / "detector.pt"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{datetime.date.today()}.json"))
+    parser.add_argument("--child", choices=["ours", "baseline"])
+    parser.add_argument("--clip")
+    parser.add_argument("--sequence-length", type=int)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    clips = make_clips(Path(args.clip_dir))
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "rows": []}
+    log.info("machine: %s", report["machine"])
+    header = f"{'clip':<12} {'N':>4} {'path':<9} {'total s':>8} {'decode':>7} {'faces':>7} {'model':>7} {'fps':>6} {'RSS MB':>7}"
+    log.info(header)
+    for name in args.clips:
+        for n in args.sequence_lengths:
+            kinds = ["ours"]
+            # The original path decodes every frame into memory: 18,000 1080p frames would need ~110 GB.
+            if not args.no_baseline and CLIPS[name][2] <= 10:
+                kinds.append("baseline")
+            for kind in kinds:
+                runs = args.runs if kind == "ours" else args.baseline_runs
+                result = run_child(kind, clips[name], n, runs, args.weights)
+                seconds = result["seconds"]
+                row = {"clip": name, "sequence_length": n, "path": kind, "runs": runs, **result, "frames_per_second": n / seconds["total"]}
+                report["rows"].append(row)
+                log.info(
+                    f"{name:<12} {n:>4} {kind:<9} {seconds['total']:>8.3f} {seconds['decode']:>7.3f} {seconds['faces']:>7.3f} "
+                    f"{seconds['model']:>7.3f} {row['frames_per_second']:>6.1f} {result['peak_rss_mb']:>7.0f}"
+                )
+            if len(kinds) == 2:
+                ours, base = report["rows"][-2]["seconds"]["total"], report["rows"][-1]["seconds"]["total"]
+                report["rows"][-1]["speedup_ours_vs_baseline"] = base / ours
+                log.info(f"{'':<12} {n:>4} speed-up ×{base / ours:.1f}")
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
