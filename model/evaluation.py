@@ -39,9 +39,9 @@ def balanced_accuracy(y_fake: np.ndarray, p_fake: np.ndarray, threshold: float =
     return float(np.mean(recalls(y_fake, p_fake, threshold)))
 
 
-def log_loss(y_fake: np.ndarray, p_fake: np.ndarray, eps: float = 1e-6) -> float:
+def log_loss(y_fake: np.ndarray, p_fake: np.ndarray, eps: float = 1e-6, weights: np.ndarray | None = None) -> float:
     y, p = np.asarray(y_fake, float), np.clip(np.asarray(p_fake, float), eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=weights))
 
 
 def expected_calibration_error(y_fake: np.ndarray, p_fake: np.ndarray, bins: int = 10, threshold: float = 0.5) -> float:
@@ -111,13 +111,17 @@ def summarise(y_fake: np.ndarray, p_fake: np.ndarray, methods: list[str], thresh
 
 
 def fit_calibration(margins: np.ndarray, y_fake: np.ndarray) -> tuple[float, float]:
-    """Temperature and logit offset minimising log loss of sigmoid(margin / T + b) (grid search: robust on few clips)."""
+    """Temperature and logit offset minimising log loss of sigmoid(margin / T + b) (grid search: robust on few clips).
+
+    Both classes weigh the same, so the validation set's share of fakes does not become a prior
+    that tilts every verdict towards the majority class."""
     margins, y = np.asarray(margins, float), np.asarray(y_fake, float)
+    weights = np.where(y > 0, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum()))
     best = (float("inf"), 1.0, 0.0)
     for temperature in np.geomspace(0.1, 20, 80):
         for bias in np.linspace(-3, 3, 61):
             p = 1 / (1 + np.exp(-(margins / temperature + bias)))
-            loss = log_loss(y, p)
+            loss = log_loss(y, p, weights=weights)
             if loss < best[0]:
                 best = (loss, float(temperature), float(bias))
     return best[1], best[2]

@@ -13,6 +13,7 @@ Box = tuple[int, int, int, int]
 DETECT_MAX_SIDE = 640  # HOG runs on a copy no longer than this (≈½ of 720p)
 CROP_MARGIN = 0.25  # fraction of the face box added on each side
 MATCH_IOU = 0.3
+STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip detection
 
 
 @dataclass
@@ -113,9 +114,29 @@ class FaceCrops:
     crops: np.ndarray
 
 
+def _interpolated(before: list[Box], after: list[Box]) -> list[Box] | None:
+    """Boxes halfway between two neighbouring frames' detections, if every face is steady across them."""
+    if not before or len(before) != len(after):
+        return None
+    pairs = [(a, max(after, key=lambda b: iou(a, b))) for a in before]
+    if any(iou(a, b) < STEADY_IOU for a, b in pairs):
+        return None
+    return [tuple(int(round((x + y) / 2)) for x, y in zip(a, b)) for a, b in pairs]
+
+
+def detect_faces_in_frames(frames: list[np.ndarray]) -> list[list[Box]]:
+    """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
+    the same steady faces takes their average box instead, and is detected only when that fails."""
+    detections: list[list[Box] | None] = [detect_faces(f) if i % 2 == 0 else None for i, f in enumerate(frames)]
+    for i in range(1, len(frames), 2):
+        steady = _interpolated(detections[i - 1], detections[i + 1]) if i + 1 < len(frames) else None
+        detections[i] = steady if steady is not None else detect_faces(frames[i])
+    return detections
+
+
 def extract_face_crops(frames: list[np.ndarray], size: int = 112, max_tracks: int = 1) -> list[FaceCrops]:
-    """Detect faces in every frame, follow them, and crop each track; empty when no face."""
-    detections = [detect_faces(frame) for frame in frames]
+    """Detect faces in the frames, follow them, and crop each track; empty when no face."""
+    detections = detect_faces_in_frames(frames)
     tracks = track_faces(detections, max_tracks)
     return [
         FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))

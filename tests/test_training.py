@@ -142,3 +142,11 @@ def test_manifest_from_folder(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     clips = read_manifest(tmp_path)
     assert sorted((c.label, c.path.endswith(".mp4")) for c in clips) == [("FAKE", True), ("REAL", True)]
+
+
+def test_fit_calibration_ignores_class_imbalance():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(300), np.zeros(100)].astype(bool)
+    margins = np.where(y, 1.0, -1.0) + rng.normal(0, 1.5, 400)  # symmetric evidence, 3:1 fakes
+    _, bias = fit_calibration(margins, y)
+    assert abs(bias) < 0.3  # an unweighted fit would learn a prior of log(3) ≈ 1.1 towards FAKE

@@ -92,3 +92,38 @@ def test_tracking_keeps_the_consistent_face():
     (track,) = track_faces(detections, max_tracks=1)
     assert track.frame_positions == [0, 1, 2, 3]
     assert all(box == steady for box in track.boxes)
+
+
+def test_frames_between_steady_detections_are_interpolated(monkeypatch):
+    import model.faces as faces
+
+    boxes = {0: [(100, 200, 200, 100)], 2: [(104, 204, 204, 104)], 4: [(300, 400, 400, 300)], 3: [(200, 300, 300, 200)]}
+    called = []
+
+    def fake_detect(frame):
+        called.append(int(frame[0, 0, 0]))
+        return boxes.get(int(frame[0, 0, 0]), [])
+
+    monkeypatch.setattr(faces, "detect_faces", fake_detect)
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(5)]
+    detections = faces.detect_faces_in_frames(frames)
+    assert detections[1] == [(102, 202, 202, 102)]  # steady neighbours: averaged, not detected
+    assert detections[3] == boxes[3]  # the face jumped: frame 3 was really detected
+    assert sorted(called) == [0, 2, 3, 4]
+
+
+def test_fast_boxes_match_full_resolution_detection_on_clip(media):
+    """The fast path (downscaled HOG, interpolation) gives the original path's boxes within a few pixels."""
+    import face_recognition
+
+    from model.faces import detect_faces_in_frames
+
+    sampled = read_frames(media["face_h264"], 10)
+    for frame, fast in zip(sampled.frames, detect_faces_in_frames(sampled.frames)):
+        (full,) = face_recognition.face_locations(frame)  # the original: full resolution, upsample 1
+        assert len(fast) == 1
+        # HOG's boxes move in steps of its pyramid scale, so compare centres and sizes.
+        size_full, size_fast = full[2] - full[0], fast[0][2] - fast[0][0]
+        centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
+        assert np.abs(centre(fast[0]) - centre(full)).max() <= 0.2 * size_full
+        assert abs(size_fast - size_full) <= 0.2 * size_full
