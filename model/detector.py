@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .faces import extract_face_crops
-from .network import DeepfakeNet, load_checkpoint
+from .network import DeepfakeNet, load_checkpoint, to_input
 from .video import VideoInfo, read_frames
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,6 @@ class Detector:
         self.model: DeepfakeNet = load_checkpoint(self.weights).to(self.device)
         self.config = self.model.config
         self._lock = threading.Lock()
-        mean = torch.tensor(self.config.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.std).view(1, 3, 1, 1)
-        self._mean, self._std = mean.to(self.device), std.to(self.device)
 
     @property
     def name(self) -> str:
@@ -83,15 +80,10 @@ class Detector:
         margin = (logits[..., 0] - logits[..., 1]).float() / self.config.temperature
         return torch.sigmoid(margin + float(self.config.extra.get("logit_bias", 0.0)))
 
-    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
-        """N×H×W×3 uint8 RGB crops → normalised (N, 3, H, W) tensor on the device."""
-        tensor = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        return (tensor - self._mean) / self._std
-
     @torch.inference_mode()
     def score_crops(self, crops: np.ndarray) -> tuple[float, np.ndarray]:
         """Calibrated p_fake for a sequence of face crops, and per frame."""
-        clip = self.preprocess(crops).unsqueeze(0)
+        clip = to_input(crops[None], self.config, self.device)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 video_logits, frame_logits = self.model(clip)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision import models
@@ -97,6 +98,14 @@ class DeepfakeNet(nn.Module):
         batch, steps = clips.shape[:2]
         features, _ = self.frame_features(clips.flatten(0, 1))
         return self.temporal(features.view(batch, steps, -1))
+
+
+def to_input(frames: np.ndarray, config: NetworkConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB crops (..., H, W, 3) → normalised float tensor (..., 3, H, W) on `device`."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float().div_(255)
+    mean = torch.tensor(config.mean, device=tensor.device)
+    std = torch.tensor(config.std, device=tensor.device)
+    return ((tensor - mean) / std).movedim(-1, -3)
 
 
 def convert_original_state_dict(state: dict[str, torch.Tensor]) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ from torch import nn
 from .augment import Degradation, SelfBlend
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
 from .evaluation import fit_calibration, log_loss, roc_auc
-from .network import DeepfakeNet, NetworkConfig, save_checkpoint
+from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ class SequenceSampler:
         return np.stack([x[:length] for x, _ in items]), np.array([y for _, y in items])
 
 
-def to_tensor(frames: np.ndarray, config: NetworkConfig, device: torch.device) -> torch.Tensor:
-    """(..., H, W, 3) uint8 → normalised (..., 3, H, W) float tensor."""
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float().div_(255)
-    mean = torch.tensor(config.mean, device=device)
-    std = torch.tensor(config.std, device=device)
-    return ((tensor - mean) / std).movedim(-1, -3)
-
-
 def evenly(crops: np.ndarray, count: int) -> np.ndarray:
     if len(crops) <= count:
         return crops
@@ -117,7 +109,7 @@ def clip_margins(model: DeepfakeNet, sequences: list[np.ndarray], device: torch.
     model.eval()
     margins = []
     for crops in sequences:
-        logits, _ = model(to_tensor(evenly(crops, model.config.sequence_length)[None], model.config, device))
+        logits, _ = model(to_input(evenly(crops, model.config.sequence_length)[None], model.config, device))
         margins.append(float(logits[0, 0] - logits[0, 1]))
     return np.array(margins)
 
@@ -157,7 +149,7 @@ def train(config: TrainConfig) -> dict:
         if config.freeze_batchnorm:
             model.encoder.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)
         frames, labels = sampler.batch()
-        x, y = to_tensor(frames, net_config, device), torch.from_numpy(labels).to(device)
+        x, y = to_input(frames, net_config, device), torch.from_numpy(labels).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             video_logits, frame_logits = model(x)
             loss = loss_fn(video_logits.float(), y) + 0.5 * loss_fn(
