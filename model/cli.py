@@ -109,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
         imagenet_weights=args.imagenet_weights,
         steps=args.steps,
         frozen_blocks=args.frozen_blocks,
-        freeze_batchnorm=not args.train_batchnorm,
+        freeze_batchnorm=args.freeze_batchnorm,
         eval_every=args.eval_every,
         seed=args.seed,
         device=args.device,
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
     training.add_argument("--steps", type=int, default=defaults.steps)
     training.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
-    training.add_argument("--train-batchnorm", action="store_true", help="update the encoder's batch-norm statistics")
+    training.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
     training.add_argument("--eval-every", type=int, default=defaults.eval_every)
     training.add_argument("--seed", type=int, default=defaults.seed)
     training.add_argument("--device", default=None)

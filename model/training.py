@@ -34,11 +34,12 @@ class TrainConfig:
     # Early encoder blocks keep their ImageNet weights: backpropagating through the
     # high-resolution layers is most of the cost on a CPU.
     frozen_blocks: int = 4
-    # Batches hold few identities, so their batch-norm statistics are skewed; keep ImageNet's.
-    freeze_batchnorm: bool = True
+    # Keeping ImageNet's batch-norm statistics trained slower and worse here (AUC 0.50 vs 0.63 on
+    # the hard validation after 300 steps), so by default they adapt.
+    freeze_batchnorm: bool = False
     cached_frames: int = 32
     lr: float = 3e-4
-    weight_decay: float = 0.05
+    weight_decay: float = 1e-4
     eval_every: int = 100
     val_fraction: float = 0.2
     seed: int = 0
