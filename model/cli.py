@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     clips = read_manifest(args.manifest, args.root)
     if args.split == "validation":
         clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
-    report: dict = {"weights": str(args.weights), "manifest": str(args.manifest), "split": args.split, "qualities": {}}
+    report: dict = {"weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split, "qualities": {}}
     curves = {}
     for quality in args.quality:
         y, p, methods, rows = [], [], [], []
@@ -65,7 +66,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                     path = str(Path(tmp) / "clip.mp4")
                     reencode_h264(clip.path, path, *QUALITIES[quality])
                 result = detector.detect(path, args.sequence_length)
-            rows.append({"path": clip.path, "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
+            shown = os.path.relpath(clip.path, args.root) if args.root else clip.path
+            rows.append({"path": shown, "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
             if result.p_fake is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)
                 continue
