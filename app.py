@@ -101,7 +101,8 @@ def index():
 def detect_page():
     result, filename = run_detection()
     crops = [_data_url(c) for c in result.crops] if result.crops is not None else []
-    return render_template("result.html", result=result, filename=filename, crops=crops, model=get_detector().name)
+    detector = get_detector()
+    return render_template("result.html", result=result, filename=filename, crops=crops, model=detector.name, threshold=detector.config.threshold)
 
 
 @bp.post("/api/v1/detect")

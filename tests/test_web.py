@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -63,6 +64,8 @@ def test_page_shows_result_with_crops(client, media):
     assert "% confidence" in html
     assert html.count("data:image/jpeg;base64,") >= 15
     assert "640 × 360" in html
+    points = re.search(r'<polyline class="scores" points="([^"]+)"', html).group(1).split()
+    assert len(points) == html.count("data:image/jpeg;base64,")  # one timeline point per judged face
 
 
 def test_no_face_is_a_result_not_a_verdict(client, media):
