@@ -119,6 +119,24 @@ def measure_baseline(clip: str, sequence_length: int, runs: int) -> dict:
     return {"seconds": {k: statistics.median(t[k] for t in timings) for k in timings[0]}}
 
 
+def measure_crossover(clip: Path, counts: tuple[int, ...] = (2, 4, 8, 16, 30)) -> list[dict]:
+    """Decode time of one sequential pass against seeking to each frame, by gap between chosen frames."""
+    from model.video import probe_video, read_frames
+
+    total = probe_video(clip).frame_count
+    rows = []
+    for count in counts:
+        times = {}
+        for method, gap in (("sequential", 10**9), ("seek", 1)):
+            read_frames(clip, count, seek_min_gap=gap)
+            start = time.perf_counter()
+            for _ in range(3):
+                read_frames(clip, count, seek_min_gap=gap)
+            times[method] = (time.perf_counter() - start) / 3
+        rows.append({"frames": count, "gap_frames": total / count, **times})
+    return rows
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line with the peak RSS."""
     logging.disable(logging.WARNING)
@@ -195,6 +213,11 @@ def main() -> None:
                 ours, base = report["rows"][-2]["seconds"]["total"], report["rows"][-1]["seconds"]["total"]
                 report["rows"][-1]["speedup_ours_vs_baseline"] = base / ours
                 log.info(f"{'':<12} {n:>4} speed-up ×{base / ours:.1f}")
+    crossover_clip = clips["1080p_10s"]
+    report["seek_crossover"] = measure_crossover(crossover_clip)
+    log.info("decode only, %s: seconds for one sequential pass vs seeking to each frame", crossover_clip.name)
+    for row in report["seek_crossover"]:
+        log.info(f"  {row['frames']:>3} frames, gap {row['gap_frames']:>6.1f}: sequential {row['sequential']:.3f}  seek {row['seek']:.3f}")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
