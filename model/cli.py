@@ -102,20 +102,7 @@ def _format_summary(name: str, s: dict) -> str:
 def _train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
-    config = TrainConfig(
-        manifest=args.manifest,
-        root=args.root,
-        cache_dir=args.cache_dir,
-        out=args.out,
-        encoder=args.encoder,
-        imagenet_weights=args.imagenet_weights,
-        steps=args.steps,
-        frozen_blocks=args.frozen_blocks,
-        freeze_batchnorm=args.freeze_batchnorm,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     record = train(config)
     record_path = Path(args.out).with_suffix(".train.json")
     record_path.write_text(json.dumps(record, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 # Past this many frames between two chosen frames, seeking to each one is cheaper
 # than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
+T = TypeVar("T")
 
 
 class VideoError(ValueError):
@@ -102,11 +104,7 @@ def _read_seeking(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list[in
 
 def probe_video(path: str | Path) -> VideoInfo:
     """Stream facts from the container; the frame count may be wrong or missing (0)."""
-    capture = _open(path)
-    try:
-        return _info(capture)
-    finally:
-        capture.release()
+    return _with_capture(path, _info)
 
 
 def _info(capture: cv2.VideoCapture) -> VideoInfo:
@@ -127,44 +125,41 @@ def read_frames(path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_F
     frames); long ones seek near each chosen frame. A missing or wrong frame count is
     corrected by counting, and rotation metadata is applied by OpenCV's decoder.
     """
+    info = probe_video(path)
+    if info.frame_count <= 0:
+        info.frame_count = _counted(path)
+    wanted = sample_indices(info.frame_count, count)
+    if not wanted:
+        raise VideoError("The video has no decodable frames.")
+    method = "seek" if info.frame_count / len(wanted) >= seek_min_gap else "sequential"
+    if method == "seek":
+        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted))
+        if len(indices) < len(wanted) // 2:  # the container lies about its length
+            method, info.frame_count = "sequential", _counted(path)
+            wanted = sample_indices(info.frame_count, count)
+    if method == "sequential":
+        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted))
+        if 0 < seen <= max(wanted):
+            # Fewer frames than the header said: sample again over what is really there.
+            log.info("header said %d frames, stream has %d", info.frame_count, seen)
+            info.frame_count = seen
+            wanted = sample_indices(seen, count)
+            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted))
+    if not frames:
+        raise VideoError("The video has no decodable frames.")
+    info.height, info.width = frames[0].shape[:2]  # after rotation
+    info.duration_s = info.frame_count / info.fps
+    return SampledFrames(info, indices, frames, method)
+
+
+def _with_capture(path: str | Path, read: Callable[[cv2.VideoCapture], T]) -> T:
     capture = _open(path)
     try:
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-        info = _info(capture)
-        if info.frame_count <= 0:
-            info.frame_count = _count_frames(capture)
-            capture.release()
-            capture = _open(path)
-        wanted = sample_indices(info.frame_count, count)
-        if not wanted:
-            raise VideoError("The video has no decodable frames.")
-        gap = info.frame_count / len(wanted)
-        if gap >= seek_min_gap:
-            indices, frames = _read_seeking(capture, wanted)
-            method = "seek"
-            if len(indices) < len(wanted) // 2:  # container lies about its length
-                capture.release()
-                capture = _open(path)
-                info.frame_count = _count_frames(capture)
-                capture.release()
-                capture = _open(path)
-                indices, frames, _ = _read_sequential(capture, sample_indices(info.frame_count, count) or [0])
-                method = "sequential"
-        else:
-            indices, frames, seen = _read_sequential(capture, wanted)
-            method = "sequential"
-            if seen <= max(wanted) and seen > 0:
-                # Fewer frames than the header said: sample again over what is really there.
-                log.info("header said %d frames, stream has %d", info.frame_count, seen)
-                info.frame_count = seen
-                capture.release()
-                capture = _open(path)
-                indices, frames, _ = _read_sequential(capture, sample_indices(seen, count))
-        if not frames:
-            raise VideoError("The video has no decodable frames.")
-        height, width = frames[0].shape[:2]
-        info.width, info.height = width, height  # after rotation
-        info.duration_s = info.frame_count / info.fps
-        return SampledFrames(info, indices, frames, method)
+        return read(capture)
     finally:
         capture.release()
+
+
+def _counted(path: str | Path) -> int:
+    return _with_capture(path, _count_frames)

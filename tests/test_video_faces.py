@@ -127,3 +127,20 @@ def test_fast_boxes_match_full_resolution_detection_on_clip(media):
         centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
         assert np.abs(centre(fast[0]) - centre(full)).max() <= 0.2 * size_full
         assert abs(size_fast - size_full) <= 0.2 * size_full
+
+
+@pytest.mark.parametrize("header_count", [0, 400, 4000])
+def test_wrong_or_missing_frame_count_is_corrected(media, monkeypatch, header_count):
+    import model.video as video
+
+    real_probe = video.probe_video
+
+    def lying_probe(path):
+        info = real_probe(path)
+        info.frame_count = header_count
+        return info
+
+    monkeypatch.setattr(video, "probe_video", lying_probe)
+    sampled = video.read_frames(media["face_h264"], 10)
+    assert sampled.info.frame_count == 40
+    assert len(sampled.frames) == 10 and sampled.indices[-1] >= 36
