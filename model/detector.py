@@ -1,8 +1,6 @@
 """The detector: video file in, REAL / FAKE / NO_FACE verdict out."""
 from __future__ import annotations
 
-import logging
-import math
 import os
 import threading
 import time
@@ -15,8 +13,6 @@ import torch
 from .faces import extract_face_crops
 from .network import DeepfakeNet, load_checkpoint, to_input
 from .video import VideoInfo, read_frames
-
-log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
 MIN_SEQUENCE, MAX_SEQUENCE = 10, 100
@@ -140,4 +136,4 @@ class Detector:
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in seconds.items() if not math.isnan(v)}
+    return {k: round(v, 4) for k, v in seconds.items()}
