@@ -1,6 +1,7 @@
 """Finding, following and cropping faces, on numpy RGB frames."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 # A box is (top, right, bottom, left) in pixels, as face_recognition returns it.
 Box = tuple[int, int, int, int]
 
-DETECT_MAX_SIDE = 640  # HOG runs on a copy no longer than this (≈½ of 720p)
+DETECT_MAX_SIDE = 640  # HOG runs on a copy no longer than this (0.46× of 720p, 0.31× of 1080p)
 CROP_MARGIN = 0.25  # fraction of the face box added on each side
 MATCH_IOU = 0.3
 STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip detection
@@ -30,11 +31,22 @@ class FaceTrack:
         return len(self.boxes), float(np.median(areas)) if areas else 0.0
 
 
+def detection_scale(height: int, width: int, max_side: int = DETECT_MAX_SIDE) -> float:
+    """The largest scale that fits `max_side` and lies on the full-resolution detector's grid.
+
+    dlib's HOG scans an image pyramid in steps of 5/6; full-resolution detection with one
+    upsampling scans 2·(5/6)^k. Scaling the frame by 2·(5/6)^n keeps our pyramid levels on that
+    grid, so the boxes match full-resolution detection to a few pixels instead of ~10% of the face.
+    """
+    target = min(1.0, max_side / max(height, width))
+    return 2 * (5 / 6) ** math.ceil(math.log(2 / target) / math.log(6 / 5))
+
+
 def detect_faces(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]:
     """HOG face boxes in full-resolution coordinates, found on a downscaled copy."""
     height, width = frame.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    small = frame if scale == 1.0 else cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    scale = detection_scale(height, width, max_side)
+    small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     boxes = face_recognition.face_locations(small, number_of_times_to_upsample=0)
     if not boxes:
         boxes = face_recognition.face_locations(small, number_of_times_to_upsample=1)
