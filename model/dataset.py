@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import reencode_h264
-from .faces import crop_face, detect_faces, expand_box, face_landmarks_points, track_faces
+from .faces import crop_face, detect_faces_in_frames, expand_box, face_landmarks_points, track_faces
 from .video import VideoError, read_frames
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def split_by_identity(clips: list[Clip], val_fraction: float = 0.2, seed: int = 
 def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The detector's face crops for one video, with its landmarks in crop pixels."""
     sampled = read_frames(path, frames)
-    tracks = track_faces([detect_faces(f) for f in sampled.frames])
+    tracks = track_faces(detect_faces_in_frames(sampled.frames))  # exactly as when serving
     if not tracks:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, LANDMARKS, 2), np.float32)
     crops, marks = [], []
