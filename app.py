@@ -1,114 +1,287 @@
-"""Flask web app: upload a video, get REAL / FAKE with a confidence (page and JSON API)."""
+"""Flask web app: upload a video, get REAL / FAKE with a confidence (pages, jobs and a JSON API)."""
 from __future__ import annotations
 
-import base64
+import copy
 import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from model.detector import DEFAULT_WEIGHTS, MAX_SEQUENCE, MIN_SEQUENCE, DetectionResult, Detector
-from model.video import VideoError
+from model.detector import (
+    DEFAULT_MAX_FACES,
+    DEFAULT_WEIGHTS,
+    MAX_SEQUENCE,
+    MIN_SEQUENCE,
+    DetectionResult,
+    Detector,
+)
+from model.jobs import AnalysisError, Job, JobStore, JobWorker
+from model.video import VideoError, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
+NOT_A_VIDEO = "Upload a video file (MP4, MOV, AVI, MKV or WebM)."
 
 bp = Blueprint("detect", __name__)
 
 
-class UploadError(Exception):
-    """A request we refuse, with an HTTP status, a machine code and a human message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def get_detector() -> Detector:
-    """The app's detector, loaded once on first use; UploadError(503) when no weights are installed."""
+    """The app's detector, loaded once on first use; AnalysisError(503) when no weights are installed."""
     detector = current_app.extensions.get("detector")
     if detector is None:
         weights = Path(current_app.config["WEIGHTS"])
         if not weights.is_file():
-            raise UploadError(503, "no_model", f"No model is installed: put a trained checkpoint at {weights.name} in weights/.")
+            raise AnalysisError(503, "no_model", f"No model is installed: put a trained checkpoint at {weights.name} in weights/.")
         detector = Detector(weights, current_app.config["DEVICE"])
         current_app.extensions["detector"] = detector
     return detector
 
 
-def _sequence_length(form: dict) -> int | None:
+def store() -> JobStore:
+    return current_app.extensions["job_store"]
+
+
+def worker() -> JobWorker:
+    return current_app.extensions["job_worker"]
+
+
+def _options(form: dict) -> dict:
     raw = (form.get("sequence_length") or "").strip()
     if not raw:
-        return None
+        return {}
     try:
         value = int(raw)
     except ValueError:
         value = -1
     if not MIN_SEQUENCE <= value <= MAX_SEQUENCE:
-        raise UploadError(400, "bad_sequence_length", f"sequence_length must be a whole number from {MIN_SEQUENCE} to {MAX_SEQUENCE}.")
-    return value
+        raise AnalysisError(400, "bad_sequence_length", f"sequence_length must be a whole number from {MIN_SEQUENCE} to {MAX_SEQUENCE}.")
+    return {"sequence_length": value}
 
 
 def _save_upload(upload: FileStorage | None) -> Path:
     if upload is None or not upload.filename:
-        raise UploadError(400, "no_file", "Choose a video file to upload (form field 'video').")
+        raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
     name = secure_filename(upload.filename) or "video"
     path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{name}"
     upload.save(path)
-    if path.stat().st_size == 0:
+    try:
+        if path.stat().st_size == 0:
+            raise AnalysisError(400, "empty_file", "The uploaded file is empty.")
+        probe_video(path)  # refuse what cannot even be opened before it waits in the queue
+    except VideoError as error:
         path.unlink()
-        raise UploadError(400, "empty_file", "The uploaded file is empty.")
+        raise AnalysisError(415, "not_a_video", f"{error} {NOT_A_VIDEO}") from error
+    except AnalysisError:
+        path.unlink()
+        raise
     return path
 
 
-def run_detection() -> tuple[DetectionResult, str]:
-    """Save the upload, judge it, and always delete it; returns the result and the original file name."""
-    detector = get_detector()
-    sequence_length = _sequence_length(request.form)
+def accept_upload() -> Job:
+    """Check the request, save the video and record a queued job for it."""
+    get_detector()
+    options = _options(request.form)
     upload = request.files.get("video")
-    path = None
-    try:
-        path = _save_upload(upload)
+    path = _save_upload(upload)
+    store().purge(current_app.config["RESULT_TTL_HOURS"] * 3600)
+    return store().create(upload.filename, path, options)
+
+
+def run_now(job: Job) -> Job:
+    """Analyse in this request (for clients that wait); raises the job's error if it failed."""
+    job = worker().run(job.id)
+    if job.status == "failed":
+        raise AnalysisError(**job.error)
+    return job
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes()
+
+
+def build_report(job: Job, result: DetectionResult, model: dict) -> tuple[dict, dict[str, bytes]]:
+    """The full JSON report of an analysis and the images it names (face crops and heatmaps)."""
+    report = {
+        "id": job.id,
+        "filename": job.filename,
+        "created": _iso(job.created),
+        "finished": _iso(time.time()),
+        "model": model,
+        "options": {"max_faces": DEFAULT_MAX_FACES, **job.options},
+        **result.as_dict(),
+    }
+    images: dict[str, bytes] = {}
+    for track, entry in zip(result.tracks, report["face_tracks"]):
+        prefix = f"face{track.track_id}"
+        for position, (crop, score) in enumerate(zip(track.crops, entry["frame_scores"])):
+            score["crop"] = f"{prefix}-{position}.jpg"
+            images[score["crop"]] = _jpeg(crop)
+            if position in track.heatmaps:
+                score["heatmap"] = f"{prefix}-{position}-heatmap.jpg"
+                images[score["heatmap"]] = _jpeg(track.heatmaps[position])
+        entry["thumbnail"] = entry["frame_scores"][len(track.crops) // 2]["crop"]
+        if track.track_id == result.deciding_track:
+            report["frame_scores"] = entry["frame_scores"]
+    return report, images
+
+
+def analyse_job(app: Flask) -> Callable[[Job, Callable[[str, int], None]], tuple[dict, dict[str, bytes]]]:
+    """The worker's analysis: detect with heatmaps and progress, then build the report."""
+
+    def analyse(job: Job, progress: Callable[[str, int], None]) -> tuple[dict, dict[str, bytes]]:
+        with app.app_context():
+            detector = get_detector()
         try:
-            return detector.detect(path, sequence_length), upload.filename
+            result = detector.detect(job.upload, job.options.get("sequence_length"), explain=True, progress=progress)
         except VideoError as error:
-            raise UploadError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV or WebM).") from error
-    finally:
-        if path is not None:
-            path.unlink(missing_ok=True)
+            raise AnalysisError(415, "not_a_video", f"{error} {NOT_A_VIDEO}") from error
+        return build_report(job, result, detector.describe())
+
+    return analyse
 
 
-def _data_url(crop: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def with_urls(report: dict) -> dict:
+    """The report with a URL beside each image name, for this server."""
+    report = copy.deepcopy(report)
+
+    def image_url(name: str) -> str:
+        return url_for("detect.result_image", job_id=report["id"], name=name)
+
+    for track in report["face_tracks"]:
+        track["thumbnail_url"] = image_url(track["thumbnail"])
+    for score in [s for t in report["face_tracks"] for s in t["frame_scores"]] + report["frame_scores"]:
+        for key in ("crop", "heatmap"):
+            if key in score:
+                score[key + "_url"] = image_url(score[key])
+    return report
+
+
+def job_status(job: Job) -> dict:
+    body = {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "filename": job.filename,
+        "created": _iso(job.created),
+        "updated": _iso(job.updated),
+        "status_url": url_for("detect.job_api", job_id=job.id),
+        "result_url": url_for("detect.result_page", job_id=job.id),
+        "report_url": url_for("detect.report_api", job_id=job.id),
+    }
+    if job.result is not None:
+        body["result"] = with_urls(job.result)
+    if job.error is not None:
+        body["error"] = {"code": job.error["code"], "message": job.error["message"]}
+    return body
+
+
+def find_job(job_id: str) -> Job:
+    store().purge(current_app.config["RESULT_TTL_HOURS"] * 3600)
+    job = store().get(job_id)
+    if job is None:
+        hours = current_app.config["RESULT_TTL_HOURS"]
+        raise AnalysisError(404, "not_found", f"There is no such result. Results are kept for {hours:g} hours after the analysis.")
+    return job
 
 
 @bp.get("/")
 def index():
     weights = Path(current_app.config["WEIGHTS"])
-    return render_template("index.html", model_installed=weights.is_file(), max_mb=current_app.config["MAX_CONTENT_LENGTH"] // 2**20)
+    return render_template(
+        "index.html",
+        model_installed=weights.is_file(),
+        max_mb=current_app.config["MAX_CONTENT_LENGTH"] // 2**20,
+        max_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+        max_faces=DEFAULT_MAX_FACES,
+        ttl_hours=current_app.config["RESULT_TTL_HOURS"],
+    )
 
 
 @bp.post("/detect")
 def detect_page():
-    result, filename = run_detection()
-    crops = [_data_url(c) for c in result.crops] if result.crops is not None else []
-    detector = get_detector()
-    return render_template("result.html", result=result, filename=filename, crops=crops, model=detector.name, threshold=detector.config.threshold)
+    """The form without JavaScript: analyse while the browser waits, then show the permalink."""
+    job = run_now(accept_upload())
+    return redirect(url_for("detect.result_page", job_id=job.id), 303)
 
 
 @bp.post("/api/v1/detect")
 def detect_api():
-    result, filename = run_detection()
-    return jsonify({"filename": filename, "model": get_detector().name, **result.as_dict()})
+    job = run_now(accept_upload())
+    return jsonify({**with_urls(job.result), "report_url": url_for("detect.report_api", job_id=job.id)})
+
+
+@bp.post("/api/v1/jobs")
+def create_job_api():
+    job = accept_upload()
+    try:
+        worker().submit(job)
+    except AnalysisError as error:
+        store().fail(job.id, error)
+        Path(job.upload).unlink(missing_ok=True)
+        raise
+    body = job_status(job)
+    return jsonify(body), 202, {"Location": body["status_url"]}
+
+
+@bp.get("/api/v1/jobs/<job_id>")
+def job_api(job_id: str):
+    return jsonify(job_status(find_job(job_id)))
+
+
+@bp.get("/api/v1/jobs/<job_id>/report")
+def report_api(job_id: str):
+    job = find_job(job_id)
+    if job.status == "failed":
+        raise AnalysisError(job.error["status"], job.error["code"], job.error["message"])
+    if job.status != "done":
+        raise AnalysisError(409, "not_ready", f"The analysis is not finished yet ({job.stage}, {job.progress}%).")
+    return jsonify(with_urls(job.result))
+
+
+@bp.get("/results/<job_id>")
+def result_page(job_id: str):
+    job = find_job(job_id)
+    if job.status == "failed":
+        return render_template("error.html", message=job.error["message"]), job.error["status"]
+    if job.status != "done":
+        return render_template("pending.html", job=job_status(job))
+    template = "_result.html" if request.args.get("partial") else "result.html"
+    return render_template(template, report=with_urls(job.result))
+
+
+@bp.get("/results/<job_id>/images/<name>")
+def result_image(job_id: str, name: str):
+    data = store().image(find_job(job_id).id, name)
+    if data is None:
+        raise AnalysisError(404, "not_found", "No such image.")
+    return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @bp.get("/healthz")
@@ -124,12 +297,12 @@ def _wants_json() -> bool:
 def _error_response(status: int, code: str, message: str):
     if _wants_json():
         return jsonify({"error": {"code": code, "message": message}}), status
-    return render_template("error.html", status=status, message=message), status
+    return render_template("error.html", message=message), status
 
 
 def _register_errors(app: Flask) -> None:
-    @app.errorhandler(UploadError)
-    def upload_error(error: UploadError):
+    @app.errorhandler(AnalysisError)
+    def analysis_error(error: AnalysisError):
         return _error_response(error.status, error.code, error.message)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -148,16 +321,32 @@ def _register_errors(app: Flask) -> None:
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Application factory; settings come from `config`, then DETECTOR_* environment variables."""
+    """Application factory; settings come from `config`, then DETECTOR_* environment variables.
+
+    Jobs run in this process, so serve the app from one process (threads are fine): on start it
+    marks the jobs a previous process left unfinished as failed and deletes their uploads.
+    """
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    env = os.environ.get
     app.config.update(
-        WEIGHTS=os.environ.get("DETECTOR_WEIGHTS", str(DEFAULT_WEIGHTS)),
-        UPLOAD_FOLDER=os.environ.get("DETECTOR_UPLOAD_FOLDER", str(ROOT / "uploaded_files")),
-        MAX_CONTENT_LENGTH=int(float(os.environ.get("DETECTOR_MAX_UPLOAD_MB", "100")) * 2**20),
-        DEVICE=os.environ.get("DETECTOR_DEVICE") or None,
+        WEIGHTS=env("DETECTOR_WEIGHTS", str(DEFAULT_WEIGHTS)),
+        UPLOAD_FOLDER=env("DETECTOR_UPLOAD_FOLDER", str(ROOT / "uploaded_files")),
+        JOBS_DB=env("DETECTOR_JOBS_DB", str(Path(app.instance_path) / "jobs.sqlite3")),
+        MAX_CONTENT_LENGTH=int(float(env("DETECTOR_MAX_UPLOAD_MB", "100")) * 2**20),
+        RESULT_TTL_HOURS=float(env("DETECTOR_RESULT_TTL_HOURS", "24")),
+        MAX_QUEUED_JOBS=int(env("DETECTOR_MAX_QUEUED_JOBS", "8")),
+        DEVICE=env("DETECTOR_DEVICE") or None,
     )
     app.config.update(config or {})
     Path(app.config["UPLOAD_FOLDER"]).mkdir(parents=True, exist_ok=True)
+
+    jobs = JobStore(app.config["JOBS_DB"])
+    for upload in jobs.fail_interrupted():
+        Path(upload).unlink(missing_ok=True)
+    jobs.purge(app.config["RESULT_TTL_HOURS"] * 3600)
+    app.extensions["job_store"] = jobs
+    app.extensions["job_worker"] = JobWorker(jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"])
+
     app.register_blueprint(bp)
     _register_errors(app)
     return app

@@ -9,11 +9,42 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 log = logging.getLogger("model")
+
+
+class ProgressBar:
+    """Progress over several files on stderr: redrawn in place on a terminal, a line per file otherwise."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 24):
+        self.total, self.stream, self.width = total, stream, width
+        self.live = stream.isatty()
+
+    def _bar(self, fraction: float) -> str:
+        filled = round(self.width * fraction)
+        return "[" + "#" * filled + "." * (self.width - filled) + "]"
+
+    def update(self, done: int, name: str, stage: str, percent: int) -> None:
+        """`done` files finished; the current one, `name`, is at `stage`, `percent` through."""
+        if self.live:
+            line = f"{self._bar((done + percent / 100) / self.total)} {done}/{self.total} {name}: {stage.replace('_', ' ')} {percent}%"
+            self.stream.write("\r" + line[:100].ljust(100))
+            self.stream.flush()
+
+    def file_done(self, done: int, name: str) -> None:
+        if self.live:
+            self.update(done, name, "done", 0)
+        else:
+            print(f"{self._bar(done / self.total)} {done}/{self.total} files ({name})", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -23,26 +54,33 @@ def _detect(args: argparse.Namespace) -> int:
     if args.sequence_length is not None:
         validate_sequence_length(args.sequence_length)
     detector = Detector(args.weights, args.device)
+    bar = ProgressBar(len(args.videos)) if len(args.videos) > 1 else None
     failures = 0
-    for number, path in enumerate(args.videos, 1):
+    for number, path in enumerate(args.videos):
         start = time.perf_counter()
+        name = Path(path).name
+        progress = partial(bar.update, number, name) if bar else None
         try:
-            result = detector.detect(path, args.sequence_length)
+            result = detector.detect(path, args.sequence_length, progress=progress)
         except (VideoError, OSError) as error:
             failures += 1
-            line = {"path": path, "error": str(error)}
-            print(json.dumps(line) if args.json else f"{path}: ERROR {error}", flush=True)
-            continue
-        seconds = round(time.perf_counter() - start, 3)
-        if args.json:
-            line = {"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds}
-            print(json.dumps(line), flush=True)
+            line = json.dumps({"path": path, "error": str(error)}) if args.json else f"{path}: ERROR {error}"
         else:
-            verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
-            print(f"{path}: {verdict} (frames {result.frames}, faces {result.faces}, {seconds:.2f} s)", flush=True)
-        if len(args.videos) > 1:
-            print(f"[{number}/{len(args.videos)}]", file=sys.stderr, flush=True)
+            line = _result_line(path, result, round(time.perf_counter() - start, 3), args.json)
+        if bar:
+            bar.file_done(number + 1, name)
+        print(line, flush=True)
+    if bar:
+        bar.close()
     return 1 if failures else 0
+
+
+def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds})
+    verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
+    faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
+    return f"{path}: {verdict} (frames {result.frames}{faces}, {seconds:.2f} s)"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -88,7 +126,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _format_summary(name: str, s: dict) -> str:
-    ci = lambda k: f"[{s[k + '_ci95'][0]:.3f}, {s[k + '_ci95'][1]:.3f}]"  # noqa: E731
+    ci = lambda k: f"[{s[k + '_ci95'][0]:.3f}, {s[k + '_ci95'][1]:.3f}]"
     lines = [
         f"{name}: {s['clips']} clips ({s['fake_clips']} fake, {s['real_clips']} real)",
         f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",

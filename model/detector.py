@@ -1,34 +1,78 @@
 """The detector: video file in, REAL / FAKE / NO_FACE verdict out."""
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .faces import extract_face_crops
+from .explain import grad_cam, overlay_heatmap
+from .faces import FaceCrops, extract_face_crops
 from .network import DeepfakeNet, load_checkpoint, to_input
-from .video import VideoInfo, read_frames
+from .video import SampledFrames, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
 MIN_SEQUENCE, MAX_SEQUENCE = 10, 100
+DEFAULT_MAX_FACES = 4
+MIN_TRACK_SHARE = 0.25  # a second face must be seen in this share of the frames to be judged
+HEATMAP_FRAMES = 3  # heatmaps for each face's most suspicious frames
+
+Progress = Callable[[str, int], None]  # (stage, percent of the whole analysis)
+
+
+@dataclass
+class TrackResult:
+    """The verdict on one face followed through the clip."""
+
+    track_id: int  # 1 = the face seen most often
+    label: str  # REAL or FAKE
+    confidence: float  # percent, for the label given
+    p_fake: float
+    box: tuple[int, int, int, int]  # median (top, right, bottom, left) in the frame
+    frame_scores: list[dict]  # per judged frame: index, time_s, p_fake
+    crops: np.ndarray  # the judged face crops, RGB
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # crop position → Grad-CAM overlay
+
+    def as_dict(self) -> dict:
+        return {
+            "track_id": self.track_id,
+            "label": self.label,
+            "confidence": self.confidence,
+            "p_fake": self.p_fake,
+            "frames_seen": len(self.frame_scores),
+            "box": list(self.box),
+            "frame_scores": self.frame_scores,
+        }
 
 
 @dataclass
 class DetectionResult:
+    """The video's verdict: FAKE when any judged face is FAKE. The top-level scores are those of the
+    deciding face (the one most likely FAKE); `tracks` has every face judged."""
+
     label: str  # REAL, FAKE or NO_FACE
     confidence: float | None  # percent, for the label given
     p_fake: float | None
     frames: int  # frames sampled
-    faces: int  # frames whose face was judged
+    faces: int  # frames in which the deciding face was judged
     video: VideoInfo
     seconds: dict[str, float]
-    frame_scores: list[dict] = field(default_factory=list)  # per judged frame: index, time_s, p_fake
-    crops: np.ndarray | None = None  # the judged face crops, RGB
+    tracks: list[TrackResult] = field(default_factory=list)
+    deciding_track: int | None = None
+
+    @property
+    def decisive(self) -> TrackResult | None:
+        return next((t for t in self.tracks if t.track_id == self.deciding_track), None)
+
+    @property
+    def frame_scores(self) -> list[dict]:
+        return self.decisive.frame_scores if self.decisive else []
 
     def as_dict(self) -> dict:
         return {
@@ -40,6 +84,8 @@ class DetectionResult:
             "video": self.video.as_dict(),
             "seconds": self.seconds,
             "frame_scores": self.frame_scores,
+            "deciding_track": self.deciding_track,
+            "face_tracks": [t.as_dict() for t in self.tracks],
         }
 
 
@@ -65,11 +111,24 @@ class Detector:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.model: DeepfakeNet = load_checkpoint(self.weights).to(self.device)
         self.config = self.model.config
+        self.version = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:12]
         self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.weights.name
+
+    def describe(self) -> dict:
+        """Which model gives the verdicts: file, content hash, architecture and calibration."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "encoder": self.config.encoder,
+            "temporal": self.config.temporal,
+            "threshold": self.config.threshold,
+            "temperature": self.config.temperature,
+            "device": self.device.type,
+        }
 
     def calibrated_p_fake(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature-scaled probability of FAKE (class 0), from logits (..., 2)."""
@@ -87,52 +146,97 @@ class Detector:
             video_logits, frame_logits = self.model(clip)
         return float(self.calibrated_p_fake(video_logits)[0]), self.calibrated_p_fake(frame_logits)[0].cpu().numpy()
 
-    def detect(self, path: str | Path, sequence_length: int | None = None) -> DetectionResult:
-        """Judge one video. Analyses run one at a time (2 cores are not shared well); the wait is
+    def detect(
+        self,
+        path: str | Path,
+        sequence_length: int | None = None,
+        max_faces: int = DEFAULT_MAX_FACES,
+        explain: bool = False,
+        progress: Progress | None = None,
+    ) -> DetectionResult:
+        """Judge one video: up to `max_faces` faces, each on its own. `explain` adds Grad-CAM
+        heatmaps for each face's most suspicious frames; `progress(stage, percent)` hears how far
+        the analysis is. Analyses run one at a time (2 cores are not shared well); the wait is
         reported as `seconds["queue"]`."""
         count = validate_sequence_length(sequence_length or self.config.sequence_length)
         arrived = time.perf_counter()
         with self._lock:
             seconds = {"queue": time.perf_counter() - arrived}
-            return self._analyse(path, count, seconds)
+            return self._analyse(path, count, max_faces, explain, progress or (lambda stage, percent: None), seconds)
 
-    def _analyse(self, path: str | Path, count: int, seconds: dict[str, float]) -> DetectionResult:
+    def _analyse(
+        self, path: str | Path, count: int, max_faces: int, explain: bool, progress: Progress, seconds: dict[str, float]
+    ) -> DetectionResult:
         start = time.perf_counter()
-        sampled = read_frames(path, count)
+        progress("decoding", 0)
+        sampled = read_frames(path, count, progress=_stage(progress, "decoding"))
         seconds["decode"] = time.perf_counter() - start
 
         mark = time.perf_counter()
-        tracks = extract_face_crops(sampled.frames, self.config.image_size)
+        faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"))
         seconds["faces"] = time.perf_counter() - mark
         frames = len(sampled.frames)
-        if not tracks:
+        # The most often seen face is always judged; others need enough frames to say anything.
+        faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
+        if not faces:
             seconds["total"] = time.perf_counter() - start
             return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, _rounded(seconds))
 
-        face = tracks[0]
         mark = time.perf_counter()
-        p_fake, per_frame = self.score_crops(face.crops)
+        report = _stage(progress, "scoring")
+        tracks = []
+        for number, face in enumerate(faces, 1):
+            tracks.append(self._judge(number, face, sampled, explain))
+            report(number / len(faces))
         seconds["model"] = time.perf_counter() - mark
         seconds["total"] = time.perf_counter() - start
 
+        deciding = max(tracks, key=lambda t: t.p_fake)
+        return DetectionResult(
+            deciding.label,
+            deciding.confidence,
+            deciding.p_fake,
+            frames,
+            len(deciding.crops),
+            sampled.info,
+            _rounded(seconds),
+            tracks,
+            deciding.track_id,
+        )
+
+    def _judge(self, track_id: int, face: FaceCrops, sampled: SampledFrames, explain: bool) -> TrackResult:
+        p_fake, per_frame = self.score_crops(face.crops)
         is_fake = p_fake >= self.config.threshold
-        confidence = 100.0 * (p_fake if is_fake else 1.0 - p_fake)
         fps = sampled.info.fps
         frame_scores = [
             {"index": sampled.indices[pos], "time_s": round(sampled.indices[pos] / fps, 3), "p_fake": round(float(p), 4)}
             for pos, p in zip(face.track.frame_positions, per_frame)
         ]
-        return DetectionResult(
+        heatmaps = {}
+        if explain:
+            heat = grad_cam(self.model, to_input(face.crops[None], self.config, self.device))
+            for pos in np.argsort(-per_frame, kind="stable")[:HEATMAP_FRAMES]:
+                heatmaps[int(pos)] = overlay_heatmap(face.crops[pos], heat[pos])
+        box = tuple(int(v) for v in np.median(np.array(face.track.boxes), axis=0))
+        return TrackResult(
+            track_id,
             "FAKE" if is_fake else "REAL",
-            round(confidence, 1),
+            round(100.0 * (p_fake if is_fake else 1.0 - p_fake), 1),
             round(p_fake, 4),
-            frames,
-            len(face.crops),
-            sampled.info,
-            _rounded(seconds),
+            box,
             frame_scores,
             face.crops,
+            heatmaps,
         )
+
+
+# Where each stage's progress lies on the 0–100 scale (measured shares of a 720p analysis).
+STAGE_SPANS = {"decoding": (0, 45), "finding_faces": (45, 85), "scoring": (85, 100)}
+
+
+def _stage(progress: Progress, stage: str) -> Callable[[float], None]:
+    low, high = STAGE_SPANS[stage]
+    return lambda fraction: progress(stage, int(low + (high - low) * min(max(fraction, 0.0), 1.0)))
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -89,17 +90,32 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _affinity(previous: Box, box: Box, gap: int = 1) -> float:
+    """How likely a box is the face last seen at `previous`, `gap` sampled frames earlier: their
+    overlap, or, for a face that moved too far to overlap (or was missed for a while), a lower
+    score if it is about the same size and near enough for the time that passed."""
+    overlap = iou(previous, box)
+    if overlap > MATCH_IOU:
+        return overlap
+    side_a, side_b = previous[2] - previous[0], box[2] - box[0]
+    if side_b <= 0 or not 2 / 3 <= side_a / side_b <= 3 / 2:
+        return 0.0
+    distance = math.hypot((previous[0] + previous[2] - box[0] - box[2]) / 2, (previous[1] + previous[3] - box[1] - box[3]) / 2)
+    reach = max(side_a, side_b) * min(1 + (gap - 1) / 2, 3)
+    return MATCH_IOU * max(0.0, 1 - distance / reach)  # below any real overlap; nearer scores higher
+
+
 def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTrack]:
-    """Link per-frame boxes into tracks by overlap; the most consistently seen (then largest) first."""
+    """Link per-frame boxes into tracks; the most consistently seen (then largest) first."""
     tracks: list[FaceTrack] = []
     for position, boxes in enumerate(detections):
         free = list(range(len(tracks)))
         for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])):
-            best, best_iou = None, MATCH_IOU
+            best, best_score = None, 0.0
             for i in free:
-                overlap = iou(tracks[i].boxes[-1], box)
-                if overlap > best_iou:
-                    best, best_iou = i, overlap
+                score = _affinity(tracks[i].boxes[-1], box, position - tracks[i].frame_positions[-1])
+                if score > best_score:
+                    best, best_score = i, score
             if best is None:
                 tracks.append(FaceTrack([position], [box]))
             else:
@@ -136,19 +152,28 @@ def _interpolated(before: list[Box], after: list[Box]) -> list[Box] | None:
     return [tuple(int(round((x + y) / 2)) for x, y in zip(a, b)) for a, b in pairs]
 
 
-def detect_faces_in_frames(frames: list[np.ndarray]) -> list[list[Box]]:
+def detect_faces_in_frames(frames: list[np.ndarray], progress: Callable[[float], None] | None = None) -> list[list[Box]]:
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
-    the same steady faces takes their average box instead, and is detected only when that fails."""
-    detections: list[list[Box] | None] = [detect_faces(f) if i % 2 == 0 else None for i, f in enumerate(frames)]
+    the same steady faces takes their average box instead, and is detected only when that fails.
+    `progress` hears the fraction of frames done."""
+    report = progress or (lambda fraction: None)
+    detections: list[list[Box] | None] = [None] * len(frames)
+    for i in range(0, len(frames), 2):
+        detections[i] = detect_faces(frames[i])
+        report(0.8 * (i + 1) / len(frames))
     for i in range(1, len(frames), 2):
         steady = _interpolated(detections[i - 1], detections[i + 1]) if i + 1 < len(frames) else None
         detections[i] = steady if steady is not None else detect_faces(frames[i])
+        report(0.8 + 0.2 * (i + 1) / len(frames))
     return detections
 
 
-def extract_face_crops(frames: list[np.ndarray], size: int = 112, max_tracks: int = 1) -> list[FaceCrops]:
-    """Detect faces in the frames, follow them, and crop each track; empty when no face."""
-    detections = detect_faces_in_frames(frames)
+def extract_face_crops(
+    frames: list[np.ndarray], size: int = 112, max_tracks: int = 1, progress: Callable[[float], None] | None = None
+) -> list[FaceCrops]:
+    """Detect faces in the frames, follow them, and crop each track (the most often seen first);
+    empty when no face."""
+    detections = detect_faces_in_frames(frames, progress)
     tracks = track_faces(detections, max_tracks)
     return [
         FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))

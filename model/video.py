@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
+
 import cv2
 import numpy as np
 
@@ -75,7 +77,9 @@ def _count_frames(capture: cv2.VideoCapture) -> int:
     return count
 
 
-def _read_sequential(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int], list[np.ndarray], int]:
+def _read_sequential(
+    capture: cv2.VideoCapture, wanted: list[int], progress: Progress | None = None
+) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass; only the chosen frames are converted. Returns frames read and frames seen."""
     targets = set(wanted)
     last = max(wanted)
@@ -87,18 +91,24 @@ def _read_sequential(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list
             if ok and frame is not None:
                 got_idx.append(index)
                 got.append(_to_rgb(frame))
+                if progress:
+                    progress(index / last if last else 1.0)
         index += 1
     return got_idx, got, index
 
 
-def _read_seeking(capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list[int], list[np.ndarray]]:
+def _read_seeking(
+    capture: cv2.VideoCapture, wanted: list[int], progress: Progress | None = None
+) -> tuple[list[int], list[np.ndarray]]:
     got_idx, got = [], []
-    for index in wanted:
+    for done, index in enumerate(wanted, 1):
         capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, frame = capture.read()
         if ok and frame is not None:
             got_idx.append(index)
             got.append(_to_rgb(frame))
+        if progress:
+            progress(done / len(wanted))
     return got_idx, got
 
 
@@ -118,12 +128,15 @@ def _info(capture: cv2.VideoCapture) -> VideoInfo:
     return VideoInfo(width, height, fps, count, count / fps if count else 0.0)
 
 
-def read_frames(path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_FRAMES) -> SampledFrames:
+def read_frames(
+    path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_FRAMES, progress: Progress | None = None
+) -> SampledFrames:
     """Decode `count` frames spread evenly over the whole video, as RGB arrays.
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames); long ones seek near each chosen frame. A missing or wrong frame count is
-    corrected by counting, and rotation metadata is applied by OpenCV's decoder.
+    corrected by counting, and rotation metadata is applied by OpenCV's decoder. `progress`
+    hears how far through the chosen frames the reading is.
     """
     info = probe_video(path)
     if info.frame_count <= 0:
@@ -133,18 +146,18 @@ def read_frames(path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_F
         raise VideoError("The video has no decodable frames.")
     method = "seek" if info.frame_count / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
-        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted))
+        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, info.frame_count = "sequential", _counted(path)
             wanted = sample_indices(info.frame_count, count)
     if method == "sequential":
-        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted))
+        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted, progress))
         if 0 < seen <= max(wanted):
             # Fewer frames than the header said: sample again over what is really there.
             log.info("header said %d frames, stream has %d", info.frame_count, seen)
             info.frame_count = seen
             wanted = sample_indices(seen, count)
-            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted))
+            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted, progress))
     if not frames:
         raise VideoError("The video has no decodable frames.")
     info.height, info.width = frames[0].shape[:2]  # after rotation

@@ -50,9 +50,21 @@ def upload_dir(tmp_path) -> Path:
     assert list(folder.iterdir()) == [], "uploads must be deleted after processing"
 
 
+def app_config(weights: Path, folder: Path, **extra) -> dict:
+    """Test settings: uploads and the job database under `folder`."""
+    return {
+        "TESTING": True,
+        "WEIGHTS": str(weights),
+        "UPLOAD_FOLDER": str(folder / "uploads"),
+        "JOBS_DB": str(folder / "jobs.sqlite3"),
+        "MAX_CONTENT_LENGTH": 5 * 2**20,
+        **extra,
+    }
+
+
 @pytest.fixture
 def app(tiny_weights, upload_dir):
-    return create_app({"TESTING": True, "WEIGHTS": str(tiny_weights), "UPLOAD_FOLDER": str(upload_dir), "MAX_CONTENT_LENGTH": 5 * 2**20})
+    return create_app(app_config(tiny_weights, upload_dir.parent))
 
 
 @pytest.fixture

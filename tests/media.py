@@ -36,6 +36,20 @@ def iter_face_frames(count: int, size: tuple[int, int], period: int | None = Non
         yield canvas
 
 
+def two_face_frames(count: int = 20, size: tuple[int, int] = (960, 360)) -> list[np.ndarray]:
+    """Two people side by side: the astronaut and a mirrored copy of her, a little smaller."""
+    width, height = size
+    frames = []
+    for left, right in zip(iter_face_frames(count, (width // 2, height)), iter_face_frames(count, (width // 2, height))):
+        mirrored = cv2.resize(right[:, ::-1], None, fx=0.9, fy=0.9, interpolation=cv2.INTER_AREA)
+        canvas = np.full((height, width, 3), 40, np.uint8)
+        canvas[:, : width // 2] = left
+        top = (height - mirrored.shape[0]) // 2
+        canvas[top : top + mirrored.shape[0], width // 2 : width // 2 + mirrored.shape[1]] = mirrored
+        frames.append(canvas)
+    return frames
+
+
 def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
     """Moving coloured shapes, no face."""
     width, height = size

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,29 @@ def test_missing_weights_is_a_clear_error(media, tmp_path):
     done = run_cli("detect", "--weights", str(tmp_path / "none.pt"), str(media["face_h264"]))
     assert done.returncode == 2
     assert "none.pt" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_progress_for_several_files(media, tiny_weights):
+    files = [media["face_h264"], media["not_video"], media["face_mp4v"]]
+    done = run_cli("detect", "--sequence-length", "10", "--weights", str(tiny_weights), *map(str, files))
+    progress = [line for line in done.stderr.splitlines() if re.match(r"\[[#.]+\] ", line)]  # not ffmpeg's "[mov @ …]"
+    assert [line.split("] ")[1].split(" files")[0] for line in progress] == ["1/3", "2/3", "3/3"]
+    assert progress[-1].startswith("[" + "#" * 24 + "]")
+    assert "notes.mp4" in progress[1]
+
+
+def test_progress_bar_redraws_on_a_terminal():
+    import io
+
+    from model.cli import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(2, stream, width=10)
+    bar.update(1, "b.mp4", "finding_faces", 50)
+    bar.close()
+    assert stream.getvalue().startswith("\r[########..] 1/2 b.mp4: finding faces 50%")
+    assert stream.getvalue().endswith("\n")

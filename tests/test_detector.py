@@ -44,3 +44,55 @@ def test_concurrent_requests_run_one_at_a_time(tiny_weights, media):
     assert len(results) == 2 and all(r.label in ("REAL", "FAKE") for r in results)
     # The second waited for (most of) the first's analysis.
     assert queued[1] >= 0.5 * min(r.seconds["total"] for r in results)
+
+
+def test_progress_runs_through_the_stages_in_order(tiny_weights, media):
+    events = []
+    Detector(tiny_weights).detect(media["face_h264"], 10, progress=lambda stage, percent: events.append((stage, percent)))
+    stages = [stage for stage, _ in events]
+    assert stages[0] == "decoding" and stages[-1] == "scoring"
+    order = ["decoding", "finding_faces", "scoring"]
+    assert [order.index(s) for s in stages] == sorted(order.index(s) for s in stages)
+    percents = [percent for _, percent in events]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    from media import two_face_frames, write_h264
+
+    return write_h264(tmp_path_factory.mktemp("two") / "two.mp4", two_face_frames())
+
+
+def test_every_face_is_judged_and_any_fake_face_decides(tiny_weights, two_faces, monkeypatch):
+    scores = iter([0.2, 0.8])  # the most often seen face looks real, the other fake
+
+    def score_crops(self, crops):
+        p = next(scores)
+        return p, np.full(len(crops), p)
+
+    monkeypatch.setattr(Detector, "score_crops", score_crops)
+    result = Detector(tiny_weights).detect(two_faces, 20)
+    assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
+    assert (result.label, result.p_fake, result.deciding_track) == ("FAKE", 0.8, 2)
+    first, second = result.tracks
+    assert first.box[1] < 480 < second.box[3]  # left person, then right person
+    assert len(first.crops) == 20 and len(second.crops) >= 10
+    body = result.as_dict()
+    assert [t["frames_seen"] for t in body["face_tracks"]] == [len(first.crops), len(second.crops)]
+    assert body["frame_scores"] == body["face_tracks"][1]["frame_scores"]
+
+
+def test_max_faces_limits_the_tracks(tiny_weights, two_faces):
+    assert len(Detector(tiny_weights).detect(two_faces, 20, max_faces=1).tracks) == 1
+    assert len(Detector(tiny_weights).detect(two_faces, 20).tracks) == 2
+
+
+def test_heatmaps_for_the_most_suspicious_frames(tiny_weights, media):
+    result = Detector(tiny_weights).detect(media["face_h264"], 12, explain=True)
+    track = result.tracks[0]
+    scores = [s["p_fake"] for s in track.frame_scores]
+    assert sorted(track.heatmaps) == sorted(np.argsort(scores)[::-1][:3].tolist())
+    for position, overlay in track.heatmaps.items():
+        assert overlay.shape == track.crops[position].shape and overlay.dtype == np.uint8
+    assert Detector(tiny_weights).detect(media["face_h264"], 12).tracks[0].heatmaps == {}

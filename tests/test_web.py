@@ -7,14 +7,15 @@ import re
 import pytest
 
 from app import create_app
+from conftest import app_config
 
 
-def post(client, url, path=None, data=b"", name="clip.mp4", **form):
+def post(client, url, path=None, data=b"", name="clip.mp4", follow=False, **form):
     payload = dict(form)
     if path is not None:
         data = path.read_bytes()
     payload["video"] = (io.BytesIO(data), name)
-    return client.post(url, data=payload, content_type="multipart/form-data")
+    return client.post(url, data=payload, content_type="multipart/form-data", follow_redirects=follow)
 
 
 def test_index_page(client):
@@ -42,11 +43,17 @@ def test_api_detects_face_clip(client, media, clip):
     assert body["video"]["width"] == 640 and body["video"]["height"] == 360
     assert len(body["frame_scores"]) == body["faces"]
     assert {"decode", "faces", "model", "total"} <= set(body["seconds"])
+    [track] = body["face_tracks"]
+    assert track["track_id"] == body["deciding_track"] == 1
+    assert track["p_fake"] == body["p_fake"] and track["frames_seen"] == body["faces"]
+    assert body["model"]["name"] == "tiny.pt" and len(body["model"]["version"]) == 12
+    assert client.get(body["report_url"]).get_json() == {k: v for k, v in body.items() if k != "report_url"}
 
 
 def test_api_sequence_length(client, media):
     body = post(client, "/api/v1/detect", media["face_h264"], sequence_length="12").get_json()
     assert body["frames"] == 12
+    assert body["options"]["sequence_length"] == 12
 
 
 @pytest.mark.parametrize("value", ["5", "101", "abc"])
@@ -56,23 +63,32 @@ def test_api_rejects_bad_sequence_length(client, media, value):
     assert response.get_json()["error"]["code"] == "bad_sequence_length"
 
 
-def test_page_shows_result_with_crops(client, media):
+def test_page_without_script_redirects_to_result_permalink(client, media):
     response = post(client, "/detect", media["face_h264"])
-    assert response.status_code == 200
-    html = response.data.decode()
-    assert ("REAL" in html) or ("FAKE" in html)
+    assert response.status_code == 303
+    permalink = response.headers["Location"]
+    assert re.fullmatch(r"/results/[0-9a-f]{32}", permalink)
+    html = client.get(permalink).data.decode()
+    assert re.search(r'class="verdict verdict-(real|fake)"', html)
     assert "% confidence" in html
-    assert html.count("data:image/jpeg;base64,") >= 15
     assert "640 × 360" in html
+    crops = re.findall(r'<li><img src="(/results/[0-9a-f]+/images/face1-\d+\.jpg)"', html)
+    assert len(crops) >= 15
     points = re.search(r'<polyline class="scores" points="([^"]+)"', html).group(1).split()
-    assert len(points) == html.count("data:image/jpeg;base64,")  # one timeline point per judged face
+    assert len(points) == len(crops)  # one timeline point per judged face
+    heatmaps = re.findall(r'<img src="(/results/[0-9a-f]+/images/face1-\d+-heatmap\.jpg)"', html)
+    assert len(heatmaps) == 3
+    for url in (crops[0], heatmaps[0]):
+        image = client.get(url)
+        assert image.status_code == 200 and image.mimetype == "image/jpeg" and image.data[:2] == b"\xff\xd8"
 
 
 def test_no_face_is_a_result_not_a_verdict(client, media):
     body = post(client, "/api/v1/detect", media["no_face"]).get_json()
     assert body["label"] == "NO_FACE"
     assert body["confidence"] is None and body["p_fake"] is None
-    html = post(client, "/detect", media["no_face"]).data.decode()
+    assert body["face_tracks"] == [] and body["frame_scores"] == []
+    html = post(client, "/detect", media["no_face"], follow=True).data.decode()
     assert "No face found" in html
 
 
@@ -114,20 +130,20 @@ def test_unknown_route_is_json_under_api(client):
 
 
 def test_no_model_installed(tmp_path, media):
-    app = create_app({"TESTING": True, "WEIGHTS": str(tmp_path / "missing.pt"), "UPLOAD_FOLDER": str(tmp_path / "up")})
+    app = create_app(app_config(tmp_path / "missing.pt", tmp_path))
     client = app.test_client()
     assert b"No model is installed" in client.get("/").data
     assert client.get("/healthz").get_json()["model_installed"] is False
     response = post(client, "/api/v1/detect", media["face_h264"])
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "no_model"
-    assert list((tmp_path / "up").iterdir()) == []
+    assert list((tmp_path / "uploads").iterdir()) == []
 
 
 def test_internal_error_has_no_traceback(app, client, media, monkeypatch):
     from model.detector import Detector
 
-    def boom(self, path, sequence_length=None):
+    def boom(self, *args, **kwargs):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(Detector, "detect", boom)

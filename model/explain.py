@@ -1,0 +1,36 @@
+"""Where in the face: Grad-CAM heatmaps over the encoder's last feature map."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .network import DeepfakeNet
+
+
+def grad_cam(model: DeepfakeNet, clip: torch.Tensor) -> np.ndarray:
+    """Heatmaps (T, H, W) in [0, 1] for one normalised clip (1, T, 3, H, W).
+
+    Grad-CAM (Selvaraju et al., 2017) of the video's FAKE-minus-REAL logit: each frame's map shows
+    the regions whose features pushed the whole-video score towards FAKE. All frames share one
+    scale, so a frame that barely mattered stays dark instead of being stretched to full heat.
+    """
+    steps, height, width = clip.shape[1], clip.shape[-2], clip.shape[-1]
+    with torch.enable_grad():
+        features, fmap = model.frame_features(clip.flatten(0, 1))
+        video_logits, _ = model.temporal(features.view(1, steps, -1))
+        margin = video_logits[0, 0] - video_logits[0, 1]
+        (grads,) = torch.autograd.grad(margin, fmap)
+    weights = grads.float().mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * fmap.detach().float()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    peak = float(cam.max())
+    return (cam / peak if peak > 0 else cam).cpu().numpy()
+
+
+def overlay_heatmap(crop: np.ndarray, heat: np.ndarray, strength: float = 0.5) -> np.ndarray:
+    """The RGB crop with a heat colouring laid over it, stronger where `heat` (0–1) is high."""
+    coloured = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    alpha = (strength * heat)[..., None]
+    return np.uint8(np.clip(crop * (1 - alpha) + coloured * alpha, 0, 255))

@@ -1,0 +1,165 @@
+"""End to end in headless Chromium: the page, its upload and analysis progress, the result.
+
+Needs Debian's `chromium` (make test installs it) and the Playwright driver from PyPI; no browser
+is downloaded. Without them these tests are skipped, unless DETECTOR_REQUIRE_BROWSER=1 (set by
+make test) turns the skip into a failure.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from app import create_app
+from conftest import app_config
+from model.detector import DEFAULT_WEIGHTS
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PHONE = {"width": 375, "height": 740}
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+missing = "Playwright is not installed" if sync_playwright is None else "chromium is not installed" if not CHROMIUM else None
+if missing:
+    if os.environ.get("DETECTOR_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"browser tests required but {missing}")
+    pytest.skip(missing, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app with the shipped weights, served on a free local port."""
+    folder = tmp_path_factory.mktemp("server")
+    app = create_app(app_config(DEFAULT_WEIGHTS, folder, MAX_CONTENT_LENGTH=20 * 2**20))
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{httpd.server_port}", "uploads": folder / "uploads"}
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory) -> Path:
+    from media import two_face_frames, write_h264
+
+    return write_h264(tmp_path_factory.mktemp("clips") / "two_people.mp4", two_face_frames(60))
+
+
+def record_stages(page: Page) -> None:
+    """Keep every text the progress line shows, however briefly."""
+    page.evaluate(
+        """() => {
+            window.seenStages = [];
+            const line = document.getElementById("progress-stage");
+            new MutationObserver(() => window.seenStages.push(line.textContent))
+                .observe(line, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+
+
+def no_horizontal_scroll(page: Page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_upload_progress_and_result(server, page, two_faces, tmp_path):
+    page.goto(server["url"])
+    expect(page.get_by_role("heading", name="Is your video fake? Check it!")).to_be_visible()
+    record_stages(page)
+    page.set_input_files("#video", two_faces)
+    page.fill("#sequence_length", "60")
+    page.get_by_role("button", name="Check the video").click()
+    expect(page.locator("#progress")).to_be_visible()
+
+    expect(page.locator("#result-title")).to_be_visible(timeout=60_000)
+    stages = page.evaluate("window.seenStages")
+    assert any(s.startswith("Uploading: ") for s in stages), stages
+    assert {"Decoding frames", "Finding faces", "Scoring faces"} & {s.split(":")[0] for s in stages}, stages
+    assert re.fullmatch(r".*/results/[0-9a-f]{32}", page.url)  # the permalink, without a page load
+
+    verdict = page.locator(".verdict")
+    expect(verdict).to_contain_text(re.compile(r"(REAL|FAKE) \d+\.\d% confidence"))
+    tracks = page.locator("section.track")
+    expect(tracks).to_have_count(2)  # one entry per face
+    expect(page.locator(".tracks-summary li")).to_have_count(2)
+    expect(page.locator(".timeline polyline.scores")).to_have_count(2)
+    assert page.locator(".track").first.locator(".timeline circle").count() >= 40
+    heatmaps = page.locator(".heatmaps img[alt^='heatmap']")
+    assert heatmaps.count() == 6  # three per face
+    crops = page.locator("ol.crops img")
+    assert crops.count() >= 80
+    assert page.evaluate("[...document.querySelectorAll('.heatmaps img')].every(i => i.complete && i.naturalWidth === 112)")
+    assert list(server["uploads"].iterdir()) == []
+
+    shot = Path(os.environ.get("DETECTOR_SCREENSHOT_DIR") or tmp_path) / "result.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    page.reload()  # the permalink shows the same result on its own
+    expect(page.locator(".verdict")).to_have_text(verdict.text_content())
+    expect(page.locator("section.track")).to_have_count(2)
+
+
+def test_non_video_shows_the_error(server, page, tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("Plain notes, not a video.\n" * 20)
+    page.goto(server["url"])
+    page.set_input_files("#video", notes)
+    page.get_by_role("button", name="Check the video").click()
+    alert = page.locator("#upload-error")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("could not be opened as a video")
+    expect(page.locator("#progress")).to_be_hidden()
+    expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
+    assert list(server["uploads"].iterdir()) == []
+
+
+def test_keyboard_only_upload_on_a_phone(server, browser, media):
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    page = context.new_page()
+    page.goto(server["url"])
+    assert no_horizontal_scroll(page)
+    page.keyboard.press("Tab")  # the skip link
+    page.keyboard.press("Tab")  # the brand link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "video"
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(media["face_h264"])
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Check the video"
+    page.keyboard.press("Enter")
+
+    expect(page.locator("#result-title")).to_be_focused(timeout=60_000)  # announced to screen readers
+    verdict = page.locator(".verdict").text_content()
+    assert "REAL" in verdict or "FAKE" in verdict  # in words, not colour alone
+    assert page.locator(".verdict .icon").text_content() in ("✓", "⚠")
+    assert no_horizontal_scroll(page)
+    context.close()

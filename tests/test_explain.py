@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.explain import grad_cam, overlay_heatmap
+from model.network import DeepfakeNet, NetworkConfig
+
+
+def test_grad_cam_maps_every_frame_on_one_scale():
+    torch.manual_seed(0)
+    model = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    clip = torch.randn(1, 5, 3, 112, 112)
+    heat = grad_cam(model, clip)
+    assert heat.shape == (5, 112, 112)
+    assert heat.min() >= 0 and heat.max() == np.float32(1.0)
+    assert len({round(float(h.max()), 4) for h in heat}) > 1  # shared scale: not every frame peaks at 1
+    assert all(p.grad is None for p in model.parameters())  # explaining does not touch the weights
+
+
+def test_grad_cam_follows_the_evidence():
+    """A frame that cannot change the verdict gets no heat."""
+    torch.manual_seed(0)
+    model = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    clip = torch.randn(1, 3, 3, 112, 112)
+    with torch.no_grad():
+        model.lstm.weight_ih_l0[:, :] = 0  # frames' features no longer reach the score
+    heat = grad_cam(model, clip)
+    assert float(heat.max()) == 0.0
+
+
+def test_overlay_leaves_cold_regions_untouched():
+    crop = np.full((112, 112, 3), 120, np.uint8)
+    heat = np.zeros((112, 112), np.float32)
+    heat[:56] = 1.0
+    out = overlay_heatmap(crop, heat)
+    assert np.array_equal(out[56:], crop[56:])
+    assert np.abs(out[:56].astype(int) - 120).max() > 40

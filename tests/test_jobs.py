@@ -1,0 +1,176 @@
+"""Analysis jobs through the API: lifecycle, progress, failures, restarts and expiry."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+from conftest import app_config
+
+from app import create_app
+from model.jobs import RESTART_MESSAGE, AnalysisError, JobStore
+
+
+def submit(client, path, **form):
+    form["video"] = (io.BytesIO(path.read_bytes()), path.name)
+    return client.post("/api/v1/jobs", data=form, content_type="multipart/form-data")
+
+
+def wait_until_finished(client, status_url, timeout=60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(status_url).get_json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job still {body['status']} after {timeout} s")
+
+
+class Gate:
+    """An analysis that reports progress, then waits until the test lets it finish."""
+
+    def __init__(self, outcome: Exception | None = None):
+        self.entered, self.release, self.outcome = threading.Event(), threading.Event(), outcome
+
+    def __call__(self, job, progress):
+        progress("finding_faces", 55)
+        self.entered.set()
+        assert self.release.wait(30)
+        if self.outcome:
+            raise self.outcome
+        return {"id": job.id, "face_tracks": [], "frame_scores": [], "label": "NO_FACE"}, {}
+
+
+def test_job_lifecycle(app, client, media, upload_dir):
+    response = submit(client, media["face_h264"], sequence_length="12")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] in ("queued", "running", "done") and 0 <= body["progress"] <= 100
+    assert response.headers["Location"] == body["status_url"] == f"/api/v1/jobs/{body['id']}"
+
+    done = wait_until_finished(client, body["status_url"])
+    assert done["status"] == "done" and done["progress"] == 100, done
+    result = done["result"]
+    assert result["label"] in ("REAL", "FAKE") and result["frames"] == 12
+    assert list(upload_dir.iterdir()) == []  # deleted as soon as the analysis ended
+
+    report = client.get(done["report_url"]).get_json()
+    assert report == result
+    assert report["filename"] == "face.mp4" and report["model"]["name"] == "tiny.pt"
+    assert {"decode", "faces", "model", "total"} <= set(report["seconds"])
+    assert report["face_tracks"][0]["frame_scores"][0]["crop_url"].startswith(f"/results/{body['id']}/images/")
+    page = client.get(done["result_url"])
+    assert page.status_code == 200 and b"Face 1" in page.data
+    partial = client.get(done["result_url"] + "?partial=1").data
+    assert b"<html" not in partial and b'id="result-title"' in partial
+
+
+def test_progress_is_visible_while_running(app, client, media):
+    gate = Gate()
+    app.extensions["job_worker"].analyse = gate
+    body = submit(client, media["face_h264"]).get_json()
+    assert gate.entered.wait(30)
+    running = client.get(body["status_url"]).get_json()
+    assert (running["status"], running["stage"], running["progress"]) == ("running", "finding_faces", 55)
+    assert "result" not in running
+    pending = client.get(body["result_url"])
+    assert pending.status_code == 200 and b"Finding faces (55%)" in pending.data
+    not_ready = client.get(body["report_url"])
+    assert not_ready.status_code == 409 and not_ready.get_json()["error"]["code"] == "not_ready"
+    gate.release.set()
+    assert wait_until_finished(client, body["status_url"])["status"] == "done"
+
+
+def test_failed_job_reports_its_error(app, client, media, upload_dir):
+    gate = Gate(AnalysisError(415, "not_a_video", "The video has no decodable frames."))
+    gate.release.set()
+    app.extensions["job_worker"].analyse = gate
+    body = submit(client, media["face_h264"]).get_json()
+    failed = wait_until_finished(client, body["status_url"])
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "not_a_video", "message": "The video has no decodable frames."}
+    assert client.get(body["report_url"]).status_code == 415
+    page = client.get(body["result_url"])
+    assert page.status_code == 415 and b"no decodable frames" in page.data
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_unexpected_failure_hides_internals(app, client, media):
+    gate = Gate(RuntimeError("secret internals"))
+    gate.release.set()
+    app.extensions["job_worker"].analyse = gate
+    failed = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    assert failed["error"]["code"] == "internal_error" and "secret" not in failed["error"]["message"]
+
+
+@pytest.mark.parametrize("clip,status,code", [("not_video", 415, "not_a_video"), ("empty", 400, "empty_file")])
+def test_bad_upload_is_refused_at_once(client, media, clip, status, code):
+    response = submit(client, media[clip])
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_full_queue_refuses_and_cleans_up(tiny_weights, upload_dir, media):
+    app = create_app(app_config(tiny_weights, upload_dir.parent, MAX_QUEUED_JOBS=1))
+    gate = Gate()
+    app.extensions["job_worker"].analyse = gate
+    client = app.test_client()
+    first = submit(client, media["face_h264"]).get_json()
+    assert gate.entered.wait(30)  # the worker took the first; the queue is empty again
+    second = submit(client, media["face_h264"])
+    assert second.status_code == 202
+    third = submit(client, media["face_h264"])
+    assert third.status_code == 503 and third.get_json()["error"]["code"] == "busy"
+    assert len(list(upload_dir.iterdir())) == 2  # the running and the queued job; the refused one is gone
+    gate.release.set()
+    for body in (first, second.get_json()):
+        assert wait_until_finished(client, body["status_url"])["status"] == "done"
+
+
+def test_restart_marks_interrupted_jobs_failed(tiny_weights, upload_dir, media):
+    config = app_config(tiny_weights, upload_dir.parent)
+    before = create_app(config)
+    gate = Gate()
+    before.extensions["job_worker"].analyse = gate
+    body = submit(before.test_client(), media["face_h264"]).get_json()
+    assert gate.entered.wait(30)
+    assert len(list(upload_dir.iterdir())) == 1
+
+    after = create_app(config)  # a new process over the same job database and upload folder
+    client = after.test_client()
+    failed = client.get(body["status_url"]).get_json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "interrupted", "message": RESTART_MESSAGE}
+    assert list(upload_dir.iterdir()) == []
+    assert b"server restarted" in client.get(body["result_url"]).data
+
+    gate.release.set()  # the old worker's late result must not resurrect the job
+    before.extensions["job_worker"].join(30)
+    assert client.get(body["status_url"]).get_json()["status"] == "failed"
+
+
+def test_results_expire(tiny_weights, upload_dir, media):
+    app = create_app(app_config(tiny_weights, upload_dir.parent))
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/detect", data={"video": (io.BytesIO(media["face_h264"].read_bytes()), "a.mp4")}, content_type="multipart/form-data"
+    )
+    body = response.get_json()
+    image = body["frame_scores"][0]["crop_url"]
+    assert client.get(f"/results/{body['id']}").status_code == 200
+    jobs: JobStore = app.extensions["job_store"]
+    assert jobs.purge(24 * 3600) == 0  # still fresh
+    assert jobs.purge(24 * 3600, now=time.time() + 24 * 3600 + 1) == 1
+    gone = client.get(f"/results/{body['id']}")
+    assert gone.status_code == 404 and b"kept for 24 hours" in gone.data
+    assert client.get(f"/api/v1/jobs/{body['id']}").get_json()["error"]["code"] == "not_found"
+    assert client.get(image).status_code == 404
+
+
+def test_retention_setting_is_used(tiny_weights, upload_dir, media):
+    app = create_app(app_config(tiny_weights, upload_dir.parent, RESULT_TTL_HOURS=0))
+    client = app.test_client()
+    data = {"video": (io.BytesIO(media["face_h264"].read_bytes()), "a.mp4")}
+    body = client.post("/api/v1/detect", data=data, content_type="multipart/form-data").get_json()
+    assert client.get(f"/api/v1/jobs/{body['id']}").status_code == 404
