@@ -5,8 +5,10 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 3000
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test bench train evaluate clean
+.PHONY: install run test browser screenshot bench train evaluate clean
 
 install: $(STAMP)
 
@@ -22,8 +24,21 @@ $(STAMP): requirements.txt Makefile
 run: install
 	HOST=$(HOST) PORT=$(PORT) $(PY) app.py
 
-test: install
-	$(PY) -m pytest -q tests
+$(TEST_STAMP): requirements-test.txt $(STAMP)
+	$(PIP) install --quiet -r requirements-test.txt
+	touch $(TEST_STAMP)
+
+# The browser tests drive Debian's Chromium; nothing is downloaded by the test tools.
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: install $(TEST_STAMP) browser
+	DETECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests
+
+# Refreshes docs/result.png, the README's picture of a result page.
+screenshot: install $(TEST_STAMP) browser
+	DETECTOR_SCREENSHOT_DIR=docs $(PY) -m pytest -q tests/test_browser.py -k upload_progress
 
 bench: install
 	$(PY) bench/pipeline.py

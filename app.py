@@ -182,6 +182,21 @@ def with_urls(report: dict) -> dict:
     return report
 
 
+def score_segments(scores: list[dict]) -> list[list[dict]]:
+    """Runs of frame scores with no examined frame missing between them, so that the chart's line
+    does not bridge the frames where the face was not found."""
+    if len(scores) < 2:
+        return [scores]
+    gaps = [b["time_s"] - a["time_s"] for a, b in zip(scores, scores[1:])]
+    step = min(gaps)
+    segments = [[scores[0]]]
+    for score, gap in zip(scores[1:], gaps):
+        if gap > 1.5 * step:
+            segments.append([])
+        segments[-1].append(score)
+    return segments
+
+
 def job_status(job: Job) -> dict:
     body = {
         "id": job.id,
@@ -348,6 +363,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["job_worker"] = JobWorker(jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"])
 
     app.register_blueprint(bp)
+    app.add_template_filter(score_segments)
     _register_errors(app)
     return app
 

@@ -1,6 +1,7 @@
 """The detector: video file in, REAL / FAKE / NO_FACE verdict out."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -135,16 +136,26 @@ class Detector:
         margin = (logits[..., 0] - logits[..., 1]).float() / self.config.temperature
         return torch.sigmoid(margin + float(self.config.extra.get("logit_bias", 0.0)))
 
-    @torch.inference_mode()
+    def _precision(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def encode(self, crops: np.ndarray) -> torch.Tensor:
+        """Encoder features (T, C) of a sequence of RGB face crops (T, H, W, 3)."""
+        with self._precision():
+            features, _ = self.model.frame_features(to_input(crops, self.config, self.device))
+        return features.float()
+
+    @torch.no_grad()
+    def score_features(self, features: torch.Tensor) -> tuple[float, np.ndarray]:
+        """Calibrated p_fake of a sequence from its encoder features (T, C), and per frame."""
+        with self._precision():
+            video_logits, frame_logits = self.model.temporal(features[None])
+        return float(self.calibrated_p_fake(video_logits)[0]), self.calibrated_p_fake(frame_logits)[0].cpu().numpy()
+
     def score_crops(self, crops: np.ndarray) -> tuple[float, np.ndarray]:
         """Calibrated p_fake for a sequence of face crops, and per frame."""
-        clip = to_input(crops[None], self.config, self.device)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                video_logits, frame_logits = self.model(clip)
-        else:
-            video_logits, frame_logits = self.model(clip)
-        return float(self.calibrated_p_fake(video_logits)[0]), self.calibrated_p_fake(frame_logits)[0].cpu().numpy()
+        return self.score_features(self.encode(crops))
 
     def detect(
         self,
@@ -205,7 +216,8 @@ class Detector:
         )
 
     def _judge(self, track_id: int, face: FaceCrops, sampled: SampledFrames, explain: bool) -> TrackResult:
-        p_fake, per_frame = self.score_crops(face.crops)
+        features = self.encode(face.crops)
+        p_fake, per_frame = self.score_features(features)
         is_fake = p_fake >= self.config.threshold
         fps = sampled.info.fps
         frame_scores = [
@@ -214,9 +226,10 @@ class Detector:
         ]
         heatmaps = {}
         if explain:
-            heat = grad_cam(self.model, to_input(face.crops[None], self.config, self.device))
-            for pos in np.argsort(-per_frame, kind="stable")[:HEATMAP_FRAMES]:
-                heatmaps[int(pos)] = overlay_heatmap(face.crops[pos], heat[pos])
+            suspicious = [int(p) for p in np.argsort(-per_frame, kind="stable")[:HEATMAP_FRAMES]]
+            clip = to_input(face.crops[None], self.config, self.device)
+            heat = grad_cam(self.model, clip, suspicious, features)
+            heatmaps = {p: overlay_heatmap(face.crops[p], h) for p, h in zip(suspicious, heat)}
         box = tuple(int(v) for v in np.median(np.array(face.track.boxes), axis=0))
         return TrackResult(
             track_id,

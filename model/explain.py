@@ -1,6 +1,8 @@
 """Where in the face: Grad-CAM heatmaps over the encoder's last feature map."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import torch
@@ -9,16 +11,28 @@ import torch.nn.functional as F
 from .network import DeepfakeNet
 
 
-def grad_cam(model: DeepfakeNet, clip: torch.Tensor) -> np.ndarray:
-    """Heatmaps (T, H, W) in [0, 1] for one normalised clip (1, T, 3, H, W).
+def grad_cam(
+    model: DeepfakeNet, clip: torch.Tensor, positions: Sequence[int] | None = None, features: torch.Tensor | None = None
+) -> np.ndarray:
+    """Heatmaps (len(positions), H, W) in [0, 1] for frames of one normalised clip (1, T, 3, H, W);
+    all frames when `positions` is None.
 
     Grad-CAM (Selvaraju et al., 2017) of the video's FAKE-minus-REAL logit: each frame's map shows
-    the regions whose features pushed the whole-video score towards FAKE. All frames share one
+    the regions whose features pushed the whole-video score towards FAKE. The maps share one
     scale, so a frame that barely mattered stays dark instead of being stretched to full heat.
+    Only the chosen frames go through the encoder with gradients; the others' features come from
+    `features` (T, C) when the caller has them already.
     """
-    steps, height, width = clip.shape[1], clip.shape[-2], clip.shape[-1]
+    frames = clip[0]
+    steps, height, width = frames.shape[0], frames.shape[-2], frames.shape[-1]
+    chosen = list(range(steps)) if positions is None else list(positions)
+    index = torch.tensor(chosen, device=frames.device)
+    if features is None:
+        with torch.no_grad():
+            features, _ = model.frame_features(frames)
     with torch.enable_grad():
-        features, fmap = model.frame_features(clip.flatten(0, 1))
+        explained, fmap = model.frame_features(frames[index])
+        features = features.index_copy(0, index, explained)
         video_logits, _ = model.temporal(features.view(1, steps, -1))
         margin = video_logits[0, 0] - video_logits[0, 1]
         (grads,) = torch.autograd.grad(margin, fmap)

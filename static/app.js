@@ -6,7 +6,7 @@
   const STAGES = {
     uploading: "Uploading",
     queued: "Waiting for its turn",
-    running: "Starting",
+    starting: "Starting",
     decoding: "Decoding frames",
     finding_faces: "Finding faces",
     scoring: "Scoring faces",

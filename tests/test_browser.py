@@ -108,7 +108,7 @@ def test_upload_progress_and_result(server, page, two_faces, tmp_path):
     tracks = page.locator("section.track")
     expect(tracks).to_have_count(2)  # one entry per face
     expect(page.locator(".tracks-summary li")).to_have_count(2)
-    expect(page.locator(".timeline polyline.scores")).to_have_count(2)
+    expect(page.locator(".timeline svg")).to_have_count(2)
     assert page.locator(".track").first.locator(".timeline circle").count() >= 40
     heatmaps = page.locator(".heatmaps img[alt^='heatmap']")
     assert heatmaps.count() == 6  # three per face

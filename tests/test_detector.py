@@ -67,11 +67,11 @@ def two_faces(tmp_path_factory):
 def test_every_face_is_judged_and_any_fake_face_decides(tiny_weights, two_faces, monkeypatch):
     scores = iter([0.2, 0.8])  # the most often seen face looks real, the other fake
 
-    def score_crops(self, crops):
+    def score_features(self, features):
         p = next(scores)
-        return p, np.full(len(crops), p)
+        return p, np.full(len(features), p)
 
-    monkeypatch.setattr(Detector, "score_crops", score_crops)
+    monkeypatch.setattr(Detector, "score_features", score_features)
     result = Detector(tiny_weights).detect(two_faces, 20)
     assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
     assert (result.label, result.p_fake, result.deciding_track) == ("FAKE", 0.8, 2)

@@ -36,3 +36,16 @@ def test_overlay_leaves_cold_regions_untouched():
     out = overlay_heatmap(crop, heat)
     assert np.array_equal(out[56:], crop[56:])
     assert np.abs(out[:56].astype(int) - 120).max() > 40
+
+
+def test_grad_cam_of_chosen_frames_matches_the_full_computation():
+    torch.manual_seed(0)
+    model = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    clip = torch.randn(1, 6, 3, 112, 112)
+    full = grad_cam(model, clip)
+    chosen = grad_cam(model, clip, [4, 1])
+    expected = full[[4, 1]] / full[[4, 1]].max()  # the same maps, on the chosen frames' own scale
+    assert np.allclose(chosen, expected, atol=1e-4)
+    with torch.no_grad():
+        features, _ = model.frame_features(clip[0])
+    assert np.allclose(grad_cam(model, clip, [4, 1], features), chosen, atol=1e-5)

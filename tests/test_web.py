@@ -74,7 +74,7 @@ def test_page_without_script_redirects_to_result_permalink(client, media):
     assert "640 × 360" in html
     crops = re.findall(r'<li><img src="(/results/[0-9a-f]+/images/face1-\d+\.jpg)"', html)
     assert len(crops) >= 15
-    points = re.search(r'<polyline class="scores" points="([^"]+)"', html).group(1).split()
+    points = " ".join(re.findall(r'<polyline class="scores" points="([^"]+)"', html)).split()
     assert len(points) == len(crops)  # one timeline point per judged face
     heatmaps = re.findall(r'<img src="(/results/[0-9a-f]+/images/face1-\d+-heatmap\.jpg)"', html)
     assert len(heatmaps) == 3
@@ -150,3 +150,11 @@ def test_internal_error_has_no_traceback(app, client, media, monkeypatch):
     response = post(client, "/api/v1/detect", media["face_h264"])
     assert response.status_code == 500
     assert "secret" not in json.dumps(response.get_json())
+
+
+def test_timeline_line_breaks_where_the_face_was_missing():
+    from app import score_segments
+
+    scores = [{"time_s": t} for t in (0.5, 1.0, 1.5, 3.0, 3.5, 5.0)]
+    assert [[s["time_s"] for s in run] for run in score_segments(scores)] == [[0.5, 1.0, 1.5], [3.0, 3.5], [5.0]]
+    assert score_segments(scores[:1]) == [scores[:1]]
