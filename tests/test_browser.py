@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import app_config
 from werkzeug.serving import make_server
 
 from app import create_app
-from conftest import app_config
 from model.detector import DEFAULT_WEIGHTS
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import app_config
+from media import face_frames, write_h264
 
 from app import create_app
 from model.jobs import RESTART_MESSAGE, AnalysisError, JobStore
@@ -174,3 +184,71 @@ def test_retention_setting_is_used(tiny_weights, upload_dir, media):
     data = {"video": (io.BytesIO(media["face_h264"].read_bytes()), "a.mp4")}
     body = client.post("/api/v1/detect", data=data, content_type="multipart/form-data").get_json()
     assert client.get(f"/api/v1/jobs/{body['id']}").status_code == 404
+
+
+def test_killed_server_fails_its_job_on_restart(tiny_weights, tmp_path, media):
+    """A real server process killed mid-analysis: the next one reports the job failed, no upload left."""
+    root = Path(__file__).resolve().parent.parent
+    clip = write_h264(tmp_path / "long.mp4", face_frames(300, (1280, 720)), preset="ultrafast")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "DETECTOR_WEIGHTS": str(tiny_weights),
+        "DETECTOR_UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "DETECTOR_JOBS_DB": str(tmp_path / "jobs.sqlite3"),
+    }
+    base = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen:
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                return server
+            except OSError:
+                time.sleep(0.2)
+        server.kill()
+        raise AssertionError("server did not start")
+
+    def get(path: str) -> dict:
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return json.load(error)
+
+    server = start()
+    try:
+        boundary = "----test"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="sequence_length"\r\n\r\n100\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="long.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode() + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(
+            base + "/api/v1/jobs", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            job = json.load(response)
+        deadline = time.monotonic() + 60
+        while get(job["status_url"])["status"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        assert len(list((tmp_path / "uploads").iterdir())) == 1
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+    server = start()
+    try:
+        status = get(job["status_url"])
+        assert status["status"] == "failed" and status["error"]["code"] == "interrupted", status
+        assert "restarted" in status["error"]["message"]
+        assert list((tmp_path / "uploads").iterdir()) == []
+    finally:
+        server.terminate()
+        server.wait()

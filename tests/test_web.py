@@ -5,9 +5,9 @@ import json
 import re
 
 import pytest
+from conftest import app_config
 
 from app import create_app
-from conftest import app_config
 
 
 def post(client, url, path=None, data=b"", name="clip.mp4", follow=False, **form):
