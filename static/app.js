@@ -20,14 +20,14 @@
     byId("progress").hidden = false;
     byId("progress-stage").textContent = `${STAGES[stage] || stage}: ${percent}%${detail ? ` (${detail})` : ""}`;
     byId("progress-bar").value = percent;
-    let passed = true;
-    for (const item of document.querySelectorAll("[data-stage]")) {
-      const current = item.dataset.stage === stage;
-      if (current) passed = false;
-      item.classList.toggle("done", passed);
-      if (current) item.setAttribute("aria-current", "step");
+    const items = [...document.querySelectorAll("[data-stage]")];
+    const at = items.findIndex((item) => item.dataset.stage === stage);
+    if (at < 0) return; // a stage between the listed ones ("starting"): the list stays as it was
+    items.forEach((item, index) => {
+      item.classList.toggle("done", index < at);
+      if (index === at) item.setAttribute("aria-current", "step");
       else item.removeAttribute("aria-current");
-    }
+    });
   }
 
   function showError(message) {
