@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--steps", type=int, default=defaults.steps)
     training.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
     training.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
+    training.add_argument(
+        "--no-dataset-fakes", dest="dataset_fakes", action="store_false", help="train on real and self-blended faces only"
+    )
     training.add_argument("--eval-every", type=int, default=defaults.eval_every)
     training.add_argument("--seed", type=int, default=defaults.seed)
     training.add_argument("--device", default=None)

@@ -37,6 +37,9 @@ class TrainConfig:
     # Keeping ImageNet's batch-norm statistics trained slower and worse here (AUC 0.50 vs 0.63 on
     # the hard validation after 300 steps), so by default they adapt.
     freeze_batchnorm: bool = False
+    # False: the fakes are only self-blended ones (as in the SBI paper), so no manipulation
+    # method's own artefacts are learnt.
+    dataset_fakes: bool = True
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -50,7 +53,8 @@ class TrainConfig:
 
 
 class SequenceSampler:
-    """Draws training sequences: a third real, a third self-blended from real, a third real fakes."""
+    """Draws training sequences: a third real, a third self-blended from real, a third the data
+    set's fakes (half real, half self-blended without them)."""
 
     def __init__(self, data: dict[str, list[tuple[np.ndarray, np.ndarray]]], clips: list[Clip], config: TrainConfig):
         self.config = config
@@ -79,7 +83,7 @@ class SequenceSampler:
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
     def sequence(self) -> tuple[np.ndarray, int]:
-        kind = self.rng.integers(3)
+        kind = self.rng.integers(3 if self.config.dataset_fakes else 2)
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
         blend = SelfBlend.draw(self.rng) if kind == 1 else None
         degrade = Degradation.draw(self.rng)

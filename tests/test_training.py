@@ -150,3 +150,26 @@ def test_fit_calibration_ignores_class_imbalance():
     margins = np.where(y, 1.0, -1.0) + rng.normal(0, 1.5, 400)  # symmetric evidence, 3:1 fakes
     _, bias = fit_calibration(margins, y)
     assert abs(bias) < 0.3  # an unweighted fit would learn a prior of log(3) ≈ 1.1 towards FAKE
+
+
+@pytest.mark.parametrize("dataset_fakes", [True, False])
+def test_sampler_mix_of_real_self_blended_and_dataset_fakes(dataset_fakes, monkeypatch):
+    from model.training import SequenceSampler
+
+    clips = [Clip("001.mp4", "REAL", "original", "001"), Clip("001_002.mp4", "FAKE", "X", "001_002")]
+    # Real crops are dark, dataset fakes bright: a drawn sequence tells where it came from.
+    data = {
+        clip.key: [(np.full((6, 112, 112, 3), 40 if clip.label == "REAL" else 220, np.uint8), np.zeros((6, 0, 2), np.float32))]
+        for clip in clips
+    }
+    monkeypatch.setattr("model.training.SelfBlend.apply", lambda self, image, points: image)
+    monkeypatch.setattr("model.training.Degradation.apply", lambda self, image, rng: image)
+    sampler = SequenceSampler(data, clips, TrainConfig(manifest="", dataset_fakes=dataset_fakes, frames_per_clip=4))
+    drawn = [sampler.sequence() for _ in range(300)]
+    bright_fakes = sum(frames.mean() > 128 for frames, label in drawn if label == 0)
+    fakes = sum(label == 0 for _, label in drawn)
+    assert all(label == 0 for frames, label in drawn if frames.mean() > 128)  # dataset fakes are labelled FAKE
+    if dataset_fakes:
+        assert 0.55 < fakes / 300 < 0.78 and 0.35 < bright_fakes / fakes < 0.65
+    else:
+        assert 0.38 < fakes / 300 < 0.62 and bright_fakes == 0
