@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import time
@@ -187,7 +188,7 @@ def score_segments(scores: list[dict]) -> list[list[dict]]:
     does not bridge the frames where the face was not found."""
     if len(scores) < 2:
         return [scores]
-    gaps = [b["time_s"] - a["time_s"] for a, b in zip(scores, scores[1:])]
+    gaps = [b["time_s"] - a["time_s"] for a, b in itertools.pairwise(scores)]
     step = min(gaps)
     segments = [[scores[0]]]
     for score, gap in zip(scores[1:], gaps):
