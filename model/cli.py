@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
     training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
     training.add_argument("--steps", type=int, default=defaults.steps)
+    training.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
+    training.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
     training.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
     training.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
     training.add_argument(
