@@ -42,7 +42,7 @@ from model.video import VideoError, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
-NOT_A_VIDEO = "Upload a video file (MP4, MOV, AVI, MKV or WebM)."
+PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most this often
 
 bp = Blueprint("detect", __name__)
 
@@ -80,22 +80,24 @@ def _options(form: dict) -> dict:
     return {"sequence_length": value}
 
 
+def _not_a_video(error: VideoError) -> AnalysisError:
+    return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV or WebM).")
+
+
 def _save_upload(upload: FileStorage | None) -> Path:
     if upload is None or not upload.filename:
         raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
     name = secure_filename(upload.filename) or "video"
     path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{name}"
     upload.save(path)
+    if path.stat().st_size == 0:
+        path.unlink()
+        raise AnalysisError(400, "empty_file", "The uploaded file is empty.")
     try:
-        if path.stat().st_size == 0:
-            raise AnalysisError(400, "empty_file", "The uploaded file is empty.")
         probe_video(path)  # refuse what cannot even be opened before it waits in the queue
     except VideoError as error:
         path.unlink()
-        raise AnalysisError(415, "not_a_video", f"{error} {NOT_A_VIDEO}") from error
-    except AnalysisError:
-        path.unlink()
-        raise
+        raise _not_a_video(error) from error
     return path
 
 
@@ -105,7 +107,7 @@ def accept_upload() -> Job:
     options = _options(request.form)
     upload = request.files.get("video")
     path = _save_upload(upload)
-    store().purge(current_app.config["RESULT_TTL_HOURS"] * 3600)
+    purge_expired()
     return store().create(upload.filename, path, options)
 
 
@@ -157,7 +159,7 @@ def analyse_job(app: Flask) -> Callable[[Job, Callable[[str, int], None]], tuple
         try:
             result = detector.detect(job.upload, job.options.get("sequence_length"), explain=True, progress=progress)
         except VideoError as error:
-            raise AnalysisError(415, "not_a_video", f"{error} {NOT_A_VIDEO}") from error
+            raise _not_a_video(error) from error
         return build_report(job, result, detector.describe())
 
     return analyse
@@ -218,12 +220,29 @@ def job_status(job: Job) -> dict:
     return body
 
 
+def _expiry_cutoff() -> float:
+    """Results last updated before this time have expired."""
+    return time.time() - current_app.config["RESULT_TTL_HOURS"] * 3600
+
+
+def purge_expired() -> None:
+    """Delete expired results, at most once every PURGE_INTERVAL_S (requests come many a second)."""
+    now = time.monotonic()
+    if now - current_app.extensions.get("last_purge", -PURGE_INTERVAL_S) >= PURGE_INTERVAL_S:
+        current_app.extensions["last_purge"] = now
+        store().purge(current_app.config["RESULT_TTL_HOURS"] * 3600)
+
+
+def _no_such_result() -> AnalysisError:
+    hours = current_app.config["RESULT_TTL_HOURS"]
+    return AnalysisError(404, "not_found", f"There is no such result. Results are kept for {hours:g} hours after the analysis.")
+
+
 def find_job(job_id: str) -> Job:
-    store().purge(current_app.config["RESULT_TTL_HOURS"] * 3600)
+    purge_expired()
     job = store().get(job_id)
-    if job is None:
-        hours = current_app.config["RESULT_TTL_HOURS"]
-        raise AnalysisError(404, "not_found", f"There is no such result. Results are kept for {hours:g} hours after the analysis.")
+    if job is None or (job.finished and job.updated < _expiry_cutoff()):
+        raise _no_such_result()
     return job
 
 
@@ -294,9 +313,9 @@ def result_page(job_id: str):
 
 @bp.get("/results/<job_id>/images/<name>")
 def result_image(job_id: str, name: str):
-    data = store().image(find_job(job_id).id, name)
+    data = store().image(job_id, name, updated_after=_expiry_cutoff())
     if data is None:
-        raise AnalysisError(404, "not_found", "No such image.")
+        raise _no_such_result()
     return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
@@ -360,6 +379,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for upload in jobs.fail_interrupted():
         Path(upload).unlink(missing_ok=True)
     jobs.purge(app.config["RESULT_TTL_HOURS"] * 3600)
+    app.extensions["last_purge"] = time.monotonic()
     app.extensions["job_store"] = jobs
     app.extensions["job_worker"] = JobWorker(jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"])
 

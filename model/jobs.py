@@ -154,9 +154,14 @@ class JobStore:
                 (error.status, error.code, error.message, time.time(), job_id),
             )
 
-    def image(self, job_id: str, name: str) -> bytes | None:
+    def image(self, job_id: str, name: str, updated_after: float = 0.0) -> bytes | None:
+        """A stored image of a job last updated after `updated_after` (a time.time() value)."""
         with self._connect() as db:
-            row = db.execute("SELECT data FROM images WHERE job_id = ? AND name = ?", (job_id, name)).fetchone()
+            row = db.execute(
+                "SELECT data FROM images JOIN jobs ON jobs.id = images.job_id"
+                " WHERE job_id = ? AND name = ? AND jobs.updated >= ?",
+                (job_id, name, updated_after),
+            ).fetchone()
         return row["data"] if row else None
 
     def fail_interrupted(self) -> list[str]:

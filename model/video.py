@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
-
 import cv2
 import numpy as np
 
@@ -17,6 +15,7 @@ log = logging.getLogger(__name__)
 # than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
 T = TypeVar("T")
+Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 
 
 class VideoError(ValueError):
