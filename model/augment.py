@@ -9,6 +9,9 @@ import av
 import cv2
 import numpy as np
 
+# Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
+REFERENCE_SIZE = 112
+
 
 def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480) -> None:
     """Re-encode a video with libx264 at `crf`, optionally downscaled: the heavy compression of uploads."""
@@ -64,7 +67,7 @@ class Degradation:
         out = (out - mean) * self.contrast + mean + self.bias
         out = np.clip(out * self.gain, 0, 255)
         if self.blur_sigma:
-            out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma)
+            out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma * out.shape[1] / REFERENCE_SIZE)
         if self.noise_sigma:
             out = np.clip(out + rng.normal(0, self.noise_sigma, out.shape), 0, 255)
         out = out.astype(np.uint8)
@@ -118,17 +121,20 @@ class SelfBlend:
 
     def apply(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
+        unit = w / REFERENCE_SIZE
         source = np.clip(image.astype(np.float32) * self.source_gain + self.source_bias, 0, 255)
         if self.sharpen > 0:
-            source = np.clip(source + self.sharpen * (source - cv2.GaussianBlur(source, (0, 0), 1.5)), 0, 255)
+            source = np.clip(source + self.sharpen * (source - cv2.GaussianBlur(source, (0, 0), 1.5 * unit)), 0, 255)
         elif self.sharpen < 0:
-            source = cv2.GaussianBlur(source, (0, 0), -self.sharpen + 0.3)
+            source = cv2.GaussianBlur(source, (0, 0), (-self.sharpen + 0.3) * unit)
         warp = cv2.getRotationMatrix2D((w / 2, h / 2), 0, self.scale)
-        warp[:, 2] += self.shift
+        warp[:, 2] += np.multiply(self.shift, unit)
         source = cv2.warpAffine(source, warp, (w, h), borderMode=cv2.BORDER_REFLECT)
         mask = face_mask((h, w), landmarks)
-        if self.erode:
-            kernel = np.ones((abs(self.erode), abs(self.erode)), np.uint8)
+        erode = round(abs(self.erode) * unit)
+        if erode:
+            kernel = np.ones((erode, erode), np.uint8)
             mask = cv2.erode(mask, kernel) if self.erode > 0 else cv2.dilate(mask, kernel)
-        mask = cv2.GaussianBlur(mask, (self.soften, self.soften), 0)[..., None] * self.opacity
+        soften = 2 * round(self.soften * unit / 2 - 0.5) + 1  # odd, as GaussianBlur needs
+        mask = cv2.GaussianBlur(mask, (soften, soften), 0)[..., None] * self.opacity
         return (source * mask + image.astype(np.float32) * (1 - mask)).astype(np.uint8)

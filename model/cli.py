@@ -130,7 +130,7 @@ def _format_summary(name: str, s: dict) -> str:
     lines = [
         f"{name}: {s['clips']} clips ({s['fake_clips']} fake, {s['real_clips']} real)",
         f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",
-        f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
+        f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f} {ci('ece')}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
     ]
     for method, m in s["auc_by_method"].items():
         lines.append(f"  {method}: AUC {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] ({m['fake_clips']} fake)")
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--out", default=defaults.out)
     training.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
     training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
+    training.add_argument("--image-size", type=int, default=defaults.image_size, help="face crop side in pixels")
     training.add_argument("--steps", type=int, default=defaults.steps)
     training.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
     training.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")

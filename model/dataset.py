@@ -130,13 +130,13 @@ def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarra
     return np.stack(crops), np.stack(marks)
 
 
-def cache_path(cache_dir: str | Path, clip: Clip, quality: str) -> Path:
-    return Path(cache_dir) / quality / f"{clip.key}.npz"
+def cache_path(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> Path:
+    return Path(cache_dir) / f"{quality}-{size}px" / f"{clip.key}.npz"
 
 
 def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:
     clip, quality, cache_dir, frames, size = args
-    target = cache_path(cache_dir, clip, quality)
+    target = cache_path(cache_dir, clip, quality, size)
     if target.exists():
         return "cached"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +166,6 @@ def prepare_cache(
             log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
 
 
-def load_cached(cache_dir: str | Path, clip: Clip, quality: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(cache_path(cache_dir, clip, quality)) as data:
+def load_cached(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(cache_path(cache_dir, clip, quality, size)) as data:
         return data["crops"], data["landmarks"]

@@ -82,6 +82,7 @@ def summarise(y_fake: np.ndarray, p_fake: np.ndarray, methods: list[str], thresh
     """Every reported metric, with bootstrap 95% intervals, plus AUC per manipulation method."""
     y, p = np.asarray(y_fake, bool), np.asarray(p_fake, float)
     bal = lambda a, b: balanced_accuracy(a, b, threshold)  # noqa: E731
+    ece = lambda a, b: expected_calibration_error(a, b, threshold=threshold)  # noqa: E731
     fake_recall, real_recall = recalls(y, p, threshold)
     report = {
         "clips": int(len(y)),
@@ -93,7 +94,8 @@ def summarise(y_fake: np.ndarray, p_fake: np.ndarray, methods: list[str], thresh
         "balanced_accuracy_ci95": bootstrap_interval(bal, y, p),
         "log_loss": log_loss(y, p),
         "log_loss_ci95": bootstrap_interval(log_loss, y, p),
-        "ece": expected_calibration_error(y, p, threshold=threshold),
+        "ece": ece(y, p),
+        "ece_ci95": bootstrap_interval(ece, y, p),
         "recall_fake": fake_recall,
         "recall_real": real_recall,
         "threshold": threshold,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import Degradation, SelfBlend
+from .augment import REFERENCE_SIZE, Degradation, SelfBlend
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
 from .evaluation import fit_calibration, log_loss, roc_auc
 from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
@@ -28,6 +28,7 @@ class TrainConfig:
     encoder: str = "mobilenet_v2"
     imagenet_weights: str | None = None
     hidden_size: int = 256
+    image_size: int = 112
     steps: int = 1500
     clips_per_batch: int = 8
     frames_per_clip: int = 6
@@ -79,7 +80,7 @@ class SequenceSampler:
     def _jitter(self, image: np.ndarray, scale: float, dx: float, dy: float) -> np.ndarray:
         size = image.shape[0]
         warp = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
-        warp[:, 2] += (dx, dy)
+        warp[:, 2] += np.multiply((dx, dy), size / REFERENCE_SIZE)
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
     def sequence(self) -> tuple[np.ndarray, int]:
@@ -127,15 +128,15 @@ def train(config: TrainConfig) -> dict:
     train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
     log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
     qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
-    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, workers=config.workers)
+    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
 
-    train_data = {c.key: [load_cached(config.cache_dir, c, q) for q in config.train_qualities] for c in train_clips}
+    train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
-    val_sets = {q: [load_cached(config.cache_dir, c, q)[0] for c in val_clips] for q in ("orig", config.hard_quality)}
+    val_sets = {q: [load_cached(config.cache_dir, c, q, config.image_size)[0] for c in val_clips] for q in ("orig", config.hard_quality)}
     val_keep = [i for i in range(len(val_clips)) if all(len(v[i]) for v in val_sets.values())]
     y_val = np.array([val_clips[i].label == "FAKE" for i in val_keep])
 
-    net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size)
+    net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size, image_size=config.image_size)
     model = DeepfakeNet(net_config, config.imagenet_weights).to(device)
     frozen = model.encoder[: config.frozen_blocks]
     frozen.requires_grad_(False)

@@ -63,6 +63,9 @@ def test_summarise_reports_per_method_and_intervals():
     assert report["auc_by_method"]["B"]["auc"] == pytest.approx(2 / 3)
     low, high = report["auc_ci95"]
     assert 0 <= low <= report["auc"] <= high <= 1
+    assert report["ece"] == pytest.approx(expected_calibration_error(y, p))
+    low, high = report["ece_ci95"]
+    assert 0 <= low < high <= 1
 
 
 def test_split_by_identity_never_shares_an_identity():
@@ -92,13 +95,15 @@ def tiny_dataset(tmp_path_factory):
     return manifest
 
 
-def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("image_size", [112, 64])
+def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path, image_size):
     out = tmp_path / "tiny.pt"
     config = TrainConfig(
         manifest=str(tiny_dataset),
         cache_dir=str(tmp_path / "cache"),
         out=str(out),
         hidden_size=8,
+        image_size=image_size,
         steps=3,
         eval_every=2,
         clips_per_batch=2,
@@ -114,9 +119,14 @@ def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path):
     assert set(record["train_clips"]).isdisjoint(record["validation_clips"])
     model = load_checkpoint(out)
     assert model.config.hidden_size == 8
+    assert model.config.image_size == image_size  # the app crops faces at the size the model learnt
     assert model.config.temperature == pytest.approx(record["calibration"]["temperature"])
+    cached = sorted(p.parent.name for p in (tmp_path / "cache").rglob("*.npz"))
+    assert cached and set(cached) == {f"orig-{image_size}px", f"crf40_480p-{image_size}px"}
+    with np.load(next((tmp_path / "cache").rglob("*.npz"))) as data:
+        assert data["crops"].shape[1:] == (image_size, image_size, 3)
     with torch.inference_mode():
-        video, _ = model(torch.randn(1, 3, 3, 112, 112))
+        video, _ = model(torch.randn(1, 3, 3, image_size, image_size))
     assert torch.isfinite(video).all()
 
 
@@ -173,3 +183,18 @@ def test_sampler_mix_of_real_self_blended_and_dataset_fakes(dataset_fakes, monke
         assert 0.55 < fakes / 300 < 0.78 and 0.35 < bright_fakes / fakes < 0.65
     else:
         assert 0.38 < fakes / 300 < 0.62 and bright_fakes == 0
+
+
+def test_self_blend_scales_with_the_crop():
+    from model.augment import SelfBlend
+
+    blend = SelfBlend.draw(np.random.default_rng(3))
+    blend.source_gain, blend.source_bias, blend.sharpen, blend.opacity = np.full(3, 1.0), 60.0, 0.0, 1.0
+    blend.scale, blend.shift, blend.erode, blend.soften = 1.0, (0.0, 0.0), -6, 21
+    share = {}
+    for size in (112, 224):
+        out = blend.apply(np.full((size, size, 3), 100, np.uint8), np.zeros((0, 2), np.float32))  # the fallback ellipse
+        assert out[size // 2, size // 2, 0] >= 159  # the centre takes the brightened copy
+        share[size] = (out[..., 0] > 100).mean()
+    # grown and softened alike relative to the face: the same share of a crop twice as large
+    assert share[224] == pytest.approx(share[112], rel=0.03)
