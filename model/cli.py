@@ -85,7 +85,7 @@ def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .augment import reencode_h264
-    from .dataset import QUALITIES, read_manifest, split_by_identity
+    from .dataset import QUALITIES, identity_components, read_manifest, split_by_identity
     from .detector import Detector
     from .evaluation import plot_roc, roc_curve, summarise
 
@@ -93,10 +93,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     clips = read_manifest(args.manifest, args.root)
     if args.split == "validation":
         clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
+    group_of = dict(zip((c.path for c in clips), identity_components(clips)))
     report: dict = {"weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split, "qualities": {}}
     curves = {}
     for quality in args.quality:
-        y, p, methods, rows = [], [], [], []
+        y, p, methods, groups, rows = [], [], [], [], []
         for clip in clips:
             with tempfile.TemporaryDirectory() as tmp:
                 path = clip.path
@@ -112,7 +113,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             y.append(clip.label == "FAKE")
             p.append(result.p_fake)
             methods.append(clip.method)
-        summary = summarise(np.array(y), np.array(p), methods, detector.config.threshold)
+            groups.append(group_of[clip.path])
+        summary = summarise(np.array(y), np.array(p), methods, detector.config.threshold, np.array(groups))
         summary["no_face_clips"] = sum(r["p_fake"] is None for r in rows)
         report["qualities"][quality] = {"metrics": summary, "clips": rows}
         curves[quality] = (*roc_curve(np.array(y), np.array(p)), summary["auc"])
@@ -132,6 +134,8 @@ def _format_summary(name: str, s: dict) -> str:
         f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",
         f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f} {ci('ece')}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
     ]
+    if "within_group_auc" in s:
+        lines.append(f"  AUC within identity groups {s['within_group_auc']:.3f} ({s['identity_groups']} groups: fakes against real clips of the same people)")
     for method, m in s["auc_by_method"].items():
         lines.append(f"  {method}: AUC {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] ({m['fake_clips']} fake)")
     return "\n".join(lines)

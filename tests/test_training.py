@@ -68,6 +68,20 @@ def test_summarise_reports_per_method_and_intervals():
     assert 0 <= low < high <= 1
 
 
+def test_within_group_auc_hand_computed():
+    from model.evaluation import within_group_auc
+
+    y = np.array([1, 0, 1, 1, 0])
+    p = np.array([0.9, 0.95, 0.3, 0.2, 0.1])
+    groups = np.array(["a", "a", "b", "b", "b"])
+    # group a: 0.9 < 0.95, 0 of 1; group b: 0.3 and 0.2 beat 0.1, 2 of 2; pairs across groups ignored
+    assert within_group_auc(y, p, groups) == pytest.approx(2 / 3)
+    assert roc_auc(y, p) == pytest.approx(3 / 6)  # pooled: each fake beats 0.1 only
+    report = summarise(y, p, ["X", "original", "X", "X", "original"], groups=groups)
+    assert report["identity_groups"] == 2 and report["within_group_auc"] == pytest.approx(2 / 3)
+    assert "within_group_auc" not in summarise(y, p, ["X"] * 5)
+
+
 def test_split_by_identity_never_shares_an_identity():
     clips = [Clip(f"{a}.mp4", "REAL", "original", a) for a in ("001", "002", "003", "004", "005")]
     clips += [Clip(f"{a}_{b}.mp4", "FAKE", "X", f"{a}_{b}") for a, b in (("001", "002"), ("003", "004"), ("005", "003"))]
@@ -138,6 +152,7 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     report = json.loads((tmp_path / "evaluation.json").read_text())
     metrics = report["qualities"]["crf40_480p"]["metrics"]
     assert metrics["clips"] == 4 and metrics["fake_clips"] == 2
+    assert metrics["identity_groups"] == 2 and 0 <= metrics["within_group_auc"] <= 1
     rows = report["qualities"]["orig"]["clips"]
     y = np.array([r["label"] == "FAKE" for r in rows])
     p = np.array([r["p_fake"] for r in rows])
