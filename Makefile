@@ -43,7 +43,7 @@ screenshot: install $(TEST_STAMP) browser
 bench: install
 	$(PY) bench/pipeline.py
 
-# Reproduces weights/detector.pt (about 2 hours on 2 CPU cores): needs the clips of
+# Reproduces weights/detector.pt (about 30 minutes on 2 CPU cores, half of it face cropping): needs the clips of
 # ../shared/data/ffpp_c23_train_clips.csv under DATA_ROOT.
 DATA_ROOT ?= data/ffpp
 IMAGENET_DIR ?= $(HOME)/.cache/deepfake-detector/imagenet
