@@ -13,6 +13,11 @@ import numpy as np
 REFERENCE_SIZE = 112
 
 
+def pixel_scale(image: np.ndarray) -> float:
+    """How many of this crop's pixels one pixel of a 112-px crop spans."""
+    return image.shape[1] / REFERENCE_SIZE
+
+
 def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480) -> None:
     """Re-encode a video with libx264 at `crf`, optionally downscaled: the heavy compression of uploads."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
@@ -67,7 +72,7 @@ class Degradation:
         out = (out - mean) * self.contrast + mean + self.bias
         out = np.clip(out * self.gain, 0, 255)
         if self.blur_sigma:
-            out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma * out.shape[1] / REFERENCE_SIZE)
+            out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma * pixel_scale(out))
         if self.noise_sigma:
             out = np.clip(out + rng.normal(0, self.noise_sigma, out.shape), 0, 255)
         out = out.astype(np.uint8)
@@ -121,7 +126,7 @@ class SelfBlend:
 
     def apply(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
-        unit = w / REFERENCE_SIZE
+        unit = pixel_scale(image)
         source = np.clip(image.astype(np.float32) * self.source_gain + self.source_bias, 0, 255)
         if self.sharpen > 0:
             source = np.clip(source + self.sharpen * (source - cv2.GaussianBlur(source, (0, 0), 1.5 * unit)), 0, 255)

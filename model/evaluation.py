@@ -31,12 +31,13 @@ def within_group_auc(y_fake: np.ndarray, p_fake: np.ndarray, groups: np.ndarray)
     """AUC over only the (fake, real) pairs of the same group, e.g. the same people: how well fakes
     are told from real clips of the same faces and scenes, whatever the group's overall level."""
     y, p, groups = np.asarray(y_fake, bool), np.asarray(p_fake, float), np.asarray(groups)
-    wins = pairs = 0.0
+    aucs, pairs = [], []
     for group in np.unique(groups):
-        pos, neg = p[(groups == group) & y], p[(groups == group) & ~y]
-        wins += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-        pairs += len(pos) * len(neg)
-    return float(wins / pairs) if pairs else float("nan")
+        inside = groups == group
+        if y[inside].any() and not y[inside].all():
+            aucs.append(roc_auc(y[inside], p[inside]))
+            pairs.append(y[inside].sum() * (~y[inside]).sum())
+    return float(np.average(aucs, weights=pairs)) if pairs else float("nan")
 
 
 def recalls(y_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:

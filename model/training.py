@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import REFERENCE_SIZE, Degradation, SelfBlend
+from .augment import Degradation, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
 from .evaluation import fit_calibration, log_loss, roc_auc
 from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
@@ -80,7 +80,7 @@ class SequenceSampler:
     def _jitter(self, image: np.ndarray, scale: float, dx: float, dy: float) -> np.ndarray:
         size = image.shape[0]
         warp = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
-        warp[:, 2] += np.multiply((dx, dy), size / REFERENCE_SIZE)
+        warp[:, 2] += np.multiply((dx, dy), pixel_scale(image))
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
     def sequence(self) -> tuple[np.ndarray, int]:
