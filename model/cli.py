@@ -141,14 +141,62 @@ def _format_summary(name: str, s: dict) -> str:
     return "\n".join(lines)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
+def _train_config(args: argparse.Namespace, **overrides):
+    from .training import TrainConfig
 
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    record = train(config)
+    return TrainConfig(**{**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}, **overrides})
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    record = train(_train_config(args))
     record_path = Path(args.out).with_suffix(".train.json")
     record_path.write_text(json.dumps(record, indent=2))
     print(f"saved {args.out}; training record in {record_path}")
+    return 0
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    defaults = TrainConfig(manifest="")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--cache-dir", default=defaults.cache_dir)
+    parser.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
+    parser.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="face crop side in pixels")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
+    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
+    parser.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
+    parser.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
+    parser.add_argument(
+        "--no-dataset-fakes", dest="dataset_fakes", action="store_false", help="train on real and self-blended faces only"
+    )
+    parser.add_argument("--paired", action="store_true", help="batches of real/fake pairs of the same people, augmented alike")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=None)
+
+
+def _crossval(args: argparse.Namespace) -> int:
+    from .crossval import cross_validate
+    from .evaluation import plot_roc, roc_curve
+
+    report = cross_validate(_train_config(args, out=""), args.folds)
+    curves = {}
+    for quality, part in report["qualities"].items():
+        print(_format_summary(f"{quality}, out of fold", part["metrics"]), flush=True)
+        judged = [r for r in part["clips"] if r["p_fake"] is not None]
+        y, p = np.array([r["label"] == "FAKE" for r in judged]), np.array([r["p_fake"] for r in judged])
+        curves[quality] = (*roc_curve(y, p), part["metrics"]["auc"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "crossval.json").write_text(json.dumps(report, indent=2))
+    plot_roc(curves, out / "roc.png")
+    print(f"wrote {out / 'crossval.json'} and {out / 'roc.png'}")
     return 0
 
 
@@ -181,27 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None)
     evaluate.set_defaults(run=_evaluate)
 
-    defaults = TrainConfig(manifest="")
     training = commands.add_parser("train", help="train a detector from a manifest")
-    training.add_argument("--manifest", required=True)
-    training.add_argument("--root", default=None)
-    training.add_argument("--cache-dir", default=defaults.cache_dir)
-    training.add_argument("--out", default=defaults.out)
-    training.add_argument("--encoder", choices=["mobilenet_v2", "resnext50_32x4d"], default=defaults.encoder)
-    training.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
-    training.add_argument("--image-size", type=int, default=defaults.image_size, help="face crop side in pixels")
-    training.add_argument("--steps", type=int, default=defaults.steps)
-    training.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
-    training.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
-    training.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
-    training.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
-    training.add_argument(
-        "--no-dataset-fakes", dest="dataset_fakes", action="store_false", help="train on real and self-blended faces only"
-    )
-    training.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    training.add_argument("--seed", type=int, default=defaults.seed)
-    training.add_argument("--device", default=None)
+    _add_training_options(training)
+    training.add_argument("--out", default=TrainConfig.out, help="checkpoint to write")
     training.set_defaults(run=_train)
+
+    crossval = commands.add_parser("crossval", help="cross-validate the training recipe over identity groups")
+    _add_training_options(crossval)
+    crossval.add_argument("--folds", type=int, default=5, help="folds of identity groups, each held out once")
+    crossval.add_argument("--out", default="evaluation/crossval", help="folder for crossval.json and roc.png")
+    crossval.set_defaults(run=_crossval)
     return parser
 
 

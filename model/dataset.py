@@ -113,6 +113,21 @@ def split_by_identity(clips: list[Clip], val_fraction: float = 0.2, seed: int = 
     return train, val
 
 
+def identity_folds(clips: list[Clip], folds: int, seed: int = 0) -> list[int]:
+    """Fold number per clip for cross-validation: whole identity groups per fold, folds of near equal size."""
+    components = identity_components(clips)
+    sizes = np.bincount(components)
+    if not 2 <= folds <= len(sizes):
+        raise ValueError(f"{folds} folds asked for, but the clips form {len(sizes)} identity groups")
+    shuffled = np.random.default_rng(seed).permutation(len(sizes))
+    load = np.zeros(folds)
+    fold_of: dict[int, int] = {}
+    for comp in sorted(shuffled, key=lambda c: -sizes[c]):  # largest groups first, ties in random order
+        fold_of[int(comp)] = int(np.argmin(load))
+        load[fold_of[int(comp)]] += sizes[comp]
+    return [fold_of[c] for c in components]
+
+
 def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The detector's face crops for one video, with its landmarks in crop pixels."""
     sampled = read_frames(path, frames)

@@ -41,6 +41,8 @@ class TrainConfig:
     # False: the fakes are only self-blended ones (as in the SBI paper), so no manipulation
     # method's own artefacts are learnt.
     dataset_fakes: bool = True
+    # Batches of real/fake pairs from one identity group (see SequenceSampler).
+    paired: bool = False
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -55,7 +57,11 @@ class TrainConfig:
 
 class SequenceSampler:
     """Draws training sequences: a third real, a third self-blended from real, a third the data
-    set's fakes (half real, half self-blended without them)."""
+    set's fakes (half real, half self-blended without them).
+
+    With `paired`, a batch is made of pairs from one identity group, alike in every augmentation:
+    a real sequence, and either its self-blended copy or a data set fake of the same people. What
+    tells a pair apart is then the manipulation alone, not the person or the scene."""
 
     def __init__(self, data: dict[str, list[tuple[np.ndarray, np.ndarray]]], clips: list[Clip], config: TrainConfig):
         self.config = config
@@ -67,9 +73,11 @@ class SequenceSampler:
                 self.by_label[clip.label].setdefault(comp, []).append(clip.key)
         self.data = data
 
-    def _pick(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+    def _pick(self, label: str, comp: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A window of a random clip with `label`, from group `comp` or a random group (identity-balanced)."""
         groups = self.by_label[label]
-        comp = list(groups)[self.rng.integers(len(groups))]  # identity-balanced
+        if comp is None:
+            comp = list(groups)[self.rng.integers(len(groups))]
         key = groups[comp][self.rng.integers(len(groups[comp]))]
         versions = [v for v in self.data[key] if len(v[0]) >= 2]
         crops, marks = versions[self.rng.integers(len(versions))]
@@ -83,22 +91,42 @@ class SequenceSampler:
         warp[:, 2] += np.multiply((dx, dy), pixel_scale(image))
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
+    def _render(self, crops: np.ndarray, marks: np.ndarray, blend: SelfBlend | None, degrade: Degradation, jitter: tuple) -> np.ndarray:
+        frames = []
+        for image, points in zip(crops, marks):
+            if blend is not None:
+                image = blend.apply(image, points)
+            frames.append(degrade.apply(self._jitter(image, *jitter), self.rng))
+        return np.stack(frames)
+
     def sequence(self) -> tuple[np.ndarray, int]:
         kind = self.rng.integers(3 if self.config.dataset_fakes else 2)
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
         blend = SelfBlend.draw(self.rng) if kind == 1 else None
         degrade = Degradation.draw(self.rng)
-        scale, dx, dy = self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2)
-        frames = []
-        for image, points in zip(crops, marks):
-            if blend is not None:
-                image = blend.apply(image, points)
-            frames.append(degrade.apply(self._jitter(image, scale, dx, dy), self.rng))
-        return np.stack(frames), 0 if kind else 1  # class 0 = FAKE
+        jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
+        return self._render(crops, marks, blend, degrade, jitter), 0 if kind else 1  # class 0 = FAKE
+
+    def pair(self) -> list[tuple[np.ndarray, int]]:
+        """A real sequence and a fake one of the same identity group, augmented alike."""
+        reals = self.by_label["REAL"]
+        comp = list(reals)[self.rng.integers(len(reals))]
+        crops, marks = self._pick("REAL", comp)
+        degrade = Degradation.draw(self.rng)
+        jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
+        real = self._render(crops, marks, None, degrade, jitter)
+        if self.config.dataset_fakes and comp in self.by_label["FAKE"] and self.rng.random() < 0.5:
+            fake = self._render(*self._pick("FAKE", comp), None, degrade, jitter)
+        else:
+            fake = self._render(crops, marks, SelfBlend.draw(self.rng), degrade, jitter)
+        return [(real, 1), (fake, 0)]
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
         """(B, T, H, W, 3) uint8 sequences of equal length, and labels (B,)."""
-        items = [self.sequence() for _ in range(self.config.clips_per_batch)]
+        if self.config.paired:
+            items = [item for _ in range(max(1, self.config.clips_per_batch // 2)) for item in self.pair()]
+        else:
+            items = [self.sequence() for _ in range(self.config.clips_per_batch)]
         length = min(len(x) for x, _ in items)
         return np.stack([x[:length] for x, _ in items]), np.array([y for _, y in items])
 
@@ -120,21 +148,26 @@ def clip_margins(model: DeepfakeNet, sequences: list[np.ndarray], device: torch.
     return np.array(margins)
 
 
-def train(config: TrainConfig) -> dict:
-    """Train, early-stop on the hard validation, calibrate, and save the checkpoint; returns the record."""
+@dataclass
+class Fit:
+    """A trained model and what the validation clips said along the way."""
+
+    model: DeepfakeNet
+    history: list[dict]  # step, loss and validation AUCs at every evaluation
+    margins: dict[int, dict[str, np.ndarray]]  # step → quality → margin per kept validation clip
+    kept: list[int]  # validation clips with crops at every quality (the others have no face)
+    kept_step: int
+
+
+def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], select_best: bool = True) -> Fit:
+    """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    clips = read_manifest(config.manifest, config.root)
-    train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
-    log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
-    qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
-    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
-
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
     val_sets = {q: [load_cached(config.cache_dir, c, q, config.image_size)[0] for c in val_clips] for q in ("orig", config.hard_quality)}
-    val_keep = [i for i in range(len(val_clips)) if all(len(v[i]) for v in val_sets.values())]
-    y_val = np.array([val_clips[i].label == "FAKE" for i in val_keep])
+    kept = [i for i in range(len(val_clips)) if all(len(v[i]) for v in val_sets.values())]
+    y_val = np.array([val_clips[i].label == "FAKE" for i in kept])
 
     net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size, image_size=config.image_size)
     model = DeepfakeNet(net_config, config.imagenet_weights).to(device)
@@ -147,7 +180,7 @@ def train(config: TrainConfig) -> dict:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.05)
     loss_fn = nn.CrossEntropyLoss()
     best: dict = {"score": -np.inf}
-    history = []
+    history, margins_by_step = [], {}
     started = time.time()
     for step in range(1, config.steps + 1):
         model.train()
@@ -168,36 +201,49 @@ def train(config: TrainConfig) -> dict:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         if step % config.eval_every == 0 or step == config.steps:
-            margins = {q: clip_margins(model, [v[i] for i in val_keep], device) for q, v in val_sets.items()}
+            margins = {q: clip_margins(model, [v[i] for i in kept], device) for q, v in val_sets.items()}
+            margins_by_step[step] = margins
             hard = margins[config.hard_quality]
-            p_hard = 1 / (1 + np.exp(-hard))
             record = {
                 "step": step,
                 "loss": round(loss.item(), 4),
                 "hard_auc": roc_auc(y_val, hard),
                 "orig_auc": roc_auc(y_val, margins["orig"]),
-                "hard_log_loss": log_loss(y_val, p_hard),
+                "hard_log_loss": log_loss(y_val, 1 / (1 + np.exp(-hard))),
                 "seconds": round(time.time() - started, 1),
             }
             history.append(record)
             log.info("step %d: %s", step, record)
             score = record["hard_auc"] + 0.5 * record["orig_auc"]
-            if score > best["score"]:
+            if select_best and score > best["score"]:
                 best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if select_best:
+        model.load_state_dict(best["state"])
+    return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps)
 
-    model.load_state_dict(best["state"])
-    margins = {q: clip_margins(model, [v[i] for i in val_keep], device) for q, v in val_sets.items()}
+
+def train(config: TrainConfig) -> dict:
+    """Train, early-stop on the hard validation, calibrate, and save the checkpoint; returns the record."""
+    clips = read_manifest(config.manifest, config.root)
+    train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
+    log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
+    qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
+    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
+
+    result = fit(config, train_clips, val_clips)
+    model, margins = result.model, result.margins[result.kept_step]
+    y_val = np.array([val_clips[i].label == "FAKE" for i in result.kept])
     temperature, bias = fit_calibration(np.r_[margins["orig"], margins[config.hard_quality]], np.r_[y_val, y_val])
     model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
     record = {
         "train_config": asdict(config),
-        "best_step": best["step"],
-        "history": history,
+        "best_step": result.kept_step,
+        "history": result.history,
         "train_clips": [c.path for c in train_clips],
         "validation_clips": [c.path for c in val_clips],
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=best["step"])
-    log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, best["step"], temperature, bias)
+    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=result.kept_step)
+    log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record

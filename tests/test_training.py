@@ -9,7 +9,8 @@ import torch
 from media import face_frames, write_h264
 
 from model.cli import main as cli_main
-from model.dataset import Clip, read_manifest, split_by_identity
+from model.crossval import cross_validate
+from model.dataset import Clip, identity_folds, load_cached, prepare_cache, read_manifest, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
     expected_calibration_error,
@@ -19,7 +20,7 @@ from model.evaluation import (
     summarise,
 )
 from model.network import load_checkpoint
-from model.training import TrainConfig, train
+from model.training import TrainConfig, clip_margins, fit, train
 
 
 def test_roc_auc_hand_computed():
@@ -91,6 +92,24 @@ def test_split_by_identity_never_shares_an_identity():
     assert not ids(train) & ids(val)
 
 
+def test_identity_folds_keep_groups_whole_and_balanced():
+    clips = [Clip(f"{a}.mp4", "REAL", "original", a) for a in ("001", "002", "003", "004", "005", "006")]
+    clips += [Clip(f"{a}_{b}.mp4", "FAKE", "X", f"{a}_{b}") for a, b in (("001", "002"), ("003", "004"), ("002", "001"))]
+    folds = identity_folds(clips, 3, seed=2)
+    by_fold = [{i for c, f in zip(clips, folds) if f == k for i in c.identities} for k in range(3)]
+    assert all(by_fold)
+    assert not (by_fold[0] & by_fold[1] or by_fold[0] & by_fold[2] or by_fold[1] & by_fold[2])
+    # groups of 4 ({001, 002}), 3 ({003, 004}), 1, 1: the two singles share the third fold
+    assert sorted(np.bincount(folds)) == [2, 3, 4]
+    with pytest.raises(ValueError, match="identity groups"):
+        identity_folds(clips, 5)
+
+
+def tiny_config(manifest, tmp_path, **extra) -> TrainConfig:
+    settings = dict(hidden_size=8, steps=3, eval_every=2, clips_per_batch=2, frames_per_clip=3, cached_frames=6, workers=1)
+    return TrainConfig(manifest=str(manifest), cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "tiny.pt"), **{**settings, **extra})
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     """Two identities, each with a real clip and a crudely manipulated one (face region tinted)."""
@@ -112,21 +131,7 @@ def tiny_dataset(tmp_path_factory):
 @pytest.mark.parametrize("image_size", [112, 64])
 def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path, image_size):
     out = tmp_path / "tiny.pt"
-    config = TrainConfig(
-        manifest=str(tiny_dataset),
-        cache_dir=str(tmp_path / "cache"),
-        out=str(out),
-        hidden_size=8,
-        image_size=image_size,
-        steps=3,
-        eval_every=2,
-        clips_per_batch=2,
-        frames_per_clip=3,
-        cached_frames=6,
-        val_fraction=0.5,
-        workers=1,
-    )
-    record = train(config)
+    record = train(tiny_config(tiny_dataset, tmp_path, image_size=image_size, val_fraction=0.5))
     assert [h["step"] for h in record["history"]] == [2, 3]
     assert all(math.isfinite(h["loss"]) for h in record["history"])
     assert record["calibration"]["temperature"] > 0
@@ -142,6 +147,49 @@ def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path, image_size):
     with torch.inference_mode():
         video, _ = model(torch.randn(1, 3, 3, image_size, image_size))
     assert torch.isfinite(video).all()
+
+
+def test_cross_validation_judges_every_clip_by_a_model_that_never_saw_it(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path)
+    report = cross_validate(config, folds=2)
+    assert [h["step"] for h in report["fold_histories"][0]] == [2, 3]
+    assert list(report["auc_by_step"]) == [2, 3]
+    rows = report["qualities"]["orig"]["clips"]
+    assert len(rows) == 4 and {r["fold"] for r in rows} == {0, 1}
+    for row in rows:  # the fold is the clip's own identity group, which its model did not train on
+        assert row["fold"] == next(r["fold"] for r in rows if r["group"] == row["group"])
+    assert all(math.isfinite(r["margin"]) for r in rows)
+    # cross-fitted: fold 0 is calibrated on fold 1's margins at both qualities, and the reverse
+    both = [r for q in ("orig", "crf40_480p") for r in report["qualities"][q]["clips"]]
+    for fold in (0, 1):
+        others = [r for r in both if r["fold"] != fold]
+        temperature, bias = fit_calibration(np.array([r["margin"] for r in others]), np.array([r["label"] == "FAKE" for r in others]))
+        for row in (r for r in rows if r["fold"] == fold):
+            assert row["p_fake"] == pytest.approx(1 / (1 + math.exp(-(row["margin"] / temperature + bias))), abs=1e-3)
+    metrics = report["qualities"]["orig"]["metrics"]
+    y, p = np.array([r["label"] == "FAKE" for r in rows]), np.array([r["p_fake"] for r in rows])
+    assert metrics["auc"] == pytest.approx(roc_auc(y, p)) and metrics["identity_groups"] == 2
+
+
+def test_fit_keeps_the_last_step_unless_asked_to_select(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path, steps=4)
+    clips = read_manifest(tiny_dataset)
+    prepare_cache(clips, config.cache_dir, ["orig", "crf40_480p"], config.cached_frames, workers=1)
+    result = fit(config, clips[:2], clips[2:], select_best=False)
+    assert result.kept_step == 4 and sorted(result.margins) == [2, 4]
+    crops = [load_cached(config.cache_dir, clips[2 + i], "orig")[0] for i in result.kept]
+    now = clip_margins(result.model, crops, torch.device("cpu"))
+    np.testing.assert_allclose(now, result.margins[4]["orig"], atol=1e-5)
+
+
+def test_crossval_cli_writes_report(tiny_dataset, tmp_path, capsys):
+    args = ["crossval", "--manifest", str(tiny_dataset), "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--eval-every", "2"]
+    assert cli_main([*args, "--folds", "2", "--clips-per-batch", "2", "--out", str(tmp_path / "cv")]) == 0
+    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert report["folds"] == 2 and report["qualities"]["crf40_480p"]["metrics"]["clips"] == 4
+    assert (tmp_path / "cv" / "roc.png").stat().st_size > 1000
+    assert "out of fold" in capsys.readouterr().out
+    assert cli_main([*args, "--folds", "3"]) == 2  # only two identity groups
 
 
 def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys):
@@ -198,6 +246,26 @@ def test_sampler_mix_of_real_self_blended_and_dataset_fakes(dataset_fakes, monke
         assert 0.55 < fakes / 300 < 0.78 and 0.35 < bright_fakes / fakes < 0.65
     else:
         assert 0.38 < fakes / 300 < 0.62 and bright_fakes == 0
+
+
+def test_paired_batches_pair_each_real_with_a_fake_of_the_same_people(monkeypatch):
+    from model.training import SequenceSampler
+
+    clips = [Clip("001.mp4", "REAL", "original", "001"), Clip("001_002.mp4", "FAKE", "X", "001_002")]
+    clips.append(Clip("003.mp4", "REAL", "original", "003"))  # a group with no data set fake
+    shade = {"001.mp4": 40, "001_002.mp4": 220, "003.mp4": 90}  # every crop tells which clip it is
+    data = {c.key: [(np.full((6, 112, 112, 3), shade[c.path], np.uint8), np.zeros((6, 0, 2), np.float32))] for c in clips}
+    monkeypatch.setattr("model.training.SelfBlend.apply", lambda self, image, points: image + 1)  # a blend of this very crop
+    monkeypatch.setattr("model.training.Degradation.apply", lambda self, image, rng: image)
+    sampler = SequenceSampler(data, clips, TrainConfig(manifest="", paired=True, clips_per_batch=8, frames_per_clip=4))
+    pairs = []
+    for _ in range(40):
+        frames, labels = sampler.batch()
+        assert frames.shape[:2] == (8, 4) and list(labels) == [1, 0] * 4
+        pairs += [(round(frames[i].mean()), round(frames[i + 1].mean())) for i in range(0, 8, 2)]
+    assert set(pairs) == {(40, 41), (40, 220), (90, 91)}
+    from_dataset = sum(fake == 220 for _, fake in pairs) / sum(real == 40 for real, _ in pairs)
+    assert 0.3 < from_dataset < 0.7
 
 
 def test_self_blend_scales_with_the_crop():
