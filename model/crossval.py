@@ -48,7 +48,7 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
     judged = np.isfinite(final["orig"]) & np.isfinite(final[config.hard_quality])
     report: dict = {
         "folds": folds,
-        "train_config": asdict(config),
+        "train_config": portable_settings(config),
         "fold_histories": histories,
         "auc_by_step": {
             step: {q: roc_auc(y[judged], m[q][judged]) for q in qualities} for step, m in sorted(margins.items())
@@ -71,6 +71,14 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
         ]
         report["qualities"][q] = {"metrics": summary, "clips": rows}
     return report
+
+
+def portable_settings(config: TrainConfig) -> dict:
+    """The recipe's settings without this machine's folders, so a report can be shared."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("root", "cache_dir", "out", "device", "workers")}
+    if config.imagenet_weights:
+        settings["imagenet_weights"] = Path(config.imagenet_weights).name
+    return settings
 
 
 def _number(value: float) -> float | None:

@@ -153,6 +153,7 @@ def test_cross_validation_judges_every_clip_by_a_model_that_never_saw_it(tiny_da
     config = tiny_config(tiny_dataset, tmp_path)
     report = cross_validate(config, folds=2)
     assert [h["step"] for h in report["fold_histories"][0]] == [2, 3]
+    assert "cache_dir" not in report["train_config"] and report["train_config"]["steps"] == 3
     assert list(report["auc_by_step"]) == [2, 3]
     rows = report["qualities"]["orig"]["clips"]
     assert len(rows) == 4 and {r["fold"] for r in rows} == {0, 1}
