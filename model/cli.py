@@ -87,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .augment import reencode_h264
     from .dataset import QUALITIES, identity_components, read_manifest, split_by_identity
     from .detector import Detector
-    from .evaluation import plot_roc, roc_curve, summarise
+    from .evaluation import roc_curve, summarise
 
     detector = Detector(args.weights, args.device)
     clips = read_manifest(args.manifest, args.root)
@@ -119,12 +119,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         report["qualities"][quality] = {"metrics": summary, "clips": rows}
         curves[quality] = (*roc_curve(np.array(y), np.array(p)), summary["auc"])
         print(_format_summary(quality, summary), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
-    plot_roc(curves, out / "roc.png")
-    print(f"wrote {out / 'evaluation.json'} and {out / 'roc.png'}")
+    _write_report(report, curves, Path(args.out) / "evaluation.json")
     return 0
+
+
+def _write_report(report: dict, curves: dict, path: Path) -> None:
+    """The JSON report, and the ROC curves as roc.png beside it."""
+    from .evaluation import plot_roc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    plot_roc(curves, path.parent / "roc.png")
+    print(f"wrote {path} and {path.parent / 'roc.png'}")
 
 
 def _format_summary(name: str, s: dict) -> str:
@@ -183,7 +189,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def _crossval(args: argparse.Namespace) -> int:
     from .crossval import cross_validate
-    from .evaluation import plot_roc, roc_curve
+    from .evaluation import roc_curve
 
     report = cross_validate(_train_config(args, out=""), args.folds)
     curves = {}
@@ -192,11 +198,7 @@ def _crossval(args: argparse.Namespace) -> int:
         judged = [r for r in part["clips"] if r["p_fake"] is not None]
         y, p = np.array([r["label"] == "FAKE" for r in judged]), np.array([r["p_fake"] for r in judged])
         curves[quality] = (*roc_curve(y, p), part["metrics"]["auc"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "crossval.json").write_text(json.dumps(report, indent=2))
-    plot_roc(curves, out / "roc.png")
-    print(f"wrote {out / 'crossval.json'} and {out / 'roc.png'}")
+    _write_report(report, curves, Path(args.out) / "crossval.json")
     return 0
 
 
