@@ -9,6 +9,8 @@ import av
 import cv2
 import numpy as np
 
+from .faces import LANDMARKS
+
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112
 
@@ -86,11 +88,37 @@ class Degradation:
         return out[:, ::-1] if self.flip else out
 
 
-def face_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
-    """Float mask of the face: the landmarks' convex hull, or a central ellipse without landmarks."""
+# Points of a face in `faces.face_landmarks_points` order.
+_JAW = slice(0, 17)
+_BROWS = slice(17, 27)
+_BELOW_BROWS = slice(27, None)  # nose, eyes, lips
+_NOSE_TIP = slice(30, 36)
+_LIPS = slice(48, None)
+# Blend regions (SBI's reference code varies its mask alike): the whole face, the face with its
+# forehead, the inner face without the jaw line (where expression re-rendering changes it), and
+# the face below the eyes (mouth and jaw).
+BLEND_REGIONS = ("face", "forehead", "inner", "lower")
+
+
+def _region_points(landmarks: np.ndarray, region: str) -> np.ndarray:
+    if len(landmarks) < LANDMARKS or region == "face":
+        return landmarks
+    if region == "forehead":
+        nose_length = landmarks[30] - landmarks[27]
+        return np.concatenate([landmarks, landmarks[_BROWS] - 0.8 * nose_length])
+    if region == "inner":
+        return np.concatenate([landmarks[_BROWS], landmarks[_BELOW_BROWS]])
+    if region == "lower":
+        return np.concatenate([landmarks[_JAW][2:15], landmarks[_NOSE_TIP], landmarks[_LIPS]])
+    raise ValueError(f"unknown blend region {region!r}")
+
+
+def face_mask(shape: tuple[int, int], landmarks: np.ndarray, region: str = "face") -> np.ndarray:
+    """Float mask of a face region: the convex hull of its landmarks, or a central ellipse without them."""
     mask = np.zeros(shape, np.float32)
-    if len(landmarks) >= 3:
-        cv2.fillConvexPoly(mask, cv2.convexHull(landmarks.astype(np.int32)), 1.0)
+    points = _region_points(landmarks, region)
+    if len(points) >= 3:
+        cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 1.0)
     if mask.sum() < 0.05 * mask.size:
         mask[:] = 0
         h, w = shape
@@ -110,9 +138,11 @@ class SelfBlend:
     erode: int  # >0 shrinks, <0 grows the mask
     soften: int  # blur kernel for the mask edge
     opacity: float
+    region: str = "face"
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "SelfBlend":
+    def draw(cls, rng: np.random.Generator, regions: tuple[str, ...] = ("face",)) -> "SelfBlend":
+        """One draw; the region is drawn only when there is a choice, so the default draws stay as they were."""
         return cls(
             source_gain=rng.uniform(0.85, 1.15, 3),
             source_bias=float(rng.uniform(-15, 15)),
@@ -122,6 +152,7 @@ class SelfBlend:
             erode=int(rng.integers(-6, 7)),
             soften=int(rng.choice([3, 5, 9, 15, 21])),
             opacity=float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0])),
+            region=str(rng.choice(regions)) if len(regions) > 1 else regions[0],
         )
 
     def apply(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -135,7 +166,7 @@ class SelfBlend:
         warp = cv2.getRotationMatrix2D((w / 2, h / 2), 0, self.scale)
         warp[:, 2] += np.multiply(self.shift, unit)
         source = cv2.warpAffine(source, warp, (w, h), borderMode=cv2.BORDER_REFLECT)
-        mask = face_mask((h, w), landmarks)
+        mask = face_mask((h, w), landmarks, self.region)
         erode = round(abs(self.erode) * unit)
         if erode:
             kernel = np.ones((erode, erode), np.uint8)

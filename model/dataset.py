@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import reencode_h264
-from .faces import crop_face, detect_faces_in_frames, expand_box, face_landmarks_points, track_faces
+from .faces import LANDMARKS, crop_face, detect_faces_in_frames, expand_box, face_landmarks_points, track_faces
 from .video import VideoError, read_frames
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ QUALITIES: dict[str, tuple[int, int] | None] = {
     "crf40_480p": (40, 480),  # the hard validation: like FF++ c40, and a phone-sized upload
     "crf32_360p": (32, 360),
 }
-LANDMARKS = 72  # face_recognition's parts, lip corners counted twice
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 

@@ -126,6 +126,9 @@ def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTr
     return tracks[:max_tracks]
 
 
+LANDMARKS = 72  # face_recognition's parts of dlib's 68-point model, the lips' corners counted twice
+
+
 def face_landmarks_points(frame: np.ndarray, box: Box) -> np.ndarray:
     """The face's landmark points (dlib's 68-point model, by part), as an (N, 2) array of x, y."""
     marks = face_recognition.face_landmarks(frame, face_locations=[box])

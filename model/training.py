@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import Degradation, SelfBlend, pixel_scale
+from .augment import BLEND_REGIONS, Degradation, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
 from .evaluation import fit_calibration, log_loss, roc_auc
 from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
@@ -43,6 +43,8 @@ class TrainConfig:
     dataset_fakes: bool = True
     # Batches of real/fake pairs from one identity group (see SequenceSampler).
     paired: bool = False
+    # Self-blends over varied face regions (augment.BLEND_REGIONS), not only the whole face.
+    blend_regions: bool = False
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -72,6 +74,7 @@ class SequenceSampler:
             if any(len(c) >= 2 for c, _ in data.get(clip.key, [])):
                 self.by_label[clip.label].setdefault(comp, []).append(clip.key)
         self.data = data
+        self.regions = BLEND_REGIONS if config.blend_regions else ("face",)
 
     def _pick(self, label: str, comp: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A window of a random clip with `label`, from group `comp` or a random group (identity-balanced)."""
@@ -102,7 +105,7 @@ class SequenceSampler:
     def sequence(self) -> tuple[np.ndarray, int]:
         kind = self.rng.integers(3 if self.config.dataset_fakes else 2)
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
-        blend = SelfBlend.draw(self.rng) if kind == 1 else None
+        blend = SelfBlend.draw(self.rng, self.regions) if kind == 1 else None
         degrade = Degradation.draw(self.rng)
         jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
         return self._render(crops, marks, blend, degrade, jitter), 0 if kind else 1  # class 0 = FAKE
@@ -118,7 +121,7 @@ class SequenceSampler:
         if self.config.dataset_fakes and comp in self.by_label["FAKE"] and self.rng.random() < 0.5:
             fake = self._render(*self._pick("FAKE", comp), None, degrade, jitter)
         else:
-            fake = self._render(crops, marks, SelfBlend.draw(self.rng), degrade, jitter)
+            fake = self._render(crops, marks, SelfBlend.draw(self.rng, self.regions), degrade, jitter)
         return [(real, 1), (fake, 0)]
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +132,12 @@ class SequenceSampler:
             items = [self.sequence() for _ in range(self.config.clips_per_batch)]
         length = min(len(x) for x, _ in items)
         return np.stack([x[:length] for x, _ in items]), np.array([y for _, y in items])
+
+
+def one_cycle(optimiser: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """Learning rate warming up over 5% of the steps, then annealed; at least two warm-up steps,
+    as a warm-up that ends on step 0 divides by zero."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
 
 
 def evenly(crops: np.ndarray, count: int) -> np.ndarray:
@@ -177,7 +186,7 @@ def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], sel
         model = model.to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.05)
+    schedule = one_cycle(optimiser, config.lr, config.steps)
     loss_fn = nn.CrossEntropyLoss()
     best: dict = {"score": -np.inf}
     history, margins_by_step = [], {}

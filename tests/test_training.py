@@ -282,3 +282,53 @@ def test_self_blend_scales_with_the_crop():
         share[size] = (out[..., 0] > 100).mean()
     # grown and softened alike relative to the face: the same share of a crop twice as large
     assert share[224] == pytest.approx(share[112], rel=0.03)
+
+
+@pytest.mark.parametrize("steps", [3, 20, 1500])
+def test_one_cycle_schedule_warms_up_and_anneals_for_any_step_count(steps):
+    from model.training import one_cycle
+
+    optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    schedule = one_cycle(optimiser, 0.1, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    assert max(rates) == pytest.approx(0.1) and rates[0] < 0.1 and rates[-1] < 0.01
+
+
+def test_blend_regions_cover_their_part_of_the_face():
+    from model.augment import BLEND_REGIONS, face_mask
+    from model.faces import LANDMARKS, crop_face, detect_faces, expand_box, face_landmarks_points
+
+    frame = face_frames(1, (640, 360))[0]
+    box = detect_faces(frame)[0]
+    points = face_landmarks_points(frame, box)
+    assert len(points) == LANDMARKS
+    top, _, bottom, left = expand_box(box, frame.shape)
+    crop = crop_face(frame, box)
+    points = (points - (left, top)) * crop.shape[0] / (bottom - top)  # into crop pixels, as cached
+    masks = {region: face_mask(crop.shape[:2], points, region) > 0 for region in BLEND_REGIONS}
+    rows = {region: np.flatnonzero(mask.any(axis=1)) for region, mask in masks.items()}
+    eyes_row = points[36:48, 1].max()
+    brows_row = points[17:27, 1].min()
+    # nested where they should be, and each a real part of the face, not the fallback ellipse
+    assert (masks["face"] <= masks["forehead"]).all() and masks["forehead"].sum() > 1.1 * masks["face"].sum()
+    assert (masks["inner"] <= masks["face"]).all() and (masks["lower"] <= masks["face"]).all()
+    assert 0.2 < masks["inner"].sum() / masks["face"].sum() < 0.8 and 0.2 < masks["lower"].sum() / masks["face"].sum() < 0.8
+    assert rows["forehead"][0] < brows_row - 3 and rows["face"][0] >= brows_row - 1
+    assert rows["lower"][0] > eyes_row - 1 and rows["lower"][-1] == rows["face"][-1]
+    assert rows["inner"][-1] < rows["face"][-1] - 3  # the jaw line is left out
+
+
+def test_blend_regions_are_drawn_only_when_asked():
+    from model.augment import BLEND_REGIONS, SelfBlend
+
+    plain, chosen = np.random.default_rng(5), np.random.default_rng(5)
+    assert SelfBlend.draw(plain).region == "face"
+    # no region drawn by default: later draws are those of a sampler without the option
+    SelfBlend.draw(chosen, ("face",))
+    assert plain.random() == chosen.random()
+    drawn = {SelfBlend.draw(chosen, BLEND_REGIONS).region for _ in range(100)}
+    assert drawn == set(BLEND_REGIONS)
