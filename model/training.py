@@ -135,9 +135,10 @@ class SequenceSampler:
 
 
 def one_cycle(optimiser: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """Learning rate warming up over 5% of the steps, then annealed; at least two warm-up steps,
-    as a warm-up that ends on step 0 divides by zero."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
+    """Learning rate warming up over the first 5% of the steps, then annealed. torch divides by
+    zero when that warm-up would end on step 0 (20 steps), so there it lasts two steps."""
+    warm_up = 0.05 if round(0.05 * steps, 9) != 1 else 2 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps, pct_start=warm_up)
 
 
 def evenly(crops: np.ndarray, count: int) -> np.ndarray:

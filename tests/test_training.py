@@ -284,8 +284,8 @@ def test_self_blend_scales_with_the_crop():
     assert share[224] == pytest.approx(share[112], rel=0.03)
 
 
-@pytest.mark.parametrize("steps", [3, 20, 1500])
-def test_one_cycle_schedule_warms_up_and_anneals_for_any_step_count(steps):
+@pytest.mark.parametrize("steps", [2, 3, 20, 1500])
+def test_one_cycle_schedule_runs_and_anneals_for_any_step_count(steps):
     from model.training import one_cycle
 
     optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -295,7 +295,9 @@ def test_one_cycle_schedule_warms_up_and_anneals_for_any_step_count(steps):
         rates.append(optimiser.param_groups[0]["lr"])
         optimiser.step()
         schedule.step()
-    assert max(rates) == pytest.approx(0.1) and rates[0] < 0.1 and rates[-1] < 0.01
+    assert 0.05 < max(rates) <= 0.1 + 1e-9 and rates[-1] < 0.01
+    if steps >= 20:  # long enough for a warm-up
+        assert rates[0] < 0.01 and rates.index(max(rates)) in range(1, steps // 10 + 1)
 
 
 def test_blend_regions_cover_their_part_of_the_face():
