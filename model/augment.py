@@ -89,7 +89,7 @@ class Degradation:
 
 
 # Points of a face in `faces.face_landmarks_points` order.
-_JAW = slice(0, 17)
+_JAW_BELOW_EYES = slice(2, 15)
 _BROWS = slice(17, 27)
 _BELOW_BROWS = slice(27, None)  # nose, eyes, lips
 _NOSE_TIP = slice(30, 36)
@@ -109,7 +109,7 @@ def _region_points(landmarks: np.ndarray, region: str) -> np.ndarray:
     if region == "inner":
         return np.concatenate([landmarks[_BROWS], landmarks[_BELOW_BROWS]])
     if region == "lower":
-        return np.concatenate([landmarks[_JAW][2:15], landmarks[_NOSE_TIP], landmarks[_LIPS]])
+        return np.concatenate([landmarks[_JAW_BELOW_EYES], landmarks[_NOSE_TIP], landmarks[_LIPS]])
     raise ValueError(f"unknown blend region {region!r}")
 
 
