@@ -183,6 +183,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--paired", action="store_true", help="batches of real/fake pairs of the same people, augmented alike")
     parser.add_argument("--blend-regions", action="store_true", help="self-blend varied face regions, not only the whole face")
+    parser.add_argument(
+        "--balance-methods", action="store_true", help="each manipulation method an equal share of the data set fakes"
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -45,6 +45,9 @@ class TrainConfig:
     paired: bool = False
     # Self-blends over varied face regions (augment.BLEND_REGIONS), not only the whole face.
     blend_regions: bool = False
+    # Data set fakes drawn method first, so each manipulation method is an equal share of them
+    # (else a method's share follows its clip count).
+    balance_methods: bool = False
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -70,15 +73,21 @@ class SequenceSampler:
         self.rng = np.random.default_rng(config.seed)
         components = identity_components(clips)
         self.by_label: dict[str, dict[int, list[str]]] = {"REAL": {}, "FAKE": {}}
+        self.fakes_by_method: dict[str, dict[int, list[str]]] = {}
         for clip, comp in zip(clips, components):
             if any(len(c) >= 2 for c, _ in data.get(clip.key, [])):
                 self.by_label[clip.label].setdefault(comp, []).append(clip.key)
+                if clip.label == "FAKE":
+                    self.fakes_by_method.setdefault(clip.method, {}).setdefault(comp, []).append(clip.key)
         self.data = data
         self.regions = BLEND_REGIONS if config.blend_regions else ("face",)
 
     def _pick(self, label: str, comp: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A window of a random clip with `label`, from group `comp` or a random group (identity-balanced)."""
         groups = self.by_label[label]
+        if label == "FAKE" and comp is None and self.config.balance_methods:
+            methods = sorted(self.fakes_by_method)
+            groups = self.fakes_by_method[methods[self.rng.integers(len(methods))]]
         if comp is None:
             comp = list(groups)[self.rng.integers(len(groups))]
         key = groups[comp][self.rng.integers(len(groups[comp]))]

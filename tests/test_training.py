@@ -269,6 +269,25 @@ def test_paired_batches_pair_each_real_with_a_fake_of_the_same_people(monkeypatc
     assert 0.3 < from_dataset < 0.7
 
 
+@pytest.mark.parametrize("balance_methods", [False, True])
+def test_balanced_methods_give_each_method_an_equal_share_of_dataset_fakes(balance_methods):
+    from model.training import SequenceSampler
+
+    # Method A made fakes of three groups of people, method B of one: drawn by group, B is a
+    # quarter of the data set fakes; drawn method first, half.
+    clips = [Clip(f"{i}.mp4", "REAL", "original", f"{i}") for i in range(1, 5)]
+    clips += [Clip(f"{i}_{i + 10}.mp4", "FAKE", "A", f"{i}_{i + 10}") for i in range(1, 4)]
+    clips.append(Clip("4_14.mp4", "FAKE", "B", "4_14"))
+    data = {
+        c.key: [(np.full((6, 112, 112, 3), 200 if c.method == "B" else 50, np.uint8), np.zeros((6, 0, 2), np.float32))]
+        for c in clips
+    }
+    sampler = SequenceSampler(data, clips, TrainConfig(manifest="", balance_methods=balance_methods, frames_per_clip=4))
+    share_b = np.mean([sampler._pick("FAKE")[0].mean() > 128 for _ in range(2000)])
+    assert share_b == pytest.approx(0.5 if balance_methods else 0.25, abs=0.04)
+    assert all(sampler._pick("REAL")[0].mean() == 50 for _ in range(50))  # real clips are drawn as before
+
+
 def test_self_blend_scales_with_the_crop():
     from model.augment import SelfBlend
 
