@@ -140,6 +140,9 @@ def _format_summary(name: str, s: dict) -> str:
         f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",
         f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f} {ci('ece')}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
     ]
+    if "ece_if_calibrated" in s:
+        floor = s["ece_if_calibrated"]
+        lines.append(f"  ECE a calibrated detector would show on these clips: {floor['mean']:.3f} on average, 95% below {floor['p95']:.3f}")
     if "within_group_auc" in s:
         lines.append(f"  AUC within identity groups {s['within_group_auc']:.3f} ({s['identity_groups']} groups: fakes against real clips of the same people)")
     for method, m in s["auc_by_method"].items():

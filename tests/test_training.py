@@ -13,6 +13,7 @@ from model.crossval import cross_validate
 from model.dataset import Clip, identity_folds, load_cached, prepare_cache, read_manifest, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
+    bootstrap_interval,
     expected_calibration_error,
     fit_calibration,
     log_loss,
@@ -67,6 +68,30 @@ def test_summarise_reports_per_method_and_intervals():
     assert report["ece"] == pytest.approx(expected_calibration_error(y, p))
     low, high = report["ece_ci95"]
     assert 0 <= low < high <= 1
+    assert 0 < report["ece_if_calibrated"]["mean"] < report["ece_if_calibrated"]["p95"] < 1
+
+
+def test_ece_interval_is_the_bootstrap_mirrored_about_the_estimate():
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0, 1, 100)
+    y = rng.random(100) < p  # calibrated: the true ECE is 0
+    estimate = expected_calibration_error(y, p)
+    low, high = bootstrap_interval(expected_calibration_error, y, p, rounds=300)
+    assert (low + high) / 2 > estimate + 0.02  # thinned bins inflate the bootstrap copies: the percentile interval sits high
+    basic = bootstrap_interval(expected_calibration_error, y, p, rounds=300, basic=True)
+    assert basic == pytest.approx((max(0.0, 2 * estimate - high), 2 * estimate - low))
+    assert basic[0] < estimate < basic[1]
+
+
+def test_ece_if_calibrated_matches_the_binomial():
+    from model.evaluation import ece_if_calibrated
+
+    # 50 clips all at p_fake 0.9: one bin, whose ECE is |share of fakes − 0.9|, share ~ Binomial(50, 0.9) / 50
+    exact = sum(math.comb(50, k) * 0.9**k * 0.1 ** (50 - k) * abs(k / 50 - 0.9) for k in range(51))
+    mean, p95 = ece_if_calibrated(np.full(50, 0.9), rounds=2000)
+    assert mean == pytest.approx(exact, abs=0.003)
+    assert exact < p95 < 0.1
+    assert ece_if_calibrated(np.r_[np.zeros(5), np.ones(5)]) == (0.0, 0.0)  # certain and right every time
 
 
 def test_within_group_auc_hand_computed():
