@@ -79,6 +79,7 @@ class SequenceSampler:
                 self.by_label[clip.label].setdefault(comp, []).append(clip.key)
                 if clip.label == "FAKE":
                     self.fakes_by_method.setdefault(clip.method, {}).setdefault(comp, []).append(clip.key)
+        self.fake_methods = sorted(self.fakes_by_method)
         self.data = data
         self.regions = BLEND_REGIONS if config.blend_regions else ("face",)
 
@@ -86,8 +87,7 @@ class SequenceSampler:
         """A window of a random clip with `label`, from group `comp` or a random group (identity-balanced)."""
         groups = self.by_label[label]
         if label == "FAKE" and comp is None and self.config.balance_methods:
-            methods = sorted(self.fakes_by_method)
-            groups = self.fakes_by_method[methods[self.rng.integers(len(methods))]]
+            groups = self.fakes_by_method[self.fake_methods[self.rng.integers(len(self.fake_methods))]]
         if comp is None:
             comp = list(groups)[self.rng.integers(len(groups))]
         key = groups[comp][self.rng.integers(len(groups[comp]))]
