@@ -189,6 +189,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--balance-methods", action="store_true", help="each manipulation method an equal share of the data set fakes"
     )
+    parser.add_argument(
+        "--exclude-method", dest="exclude_methods", action="append", default=[], metavar="METHOD",
+        help="leave this method's fakes out of training (repeatable); validation keeps them",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -48,6 +48,9 @@ class TrainConfig:
     # Data set fakes drawn method first, so each manipulation method is an equal share of them
     # (else a method's share follows its clip count).
     balance_methods: bool = False
+    # Manipulation methods whose fakes are left out of training (validation keeps them): how the
+    # recipe does on a method it never saw.
+    exclude_methods: list[str] = field(default_factory=list)
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -112,7 +115,8 @@ class SequenceSampler:
         return np.stack(frames)
 
     def sequence(self) -> tuple[np.ndarray, int]:
-        kind = self.rng.integers(3 if self.config.dataset_fakes else 2)
+        # With every method's fakes excluded, the fakes are self-blended ones only.
+        kind = self.rng.integers(3 if self.config.dataset_fakes and self.by_label["FAKE"] else 2)
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
         blend = SelfBlend.draw(self.rng, self.regions) if kind == 1 else None
         degrade = Degradation.draw(self.rng)
@@ -178,9 +182,15 @@ class Fit:
     kept_step: int
 
 
+def training_clips(clips: list[Clip], config: TrainConfig) -> list[Clip]:
+    """The clips a model learns from: all but the fakes of `config.exclude_methods`."""
+    return [c for c in clips if c.label == "REAL" or c.method not in config.exclude_methods]
+
+
 def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], select_best: bool = True) -> Fit:
     """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last."""
     torch.manual_seed(config.seed)
+    train_clips = training_clips(train_clips, config)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
@@ -258,11 +268,11 @@ def train(config: TrainConfig) -> dict:
         "train_config": asdict(config),
         "best_step": result.kept_step,
         "history": result.history,
-        "train_clips": [c.path for c in train_clips],
+        "train_clips": [c.path for c in training_clips(train_clips, config)],
         "validation_clips": [c.path for c in val_clips],
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=result.kept_step)
+    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in training_clips(train_clips, config)], best_step=result.kept_step)
     log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record

@@ -8,6 +8,7 @@ import pytest
 import torch
 from media import face_frames, write_h264
 
+from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import cross_validate
 from model.dataset import Clip, identity_folds, load_cached, prepare_cache, read_manifest, split_by_identity
@@ -21,7 +22,7 @@ from model.evaluation import (
     summarise,
 )
 from model.network import load_checkpoint
-from model.training import TrainConfig, clip_margins, fit, train
+from model.training import SequenceSampler, TrainConfig, clip_margins, fit, train, training_clips
 
 
 def test_roc_auc_hand_computed():
@@ -253,8 +254,6 @@ def test_fit_calibration_ignores_class_imbalance():
 
 @pytest.mark.parametrize("dataset_fakes", [True, False])
 def test_sampler_mix_of_real_self_blended_and_dataset_fakes(dataset_fakes, monkeypatch):
-    from model.training import SequenceSampler
-
     clips = [Clip("001.mp4", "REAL", "original", "001"), Clip("001_002.mp4", "FAKE", "X", "001_002")]
     # Real crops are dark, dataset fakes bright: a drawn sequence tells where it came from.
     data = {
@@ -275,8 +274,6 @@ def test_sampler_mix_of_real_self_blended_and_dataset_fakes(dataset_fakes, monke
 
 
 def test_paired_batches_pair_each_real_with_a_fake_of_the_same_people(monkeypatch):
-    from model.training import SequenceSampler
-
     clips = [Clip("001.mp4", "REAL", "original", "001"), Clip("001_002.mp4", "FAKE", "X", "001_002")]
     clips.append(Clip("003.mp4", "REAL", "original", "003"))  # a group with no data set fake
     shade = {"001.mp4": 40, "001_002.mp4": 220, "003.mp4": 90}  # every crop tells which clip it is
@@ -296,8 +293,6 @@ def test_paired_batches_pair_each_real_with_a_fake_of_the_same_people(monkeypatc
 
 @pytest.mark.parametrize("balance_methods", [False, True])
 def test_balanced_methods_give_each_method_an_equal_share_of_dataset_fakes(balance_methods):
-    from model.training import SequenceSampler
-
     # Method A made fakes of three groups of people, method B of one: drawn by group, B is a
     # quarter of the data set fakes; drawn method first, half.
     clips = [Clip(f"{i}.mp4", "REAL", "original", f"{i}") for i in range(1, 5)]
@@ -311,6 +306,23 @@ def test_balanced_methods_give_each_method_an_equal_share_of_dataset_fakes(balan
     share_b = np.mean([sampler._pick("FAKE")[0].mean() > 128 for _ in range(2000)])
     assert share_b == pytest.approx(0.5 if balance_methods else 0.25, abs=0.04)
     assert all(sampler._pick("REAL")[0].mean() == 50 for _ in range(50))  # real clips are drawn as before
+
+
+def test_excluded_methods_stay_out_of_training():
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("1_2.mp4", "FAKE", "A", "1_2"), Clip("2_1.mp4", "FAKE", "B", "2_1")]
+    kept = training_clips(clips, TrainConfig(manifest="", exclude_methods=["A"]))
+    assert [c.path for c in kept] == ["1.mp4", "2_1.mp4"]
+    assert training_clips(clips, TrainConfig(manifest="")) == clips
+    args = ["train", "--manifest", "m.csv", "--exclude-method", "A", "--exclude-method", "B"]
+    assert _train_config(build_parser().parse_args(args)).exclude_methods == ["A", "B"]
+
+
+def test_without_dataset_fakes_to_draw_the_fakes_are_self_blends():
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "REAL", "original", "2")]
+    data = {c.key: [(np.full((6, 112, 112, 3), 50, np.uint8), np.zeros((6, 0, 2), np.float32))] for c in clips}
+    sampler = SequenceSampler(data, clips, TrainConfig(manifest="", frames_per_clip=4))
+    labels = [sampler.sequence()[1] for _ in range(300)]  # a data set fake asked for would raise
+    assert 0.4 < np.mean(labels) < 0.6  # half real, half self-blended
 
 
 def test_self_blend_scales_with_the_crop():
