@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -85,7 +84,7 @@ def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .augment import reencode_h264
-    from .dataset import QUALITIES, identity_components, read_manifest, split_by_identity
+    from .dataset import QUALITIES, identity_components, read_manifest, shown_path, split_by_identity
     from .detector import Detector
     from .evaluation import roc_curve, summarise
 
@@ -105,8 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                     path = str(Path(tmp) / "clip.mp4")
                     reencode_h264(clip.path, path, *QUALITIES[quality])
                 result = detector.detect(path, args.sequence_length)
-            shown = os.path.relpath(clip.path, args.root) if args.root else clip.path
-            rows.append({"path": shown, "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
+            rows.append({"path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
             if result.p_fake is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)
                 continue

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import identity_components, identity_folds, prepare_cache, read_manifest
+from .dataset import identity_components, identity_folds, prepare_cache, read_manifest, shown_path
 from .evaluation import fit_calibration, roc_auc, summarise
 from .training import TrainConfig, fit
 
@@ -66,7 +66,7 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
         summary = summarise(y[judged], p_fake[q][judged], [m for m, j in zip(methods, judged) if j], 0.5, groups[judged])
         summary["no_face_clips"] = int((~judged).sum())
         rows = [
-            {"path": Path(c.path).name, "label": c.label, "method": c.method, "group": int(g), "fold": int(f), "margin": _number(m), "p_fake": _number(p)}
+            {"path": shown_path(c, config.manifest, config.root), "label": c.label, "method": c.method, "group": int(g), "fold": int(f), "margin": _number(m), "p_fake": _number(p)}
             for c, g, f, m, p in zip(clips, groups, fold_of, final[q], p_fake[q])
         ]
         report["qualities"][q] = {"metrics": summary, "clips": rows}

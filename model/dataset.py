@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,10 +47,22 @@ class Clip:
         return [part for part in self.group.split("_") if part] or [self.path]
 
 
+def manifest_base(source: str | Path, root: str | Path | None = None) -> Path:
+    """The folder a manifest's clip paths are relative to: `root`, else the CSV's folder (or the folder itself)."""
+    source = Path(source)
+    return Path(root) if root else (source.parent if source.is_file() else source)
+
+
+def shown_path(clip: Clip, source: str | Path, root: str | Path | None = None) -> str:
+    """The clip's path as the manifest gives it, for reports: no machine's folders, and unique
+    (fakes of one pair of people made by different methods share a file name)."""
+    return os.path.relpath(clip.path, manifest_base(source, root))
+
+
 def read_manifest(source: str | Path, root: str | Path | None = None) -> list[Clip]:
     """Clips from a CSV (`path,label[,method,group|source_ids]`) or a folder with real/ and fake/."""
     source = Path(source)
-    base = Path(root) if root else (source.parent if source.is_file() else source)
+    base = manifest_base(source, root)
     clips = []
     if source.is_dir():
         for label in ("real", "fake"):

@@ -11,7 +11,7 @@ from media import face_frames, write_h264
 from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import cross_validate
-from model.dataset import Clip, identity_folds, load_cached, prepare_cache, read_manifest, split_by_identity
+from model.dataset import Clip, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
     bootstrap_interval,
@@ -183,6 +183,7 @@ def test_cross_validation_judges_every_clip_by_a_model_that_never_saw_it(tiny_da
     assert list(report["auc_by_step"]) == [2, 3]
     rows = report["qualities"]["orig"]["clips"]
     assert len(rows) == 4 and {r["fold"] for r in rows} == {0, 1}
+    assert [r["path"] for r in rows] == ["001.mp4", "001_fake.mp4", "002.mp4", "002_fake.mp4"]
     for row in rows:  # the fold is the clip's own identity group, which its model did not train on
         assert row["fold"] == next(r["fold"] for r in rows if r["group"] == row["group"])
     assert all(math.isfinite(r["margin"]) for r in rows)
@@ -229,6 +230,7 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert metrics["clips"] == 4 and metrics["fake_clips"] == 2
     assert metrics["identity_groups"] == 2 and 0 <= metrics["within_group_auc"] <= 1
     rows = report["qualities"]["orig"]["clips"]
+    assert [r["path"] for r in rows] == ["001.mp4", "001_fake.mp4", "002.mp4", "002_fake.mp4"]  # as in the manifest
     y = np.array([r["label"] == "FAKE" for r in rows])
     p = np.array([r["p_fake"] for r in rows])
     assert report["qualities"]["orig"]["metrics"]["auc"] == pytest.approx(roc_auc(y, p))
@@ -242,6 +244,15 @@ def test_manifest_from_folder(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     clips = read_manifest(tmp_path)
     assert sorted((c.label, c.path.endswith(".mp4")) for c in clips) == [("FAKE", True), ("REAL", True)]
+    assert sorted(shown_path(c, tmp_path) for c in clips) == ["fake/b.mp4", "real/a.mp4"]
+
+
+def test_reports_name_clips_as_the_manifest_does(tmp_path):
+    # Two methods' fakes of the same pair of people share a file name; the report must tell them apart.
+    (tmp_path / "clips.csv").write_text("path,label,method\nA/c23/1_2.mp4,FAKE,A\nB/c23/1_2.mp4,FAKE,B\n")
+    for root in (None, tmp_path):
+        clips = read_manifest(tmp_path / "clips.csv", root)
+        assert [shown_path(c, tmp_path / "clips.csv", root) for c in clips] == ["A/c23/1_2.mp4", "B/c23/1_2.mp4"]
 
 
 def test_fit_calibration_ignores_class_imbalance():
