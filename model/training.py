@@ -191,6 +191,7 @@ def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], sel
     """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last."""
     torch.manual_seed(config.seed)
     train_clips = training_clips(train_clips, config)
+    log.info("training on %d clips%s", len(train_clips), f" (no {', '.join(config.exclude_methods)} fakes)" * bool(config.exclude_methods))
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
