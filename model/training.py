@@ -191,7 +191,8 @@ def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], sel
     """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last."""
     torch.manual_seed(config.seed)
     train_clips = training_clips(train_clips, config)
-    log.info("training on %d clips%s", len(train_clips), f" (no {', '.join(config.exclude_methods)} fakes)" * bool(config.exclude_methods))
+    excluded = f" (no {', '.join(config.exclude_methods)} fakes)" if config.exclude_methods else ""
+    log.info("training on %d clips%s", len(train_clips), excluded)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
@@ -256,6 +257,7 @@ def train(config: TrainConfig) -> dict:
     """Train, early-stop on the hard validation, calibrate, and save the checkpoint; returns the record."""
     clips = read_manifest(config.manifest, config.root)
     train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
+    train_clips = training_clips(train_clips, config)
     log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
     qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
     prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
@@ -269,11 +271,11 @@ def train(config: TrainConfig) -> dict:
         "train_config": asdict(config),
         "best_step": result.kept_step,
         "history": result.history,
-        "train_clips": [c.path for c in training_clips(train_clips, config)],
+        "train_clips": [c.path for c in train_clips],
         "validation_clips": [c.path for c in val_clips],
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in training_clips(train_clips, config)], best_step=result.kept_step)
+    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=result.kept_step)
     log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record
