@@ -63,10 +63,10 @@ evaluate: install
 	$(PY) -m model -v evaluate --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --split validation --out weights/evaluation
 
-# The recipe judged on all 20 identity groups, 5 models each holding out 4 (about 75 minutes on 2 CPU cores).
 CROSSVAL_OPTIONS ?=
 CROSSVAL_OUT ?= weights/crossval
 
+# The recipe judged on all 20 identity groups, 5 models each holding out 4 (about 75 minutes on 2 CPU cores).
 crossval: install $(MOBILENET_WEIGHTS)
 	$(PY) -m model -v crossval --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --encoder mobilenet_v2 --imagenet-weights $(MOBILENET_WEIGHTS) --folds 5 $(CROSSVAL_OPTIONS) --out $(CROSSVAL_OUT)

@@ -180,6 +180,7 @@ class Fit:
     margins: dict[int, dict[str, np.ndarray]]  # step → quality → margin per kept validation clip
     kept: list[int]  # validation clips with crops at every quality (the others have no face)
     kept_step: int
+    trained_on: list[Clip]  # the training clips less the excluded methods' fakes
 
 
 def training_clips(clips: list[Clip], config: TrainConfig) -> list[Clip]:
@@ -250,14 +251,13 @@ def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], sel
                 best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     if select_best:
         model.load_state_dict(best["state"])
-    return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps)
+    return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps, train_clips)
 
 
 def train(config: TrainConfig) -> dict:
     """Train, early-stop on the hard validation, calibrate, and save the checkpoint; returns the record."""
     clips = read_manifest(config.manifest, config.root)
     train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
-    train_clips = training_clips(train_clips, config)
     log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
     qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
     prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
@@ -271,11 +271,11 @@ def train(config: TrainConfig) -> dict:
         "train_config": asdict(config),
         "best_step": result.kept_step,
         "history": result.history,
-        "train_clips": [c.path for c in train_clips],
+        "train_clips": [c.path for c in result.trained_on],
         "validation_clips": [c.path for c in val_clips],
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in train_clips], best_step=result.kept_step)
+    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in result.trained_on], best_step=result.kept_step)
     log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record
