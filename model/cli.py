@@ -175,6 +175,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imagenet-weights", default=None, help="torchvision ImageNet state_dict for the encoder")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="face crop side in pixels")
     parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
     parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
     parser.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
@@ -200,7 +201,7 @@ def _crossval(args: argparse.Namespace) -> int:
     from .crossval import cross_validate
     from .evaluation import roc_curve
 
-    report = cross_validate(_train_config(args, out=""), args.folds)
+    report = cross_validate(_train_config(args, out=""), args.folds, args.jobs)
     curves = {}
     for quality, part in report["qualities"].items():
         print(_format_summary(f"{quality}, out of fold", part["metrics"]), flush=True)
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     crossval = commands.add_parser("crossval", help="cross-validate the training recipe over identity groups")
     _add_training_options(crossval)
     crossval.add_argument("--folds", type=int, default=5, help="folds of identity groups, each held out once")
+    crossval.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process")
     crossval.add_argument("--out", default="evaluation/crossval", help="folder for crossval.json and roc.png")
     crossval.set_defaults(run=_crossval)
     return parser

@@ -8,20 +8,29 @@ out-of-fold scores are summarised like a validation.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
-from .dataset import identity_components, identity_folds, prepare_cache, read_manifest, shown_path
+from .dataset import Clip, identity_components, identity_folds, prepare_cache, read_manifest, shown_path
 from .evaluation import fit_calibration, roc_auc, summarise
 from .training import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
 
-def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
+def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1) -> dict:
     """Train one model per held-out fold and report the out-of-fold metrics at both qualities.
+
+    With `jobs` > 1 that many folds train at once, each in its own process with its share of
+    the cores (and of the GPU, if there is one); the report is the same.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
     offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict."""
@@ -31,17 +40,29 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
     qualities = ["orig", config.hard_quality]
     prepare_cache(clips, config.cache_dir, sorted(set(config.train_qualities) | set(qualities)), config.cached_frames, config.image_size, config.workers)
 
+    held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
+    train_sets = [[c for c, f in zip(clips, fold_of) if f != k] for k in range(folds)]
+    val_sets = [[clips[i] for i in held_out] for held_out in held_outs]
+    for k in range(folds):
+        log.info("fold %d/%d: %d clips held out, %d for training", k + 1, folds, len(held_outs[k]), len(train_sets[k]))
+    if jobs > 1:
+        workers = min(jobs, folds)
+        # spawn, not fork: a forked process cannot use CUDA
+        context = multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        setup = (threads, logging.getLogger().level)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_fold_process, initargs=setup) as pool:
+            results = list(pool.map(partial(held_out_margins, config), train_sets, val_sets))
+    else:
+        results = [held_out_margins(config, t, v) for t, v in zip(train_sets, val_sets)]
+
     margins: dict[int, dict[str, np.ndarray]] = {}  # step → quality → margin per clip (nan: not judged)
     histories = []
-    for k in range(folds):
-        held_out = np.flatnonzero(fold_of == k)
-        train_clips = [c for c, f in zip(clips, fold_of) if f != k]
-        log.info("fold %d/%d: %d clips held out, %d for training", k + 1, folds, len(held_out), len(train_clips))
-        result = fit(config, train_clips, [clips[i] for i in held_out], select_best=False)
-        histories.append(result.history)
-        for step, by_quality in result.margins.items():
+    for held_out, (history, fold_margins, kept) in zip(held_outs, results):
+        histories.append(history)
+        for step, by_quality in fold_margins.items():
             for quality, values in by_quality.items():
-                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in qualities})[quality][held_out[result.kept]] = values
+                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in qualities})[quality][held_out[kept]] = values
 
     y = np.array([c.label == "FAKE" for c in clips])
     final = margins[config.steps]
@@ -71,6 +92,19 @@ def cross_validate(config: TrainConfig, folds: int = 5) -> dict:
         ]
         report["qualities"][q] = {"metrics": summary, "clips": rows}
     return report
+
+
+def held_out_margins(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:
+    """One fold: the training history, the held-out margins at every evaluated step, and which
+    held-out clips had crops at every quality."""
+    result = fit(config, train_clips, val_clips, select_best=False)
+    return result.history, result.margins, result.kept
+
+
+def _start_fold_process(threads: int, log_level: int) -> None:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
 
 
 def portable_settings(config: TrainConfig) -> dict:

@@ -85,10 +85,12 @@ class DeepfakeNet(nn.Module):
 
     def temporal(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) features → video logits (B, 2) and per-frame logits (B, T, 2)."""
-        if self.config.temporal == "original":
-            out, _ = self.lstm(features)  # reads (B, T) as (time, batch), as the original did
+        # The recurrence runs in fp32 under a GPU's bf16 autocast: it is cheap, and rounding
+        # compounds over the steps.
+        with torch.autocast(features.device.type, enabled=False):
+            out, _ = self.lstm(features.float())
+        if self.config.temporal == "original":  # it read (B, T) as (time, batch), so the last frame decides
             return self.head(self.dropout(out[:, -1, :])), self.head(out)
-        out, _ = self.lstm(features)
         steps = self.head(self.dropout(out))
         # The video score averages the per-step scores: every frame counts, none alone decides.
         return steps.mean(dim=1), steps
