@@ -13,16 +13,7 @@ from skimage import data
 from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import cross_validate
-from model.dataset import (
-    Clip,
-    cache_path,
-    identity_folds,
-    load_cached,
-    prepare_cache,
-    read_manifest,
-    shown_path,
-    split_by_identity,
-)
+from model.dataset import Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
     bootstrap_interval,
@@ -34,14 +25,7 @@ from model.evaluation import (
 )
 from model.faces import LANDMARKS
 from model.network import load_checkpoint
-from model.training import (
-    SequenceSampler,
-    TrainConfig,
-    clip_margins,
-    fit,
-    train,
-    training_clips,
-)
+from model.training import SequenceSampler, TrainConfig, clip_margins, fit, train, training_clips
 
 
 def test_roc_auc_hand_computed():
@@ -133,7 +117,7 @@ def test_split_by_identity_never_shares_an_identity():
     clips += [Clip(f"{a}_{b}.mp4", "FAKE", "X", f"{a}_{b}") for a, b in (("001", "002"), ("003", "004"), ("005", "003"))]
     train, val = split_by_identity(clips, 0.3, seed=1)
     assert train and val and len(train) + len(val) == len(clips)
-    ids = lambda cs: {i for c in cs for i in c.identities}
+    ids = lambda cs: {i for c in cs for i in c.identities}  # noqa: E731
     assert not ids(train) & ids(val)
 
 
@@ -431,13 +415,7 @@ def test_one_cycle_schedule_runs_and_anneals_for_any_step_count(steps):
 
 def test_blend_regions_cover_their_part_of_the_face():
     from model.augment import BLEND_REGIONS, face_mask
-    from model.faces import (
-        LANDMARKS,
-        crop_face,
-        detect_faces,
-        expand_box,
-        face_landmarks_points,
-    )
+    from model.faces import LANDMARKS, crop_face, detect_faces, expand_box, face_landmarks_points
 
     frame = face_frames(1, (640, 360))[0]
     box = detect_faces(frame)[0]
