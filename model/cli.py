@@ -201,7 +201,7 @@ def _crossval(args: argparse.Namespace) -> int:
     from .crossval import cross_validate
     from .evaluation import roc_curve
 
-    report = cross_validate(_train_config(args, out=""), args.folds, args.jobs)
+    report = cross_validate(_train_config(args, out=""), args.folds, args.jobs, args.train_groups)
     curves = {}
     for quality, part in report["qualities"].items():
         print(_format_summary(f"{quality}, out of fold", part["metrics"]), flush=True)
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(crossval)
     crossval.add_argument("--folds", type=int, default=5, help="folds of identity groups, each held out once")
     crossval.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process")
+    crossval.add_argument(
+        "--train-groups", type=int, default=None, help="train each fold on this many of its identity groups, drawn at random (a learning curve)"
+    )
     crossval.add_argument("--out", default="evaluation/crossval", help="folder for crossval.json and roc.png")
     crossval.set_defaults(run=_crossval)
     return parser

@@ -26,11 +26,13 @@ from .training import TrainConfig, fit
 log = logging.getLogger(__name__)
 
 
-def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1) -> dict:
+def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_groups: int | None = None) -> dict:
     """Train one model per held-out fold and report the out-of-fold metrics at both qualities.
 
     With `jobs` > 1 that many folds train at once, each in its own process with its share of
-    the cores (and of the GPU, if there is one); the report is the same.
+    the cores (and of the GPU, if there is one); the report is the same. With `train_groups`,
+    each fold model learns from only that many of its training identity groups, drawn at
+    random: run at several sizes, that measures how the detector gains from more people.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
     offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict."""
@@ -38,13 +40,17 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1) -> dict:
     fold_of = np.array(identity_folds(clips, folds, config.seed))
     groups = np.array(identity_components(clips))
     qualities = ["orig", config.hard_quality]
+    held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
+    fold_train_groups = [training_groups(groups, fold_of, k, train_groups, config.seed) for k in range(folds)]
     prepare_cache(clips, config.cache_dir, sorted(set(config.train_qualities) | set(qualities)), config.cached_frames, config.image_size, config.workers)
 
-    held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
-    train_sets = [[c for c, f in zip(clips, fold_of) if f != k] for k in range(folds)]
+    train_sets = [[c for c, g in zip(clips, groups) if g in chosen] for chosen in fold_train_groups]
     val_sets = [[clips[i] for i in held_out] for held_out in held_outs]
     for k in range(folds):
-        log.info("fold %d/%d: %d clips held out, %d for training", k + 1, folds, len(held_outs[k]), len(train_sets[k]))
+        log.info(
+            "fold %d/%d: %d clips held out, %d of %d identity groups (%d clips) for training",
+            k + 1, folds, len(held_outs[k]), len(fold_train_groups[k]), len(set(groups[fold_of != k])), len(train_sets[k]),
+        )
     if jobs > 1:
         workers = min(jobs, folds)
         # spawn, not fork: a forked process cannot use CUDA
@@ -70,6 +76,8 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1) -> dict:
     report: dict = {
         "folds": folds,
         "train_config": portable_settings(config),
+        "train_groups": train_groups,
+        "fold_train_groups": fold_train_groups,
         "fold_histories": histories,
         "auc_by_step": {
             step: {q: roc_auc(y[judged], m[q][judged]) for q in qualities} for step, m in sorted(margins.items())
@@ -92,6 +100,16 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1) -> dict:
         ]
         report["qualities"][q] = {"metrics": summary, "clips": rows}
     return report
+
+
+def training_groups(groups: np.ndarray, fold_of: np.ndarray, fold: int, count: int | None, seed: int) -> list[int]:
+    """The identity groups fold `fold`'s model trains on: all outside the fold, or `count` of them at random."""
+    available = sorted({int(g) for g in groups[fold_of != fold]})
+    if count is None:
+        return available
+    if not 1 <= count <= len(available):
+        raise ValueError(f"{count} training groups asked for, but fold {fold + 1} has {len(available)}")
+    return sorted(int(g) for g in np.random.default_rng([seed, fold]).choice(available, count, replace=False))
 
 
 def held_out_margins(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:

@@ -230,6 +230,29 @@ def synthetic_cache(cache_dir, clips, frames=6, size=112):
             np.savez(target, crops=crops, landmarks=np.repeat(oval[None], frames, 0).astype(np.float32))
 
 
+def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
+    manifest = tmp_path / "clips.csv"
+    rows = [f"{i}.mp4,REAL,original,{i}\n{i}_fake.mp4,FAKE,Tint,{i}" for i in range(6)]
+    manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows) + "\n")
+    config = tiny_config(manifest, tmp_path, steps=2)
+    synthetic_cache(config.cache_dir, read_manifest(manifest))
+    trained_on = []
+    monkeypatch.setattr("model.crossval.fit", lambda c, train, *rest, **kw: trained_on.append(train) or fit(c, train, *rest, **kw))
+    report = cross_validate(config, folds=3, train_groups=2)
+    rows = report["qualities"]["orig"]["clips"]
+    assert report["train_groups"] == 2 and len(trained_on) == 3
+    for fold, (chosen, clips) in enumerate(zip(report["fold_train_groups"], trained_on)):
+        held_out = {r["group"] for r in rows if r["fold"] == fold}
+        assert len(chosen) == 2 and held_out.isdisjoint(chosen)
+        by_name = {r["path"]: r["group"] for r in rows}
+        assert {by_name[shown_path(c, str(manifest))] for c in clips} == set(chosen)
+    assert all(math.isfinite(r["margin"]) for r in rows)  # every clip still judged
+    everyone = cross_validate(config, folds=3)
+    assert [len(g) for g in everyone["fold_train_groups"]] == [4, 4, 4]
+    with pytest.raises(ValueError, match="5 training groups"):
+        cross_validate(config, folds=3, train_groups=5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda(tmp_path):
     clips = [Clip(f"{i}.mp4", "REAL", "original", str(i)) for i in range(2)]
