@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from functools import partial
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 import cv2
@@ -56,9 +58,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         # spawn, not fork: a forked process cannot use CUDA
         context = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // workers)
-        setup = (threads, logging.getLogger().level)
+        setup = (threads, logging.getLogger().level, context.Value("i", 0))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_fold_process, initargs=setup) as pool:
-            results = list(pool.map(partial(held_out_margins, config), train_sets, val_sets))
+            results = list(pool.map(partial(_held_out_margins_sharing_cores, config), train_sets, val_sets))
     else:
         results = [held_out_margins(config, t, v) for t, v in zip(train_sets, val_sets)]
 
@@ -112,17 +114,48 @@ def training_groups(groups: np.ndarray, fold_of: np.ndarray, fold: int, count: i
     return sorted(int(g) for g in np.random.default_rng([seed, fold]).choice(available, count, replace=False))
 
 
-def held_out_margins(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:
+def held_out_margins(
+    config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], before_step: Callable[[int], None] | None = None
+) -> tuple[list[dict], dict, list[int]]:
     """One fold: the training history, the held-out margins at every evaluated step, and which
     held-out clips had crops at every quality."""
-    result = fit(config, train_clips, val_clips, select_best=False)
+    result = fit(config, train_clips, val_clips, select_best=False, before_step=before_step)
     return result.history, result.margins, result.kept
 
 
-def _start_fold_process(threads: int, log_level: int) -> None:
+# In a fold process: how many folds are training now, shared by all the fold processes.
+_folds_training: Synchronized | None = None
+
+
+def _start_fold_process(threads: int, log_level: int, folds_training: Synchronized) -> None:
+    global _folds_training
+    _folds_training = folds_training
+    _use_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
+
+
+def _held_out_margins_sharing_cores(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:
+    with _folds_training.get_lock():
+        _folds_training.value += 1
+    try:
+        return held_out_margins(config, train_clips, val_clips, before_step=_share_cores)
+    finally:
+        with _folds_training.get_lock():
+            _folds_training.value -= 1
+
+
+def _share_cores(step: int) -> None:
+    """Give this fold its share of the cores among the folds training now, so that when fewer
+    folds are left than processes (the last of 5 folds on 2 processes) no core sits idle."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, _folds_training.value))
+    if threads != torch.get_num_threads():
+        log.info("step %d: %d threads (%d folds training)", step, threads, _folds_training.value)
+        _use_threads(threads)
+
+
+def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
 
 
 def portable_settings(config: TrainConfig) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -188,8 +189,17 @@ def training_clips(clips: list[Clip], config: TrainConfig) -> list[Clip]:
     return [c for c in clips if c.label == "REAL" or c.method not in config.exclude_methods]
 
 
-def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], select_best: bool = True) -> Fit:
-    """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last."""
+def fit(
+    config: TrainConfig,
+    train_clips: list[Clip],
+    val_clips: list[Clip],
+    select_best: bool = True,
+    before_step: Callable[[int], None] | None = None,
+) -> Fit:
+    """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last.
+
+    `before_step(step)`, if given, is called before each step (cross-validation uses it to
+    share the cores among the folds that are training)."""
     torch.manual_seed(config.seed)
     train_clips = training_clips(train_clips, config)
     excluded = f" (no {', '.join(config.exclude_methods)} fakes)" if config.exclude_methods else ""
@@ -215,6 +225,8 @@ def fit(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], sel
     history, margins_by_step = [], {}
     started = time.time()
     for step in range(1, config.steps + 1):
+        if before_step:
+            before_step(step)
         model.train()
         frozen.eval()  # keep the ImageNet batch-norm statistics of the frozen blocks
         if config.freeze_batchnorm:

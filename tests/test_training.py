@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 
 import cv2
 import numpy as np
@@ -212,6 +213,24 @@ def test_cross_validation_in_parallel_processes_gives_the_same_report(tiny_datas
         assert [(r["path"], r["fold"]) for r in parallel_rows] == [(r["path"], r["fold"]) for r in rows]
         # each process uses its share of the cores, so sums may round differently
         np.testing.assert_allclose([r["margin"] for r in parallel_rows], [r["margin"] for r in rows], atol=1e-3)
+
+
+def test_fold_processes_share_the_cores_among_the_folds_training(monkeypatch):
+    import model.crossval as crossval
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(crossval.os, "cpu_count", lambda: 4)
+    training = multiprocessing.Value("i", 2)
+    monkeypatch.setattr(crossval, "_folds_training", training)
+    seen = []
+    try:
+        for folds in (2, 1, 8, 3):
+            training.value = folds
+            crossval._share_cores(1)
+            seen.append(torch.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 4, 1, 1]  # the last fold left gets every core
 
 
 def synthetic_cache(cache_dir, clips, frames=6, size=112):
