@@ -32,9 +32,11 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     """Train one model per held-out fold and report the out-of-fold metrics at both qualities.
 
     With `jobs` > 1 that many folds train at once, each in its own process with its share of
-    the cores (and of the GPU, if there is one); the report is the same. With `train_groups`,
-    each fold model learns from only that many of its training identity groups, drawn at
-    random: run at several sizes, that measures how the detector gains from more people.
+    the cores (and of the GPU, if there is one); the report is the same but for rounding (the
+    cores are re-shared as folds start and end, and a sum over more threads rounds differently).
+    With `train_groups`, each fold model learns from only that many of its training identity
+    groups, drawn at random: run at several sizes, that measures how the detector gains from
+    more people.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
     offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict."""
