@@ -87,13 +87,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .dataset import QUALITIES, identity_components, read_manifest, shown_path, split_by_identity
     from .detector import Detector
     from .evaluation import roc_curve, summarise
+    from .network import checkpoint_metadata
 
     detector = Detector(args.weights, args.device)
     clips = read_manifest(args.manifest, args.root)
     if args.split == "validation":
         clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
     group_of = dict(zip((c.path for c in clips), identity_components(clips)))
-    report: dict = {"weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split, "qualities": {}}
+    people_seen = set(checkpoint_metadata(args.weights).get("trained_on_identities", []))
+    seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
+    if seen:
+        print(
+            f"note: {len(seen)} of these {len(clips)} clips show people the model was trained on; for them the figures "
+            "say how well it fits its training data, not how it does on people it never saw", flush=True,
+        )
+    report: dict = {
+        "weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split,
+        "clips_of_people_seen_in_training": len(seen), "qualities": {},
+    }
     curves = {}
     for quality in args.quality:
         y, p, methods, groups, rows = [], [], [], [], []
@@ -104,7 +115,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                     path = str(Path(tmp) / "clip.mp4")
                     reencode_h264(clip.path, path, *QUALITIES[quality])
                 result = detector.detect(path, args.sequence_length)
-            rows.append({"path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method, "prediction": result.label, "p_fake": result.p_fake})
+            rows.append({
+                "path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method,
+                "people_seen_in_training": clip.path in seen, "prediction": result.label, "p_fake": result.p_fake,
+            })
             if result.p_fake is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)
                 continue
@@ -155,9 +169,11 @@ def _train_config(args: argparse.Namespace, **overrides):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .crossval import train_on_all_clips
     from .training import train
 
-    record = train(_train_config(args))
+    config = _train_config(args)
+    record = train_on_all_clips(config, args.crossval_report) if args.crossval_report else train(config)
     record_path = Path(args.out).with_suffix(".train.json")
     record_path.write_text(json.dumps(record, indent=2))
     print(f"saved {args.out}; training record in {record_path}")
@@ -244,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     training = commands.add_parser("train", help="train a detector from a manifest")
     _add_training_options(training)
     training.add_argument("--out", default=TrainConfig.out, help="checkpoint to write")
+    training.add_argument(
+        "--crossval-report", default=None, metavar="JSON",
+        help="train on every clip, keep the last step, and calibrate on this cross-validation of the same recipe",
+    )
     training.set_defaults(run=_train)
 
     crossval = commands.add_parser("crossval", help="cross-validate the training recipe over identity groups")

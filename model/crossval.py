@@ -7,6 +7,7 @@ out-of-fold scores are summarised like a validation.
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from .dataset import Clip, identity_components, identity_folds, prepare_cache, read_manifest, shown_path
-from .evaluation import fit_calibration, roc_auc, summarise
-from .training import TrainConfig, fit
+from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
+from .training import TrainConfig, fit, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     qualities = ["orig", config.hard_quality]
     held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
     fold_train_groups = [training_groups(groups, fold_of, k, train_groups, config.seed) for k in range(folds)]
-    prepare_cache(clips, config.cache_dir, sorted(set(config.train_qualities) | set(qualities)), config.cached_frames, config.image_size, config.workers)
+    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
 
     train_sets = [[c for c, g in zip(clips, groups) if g in chosen] for chosen in fold_train_groups]
     val_sets = [[clips[i] for i in held_out] for held_out in held_outs]
@@ -91,7 +92,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     p_fake = {q: np.full(len(clips), np.nan) for q in qualities}
     for k in range(folds):
         others = judged & (fold_of != k)
-        temperature, bias = fit_calibration(np.r_[final["orig"][others], final[config.hard_quality][others]], np.r_[y[others], y[others]])
+        temperature, bias = fit_calibration_on_qualities([final[q][others] for q in qualities], y[others])
         for q in qualities:
             p_fake[q][fold_of == k] = 1 / (1 + np.exp(-(final[q][fold_of == k] / temperature + bias)))
     methods = [c.method for c in clips]
@@ -104,6 +105,49 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         ]
         report["qualities"][q] = {"metrics": summary, "clips": rows}
     return report
+
+
+def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
+    """The recipe's final model: trained on every clip of the manifest, its last step kept, and
+    calibrated on the out-of-fold margins of the recipe's cross-validation (`report_path`).
+
+    The cross-validation says how the recipe does on people it never saw; this model then learns
+    from all of them, since the detector gains from every identity group added. No clip is left
+    to validate it: the cross-validation is its validation."""
+    report = json.loads(Path(report_path).read_text())
+    clips = read_manifest(config.manifest, config.root)
+    check_same_recipe(report, config, clips)
+    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
+    log.info("%d clips, all for training; calibration from %s", len(clips), report_path)
+    result = fit(config, clips, [], select_best=False)
+    return save_trained(config, result, calibration_from_report(report), validation_clips=[], calibrated_on=Path(report_path).name)
+
+
+# Settings that change nothing a model learns, or (the seed) only which folds and draws it gets.
+_NOT_RECIPE = {"manifest", "eval_every", "val_fraction", "seed"}
+
+
+def check_same_recipe(report: dict, config: TrainConfig, clips: list[Clip]) -> None:
+    """Refuse to calibrate a model with a cross-validation of another recipe or other clips."""
+    theirs = {k: v for k, v in report["train_config"].items() if k not in _NOT_RECIPE}
+    ours = {k: v for k, v in portable_settings(config).items() if k not in _NOT_RECIPE}
+    differing = [f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k)]
+    if differing:
+        raise ValueError(f"the cross-validation report is of another recipe: {'; '.join(differing)}")
+    if report.get("train_groups") is not None:
+        raise ValueError("the cross-validation report trained its folds on a subset of the groups (a learning curve)")
+    judged = sorted(r["path"] for r in next(iter(report["qualities"].values()))["clips"])
+    if judged != sorted(shown_path(c, config.manifest, config.root) for c in clips):
+        raise ValueError("the cross-validation report judged other clips than the manifest lists")
+
+
+def calibration_from_report(report: dict) -> tuple[float, float]:
+    """Temperature and offset fitted on all of a cross-validation's out-of-fold margins, at every
+    quality, as each fold's were fitted on the other folds'."""
+    by_quality = [part["clips"] for part in report["qualities"].values()]
+    judged = [i for i in range(len(by_quality[0])) if all(rows[i]["margin"] is not None for rows in by_quality)]
+    margins = [np.array([rows[i]["margin"] for i in judged]) for rows in by_quality]
+    return fit_calibration_on_qualities(margins, np.array([by_quality[0][i]["label"] == "FAKE" for i in judged]))
 
 
 def training_groups(groups: np.ndarray, fold_of: np.ndarray, fold: int, count: int | None, seed: int) -> list[int]:

@@ -171,6 +171,12 @@ def fit_calibration(margins: np.ndarray, y_fake: np.ndarray) -> tuple[float, flo
     return best[1], best[2]
 
 
+def fit_calibration_on_qualities(margins: list[np.ndarray], y_fake: np.ndarray) -> tuple[float, float]:
+    """One temperature and offset for the same clips at several qualities: their margins pooled,
+    each with its clip's label, so a verdict means the same however compressed the upload."""
+    return fit_calibration(np.concatenate(margins), np.tile(np.asarray(y_fake), len(margins)))
+
+
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> None:
     """One ROC line per named evaluation, AUC in the legend."""
     import matplotlib

@@ -141,6 +141,15 @@ def save_checkpoint(model: DeepfakeNet, path: str | Path, half: bool = True, **m
     torch.save({"format": "deepfake-detector/1", "config": model.config.as_dict(), "state_dict": state, **meta}, path)
 
 
+def checkpoint_metadata(path: str | Path) -> dict:
+    """What one of our checkpoints records beside the weights (the clips and people it learnt
+    from, the step kept); empty for the original project's checkpoints."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and "config" in data and "state_dict" in data:
+        return {k: v for k, v in data.items() if k not in ("format", "config", "state_dict")}
+    return {}
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DeepfakeNet:
     """Our checkpoints, or a raw state_dict from the original project."""
     data = torch.load(path, map_location=map_location, weights_only=True)

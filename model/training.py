@@ -14,7 +14,7 @@ from torch import nn
 
 from .augment import BLEND_REGIONS, Degradation, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
-from .evaluation import fit_calibration, log_loss, roc_auc
+from .evaluation import fit_calibration_on_qualities, log_loss, roc_auc
 from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class TrainConfig:
     hard_quality: str = "crf40_480p"
     device: str | None = None
     workers: int = 2
+
+    def cached_qualities(self) -> list[str]:
+        """The qualities whose crops training and validation read."""
+        return sorted(set(self.train_qualities) | {"orig", self.hard_quality})
 
 
 class SequenceSampler:
@@ -197,9 +201,12 @@ def fit(
     before_step: Callable[[int], None] | None = None,
 ) -> Fit:
     """Train on cached crops; with `select_best`, keep the step that did best on validation, else the last.
+    With no validation clips, the history records the training loss alone.
 
     `before_step(step)`, if given, is called before each step (cross-validation uses it to
     share the cores among the folds that are training)."""
+    if select_best and not val_clips:
+        raise ValueError("selecting the best step needs validation clips")
     torch.manual_seed(config.seed)
     train_clips = training_clips(train_clips, config)
     excluded = f" (no {', '.join(config.exclude_methods)} fakes)" if config.exclude_methods else ""
@@ -245,22 +252,23 @@ def fit(
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         if step % config.eval_every == 0 or step == config.steps:
-            margins = {q: clip_margins(model, [v[i] for i in kept], device) for q, v in val_sets.items()}
-            margins_by_step[step] = margins
-            hard = margins[config.hard_quality]
-            record = {
-                "step": step,
-                "loss": round(loss.item(), 4),
-                "hard_auc": roc_auc(y_val, hard),
-                "orig_auc": roc_auc(y_val, margins["orig"]),
-                "hard_log_loss": log_loss(y_val, 1 / (1 + np.exp(-hard))),
-                "seconds": round(time.time() - started, 1),
-            }
+            record = {"step": step, "loss": round(loss.item(), 4)}
+            if kept:
+                margins = {q: clip_margins(model, [v[i] for i in kept], device) for q, v in val_sets.items()}
+                margins_by_step[step] = margins
+                hard = margins[config.hard_quality]
+                record["hard_auc"] = roc_auc(y_val, hard)
+                record["orig_auc"] = roc_auc(y_val, margins["orig"])
+                record["hard_log_loss"] = log_loss(y_val, 1 / (1 + np.exp(-hard)))
+            record["seconds"] = round(time.time() - started, 1)
             history.append(record)
             log.info("step %d: %s", step, record)
-            score = record["hard_auc"] + 0.5 * record["orig_auc"]
-            if select_best and score > best["score"]:
-                best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            if select_best and record["hard_auc"] + 0.5 * record["orig_auc"] > best["score"]:
+                best = {
+                    "score": record["hard_auc"] + 0.5 * record["orig_auc"],
+                    "step": step,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
     if select_best:
         model.load_state_dict(best["state"])
     return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps, train_clips)
@@ -271,23 +279,35 @@ def train(config: TrainConfig) -> dict:
     clips = read_manifest(config.manifest, config.root)
     train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
     log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
-    qualities = sorted(set(config.train_qualities) | {config.hard_quality, "orig"})
-    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
+    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
 
     result = fit(config, train_clips, val_clips)
-    model, margins = result.model, result.margins[result.kept_step]
+    margins = result.margins[result.kept_step]
     y_val = np.array([val_clips[i].label == "FAKE" for i in result.kept])
-    temperature, bias = fit_calibration(np.r_[margins["orig"], margins[config.hard_quality]], np.r_[y_val, y_val])
+    calibration = fit_calibration_on_qualities([margins["orig"], margins[config.hard_quality]], y_val)
+    return save_trained(config, result, calibration, validation_clips=[c.path for c in val_clips])
+
+
+def save_trained(config: TrainConfig, result: Fit, calibration: tuple[float, float], **record) -> dict:
+    """Store the calibration in the model and save the checkpoint; returns the training record.
+
+    The checkpoint lists the clips and the people (source ids) it learnt from, so an evaluation
+    can tell which of its clips are not unseen."""
+    model, (temperature, bias) = result.model, calibration
     model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
     record = {
         "train_config": asdict(config),
         "best_step": result.kept_step,
         "history": result.history,
         "train_clips": [c.path for c in result.trained_on],
-        "validation_clips": [c.path for c in val_clips],
+        **record,
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }
+    identities = sorted({i for c in result.trained_on if c.group for i in c.identities})
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model.cpu(), config.out, trained_on=[Path(c.path).name for c in result.trained_on], best_step=result.kept_step)
-    log.info("saved %s (best step %d, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
+    save_checkpoint(
+        model.cpu(), config.out,
+        trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=identities, best_step=result.kept_step,
+    )
+    log.info("saved %s (step %d kept, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record

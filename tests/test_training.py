@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -13,7 +14,7 @@ from skimage import data
 
 from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
-from model.crossval import cross_validate
+from model.crossval import calibration_from_report, cross_validate, train_on_all_clips
 from model.dataset import Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
@@ -25,7 +26,7 @@ from model.evaluation import (
     summarise,
 )
 from model.faces import LANDMARKS
-from model.network import load_checkpoint
+from model.network import DeepfakeNet, NetworkConfig, checkpoint_metadata, load_checkpoint, save_checkpoint
 from model.training import SequenceSampler, TrainConfig, clip_margins, fit, train, training_clips
 
 
@@ -272,6 +273,45 @@ def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
         cross_validate(config, folds=3, train_groups=5)
 
 
+def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibration(tmp_path, capsys):
+    manifest = tmp_path / "clips.csv"
+    rows = [f"{i}.mp4,REAL,original,{i}\n{i}_fake.mp4,FAKE,Tint,{i}" for i in range(4)]
+    manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows) + "\n")
+    config = tiny_config(manifest, tmp_path, steps=2)
+    synthetic_cache(config.cache_dir, read_manifest(manifest))
+    report_path = tmp_path / "crossval.json"
+    report = cross_validate(config, folds=2)
+    report_path.write_text(json.dumps(report))
+    record = train_on_all_clips(config, report_path)
+    assert len(record["train_clips"]) == 8 and record["validation_clips"] == [] and record["best_step"] == 2
+    assert [set(h) for h in record["history"]] == [{"step", "loss", "seconds"}]  # nothing held out to score
+    # calibrated on every clip's out-of-fold margin at both qualities, one fit for all folds
+    both = [r for part in report["qualities"].values() for r in part["clips"]]
+    expected = fit_calibration(np.array([r["margin"] for r in both]), np.array([r["label"] == "FAKE" for r in both]))
+    assert calibration_from_report(report) == pytest.approx(expected)
+    model = load_checkpoint(config.out)
+    assert model.config.temperature == pytest.approx(expected[0]) and model.config.extra["logit_bias"] == pytest.approx(expected[1])
+    assert checkpoint_metadata(config.out)["trained_on_identities"] == ["0", "1", "2", "3"]
+
+    # refused: another recipe, a learning-curve report, other clips
+    other = tmp_path / "other.pt"
+    args = ["train", "--manifest", str(manifest), "--cache-dir", config.cache_dir, "--out", str(other)]
+    assert cli_main([*args, "--crossval-report", str(report_path)]) == 2
+    differing = "cached_frames 6 there, 32 here; clips_per_batch 2 there, 8 here; frames_per_clip 3 there, 6 here; "
+    differing += "hidden_size 8 there, 256 here; steps 2 there, 1500 here"
+    assert capsys.readouterr().err == f"error: the cross-validation report is of another recipe: {differing}\n"
+    with pytest.raises(ValueError, match="steps 2 there, 3 here"):
+        train_on_all_clips(dataclasses.replace(config, steps=3, out=str(other)), report_path)
+    report_path.write_text(json.dumps({**report, "train_groups": 1}))
+    with pytest.raises(ValueError, match="a learning curve"):
+        train_on_all_clips(config, report_path)
+    report_path.write_text(json.dumps(report))
+    manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows[:3]) + "\n")
+    with pytest.raises(ValueError, match="other clips"):
+        train_on_all_clips(config, report_path)
+    assert not other.exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda(tmp_path):
     clips = [Clip(f"{i}.mp4", "REAL", "original", str(i)) for i in range(2)]
@@ -324,6 +364,21 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert report["qualities"]["orig"]["metrics"]["auc"] == pytest.approx(roc_auc(y, p))
     assert (tmp_path / "roc.png").stat().st_size > 1000
     assert "AUC" in capsys.readouterr().out
+    assert report["clips_of_people_seen_in_training"] == 0  # the checkpoint lists no training people
+
+
+def test_evaluate_marks_clips_of_people_the_model_was_trained_on(tiny_dataset, tmp_path, capsys):
+    weights = tmp_path / "trained.pt"
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, trained_on_identities=["001"])
+    args = ["evaluate", "--manifest", str(tiny_dataset), "--weights", str(weights), "--quality", "orig", "--out", str(tmp_path)]
+    assert cli_main([*args, "--sequence-length", "10"]) == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    rows = report["qualities"]["orig"]["clips"]
+    assert [(r["path"], r["people_seen_in_training"]) for r in rows] == [
+        ("001.mp4", True), ("001_fake.mp4", True), ("002.mp4", False), ("002_fake.mp4", False)
+    ]
+    assert report["clips_of_people_seen_in_training"] == 2
+    assert "2 of these 4 clips show people the model was trained on" in capsys.readouterr().out
 
 
 def test_manifest_from_folder(tmp_path):
