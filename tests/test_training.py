@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -250,12 +251,19 @@ def synthetic_cache(cache_dir, clips, frames=6, size=112):
             np.savez(target, crops=crops, landmarks=np.repeat(oval[None], frames, 0).astype(np.float32))
 
 
-def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
+def synthetic_setup(tmp_path, groups: int) -> TrainConfig:
+    """A manifest of `groups` people, each with a real clip and a tinted one, their crops cached
+    synthetically, and a tiny 2-step recipe for them."""
     manifest = tmp_path / "clips.csv"
-    rows = [f"{i}.mp4,REAL,original,{i}\n{i}_fake.mp4,FAKE,Tint,{i}" for i in range(6)]
+    rows = [f"{i}.mp4,REAL,original,{i}\n{i}_fake.mp4,FAKE,Tint,{i}" for i in range(groups)]
     manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows) + "\n")
     config = tiny_config(manifest, tmp_path, steps=2)
     synthetic_cache(config.cache_dir, read_manifest(manifest))
+    return config
+
+
+def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
+    config = synthetic_setup(tmp_path, groups=6)
     trained_on = []
     monkeypatch.setattr("model.crossval.fit", lambda c, train, *rest, **kw: trained_on.append(train) or fit(c, train, *rest, **kw))
     report = cross_validate(config, folds=3, train_groups=2)
@@ -265,7 +273,7 @@ def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
         held_out = {r["group"] for r in rows if r["fold"] == fold}
         assert len(chosen) == 2 and held_out.isdisjoint(chosen)
         by_name = {r["path"]: r["group"] for r in rows}
-        assert {by_name[shown_path(c, str(manifest))] for c in clips} == set(chosen)
+        assert {by_name[shown_path(c, config.manifest)] for c in clips} == set(chosen)
     assert all(math.isfinite(r["margin"]) for r in rows)  # every clip still judged
     everyone = cross_validate(config, folds=3)
     assert [len(g) for g in everyone["fold_train_groups"]] == [4, 4, 4]
@@ -274,11 +282,7 @@ def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
 
 
 def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibration(tmp_path, capsys):
-    manifest = tmp_path / "clips.csv"
-    rows = [f"{i}.mp4,REAL,original,{i}\n{i}_fake.mp4,FAKE,Tint,{i}" for i in range(4)]
-    manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows) + "\n")
-    config = tiny_config(manifest, tmp_path, steps=2)
-    synthetic_cache(config.cache_dir, read_manifest(manifest))
+    config = synthetic_setup(tmp_path, groups=4)
     report_path = tmp_path / "crossval.json"
     report = cross_validate(config, folds=2)
     report_path.write_text(json.dumps(report))
@@ -295,7 +299,7 @@ def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibratio
 
     # refused: another recipe, a learning-curve report, other clips
     other = tmp_path / "other.pt"
-    args = ["train", "--manifest", str(manifest), "--cache-dir", config.cache_dir, "--out", str(other)]
+    args = ["train", "--manifest", config.manifest, "--cache-dir", config.cache_dir, "--out", str(other)]
     assert cli_main([*args, "--crossval-report", str(report_path)]) == 2
     differing = "cached_frames 6 there, 32 here; clips_per_batch 2 there, 8 here; frames_per_clip 3 there, 6 here; "
     differing += "hidden_size 8 there, 256 here; steps 2 there, 1500 here"
@@ -306,7 +310,8 @@ def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibratio
     with pytest.raises(ValueError, match="a learning curve"):
         train_on_all_clips(config, report_path)
     report_path.write_text(json.dumps(report))
-    manifest.write_text("path,label,method,source_ids\n" + "\n".join(rows[:3]) + "\n")
+    lines = Path(config.manifest).read_text().splitlines()
+    Path(config.manifest).write_text("\n".join(lines[:-1]) + "\n")  # one clip fewer
     with pytest.raises(ValueError, match="other clips"):
         train_on_all_clips(config, report_path)
     assert not other.exists()
