@@ -260,15 +260,12 @@ def fit(
                 record["hard_auc"] = roc_auc(y_val, hard)
                 record["orig_auc"] = roc_auc(y_val, margins["orig"])
                 record["hard_log_loss"] = log_loss(y_val, 1 / (1 + np.exp(-hard)))
+                score = record["hard_auc"] + 0.5 * record["orig_auc"]
+                if select_best and score > best["score"]:
+                    best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             record["seconds"] = round(time.time() - started, 1)
             history.append(record)
             log.info("step %d: %s", step, record)
-            if select_best and record["hard_auc"] + 0.5 * record["orig_auc"] > best["score"]:
-                best = {
-                    "score": record["hard_auc"] + 0.5 * record["orig_auc"],
-                    "step": step,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                }
     if select_best:
         model.load_state_dict(best["state"])
     return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps, train_clips)
