@@ -13,7 +13,6 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from functools import partial
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from .dataset import Clip, identity_components, identity_folds, prepare_cache, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
-from .training import TrainConfig, fit, save_trained
+from .training import TrainConfig, fit, portable_settings, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +201,6 @@ def _share_cores(step: int) -> None:
 def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-
-
-def portable_settings(config: TrainConfig) -> dict:
-    """The recipe's settings without this machine's folders, so a report can be shared."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("root", "cache_dir", "out", "device", "workers")}
-    if config.imagenet_weights:
-        settings["imagenet_weights"] = Path(config.imagenet_weights).name
-    return settings
 
 
 def _number(value: float) -> float | None:

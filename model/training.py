@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .augment import BLEND_REGIONS, Degradation, SelfBlend, pixel_scale
-from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, split_by_identity
+from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from .evaluation import fit_calibration_on_qualities, log_loss, roc_auc
 from .network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
 
@@ -66,6 +66,14 @@ class TrainConfig:
     def cached_qualities(self) -> list[str]:
         """The qualities whose crops training and validation read."""
         return sorted(set(self.train_qualities) | {"orig", self.hard_quality})
+
+
+def portable_settings(config: TrainConfig) -> dict:
+    """The recipe's settings without this machine's folders, so a report can be shared."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("root", "cache_dir", "out", "device", "workers")}
+    if config.imagenet_weights:
+        settings["imagenet_weights"] = Path(config.imagenet_weights).name
+    return settings
 
 
 class SequenceSampler:
@@ -282,21 +290,22 @@ def train(config: TrainConfig) -> dict:
     margins = result.margins[result.kept_step]
     y_val = np.array([val_clips[i].label == "FAKE" for i in result.kept])
     calibration = fit_calibration_on_qualities([margins["orig"], margins[config.hard_quality]], y_val)
-    return save_trained(config, result, calibration, validation_clips=[c.path for c in val_clips])
+    return save_trained(config, result, calibration, validation_clips=[shown_path(c, config.manifest, config.root) for c in val_clips])
 
 
 def save_trained(config: TrainConfig, result: Fit, calibration: tuple[float, float], **record) -> dict:
-    """Store the calibration in the model and save the checkpoint; returns the training record.
+    """Store the calibration in the model and save the checkpoint; returns the training record
+    (clips named as in the manifest and settings without this machine's folders, so it can be shared).
 
     The checkpoint lists the clips and the people (source ids) it learnt from, so an evaluation
     can tell which of its clips are not unseen."""
     model, (temperature, bias) = result.model, calibration
     model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
     record = {
-        "train_config": asdict(config),
+        "train_config": portable_settings(config),
         "best_step": result.kept_step,
         "history": result.history,
-        "train_clips": [c.path for c in result.trained_on],
+        "train_clips": [shown_path(c, config.manifest, config.root) for c in result.trained_on],
         **record,
         "calibration": {"temperature": temperature, "logit_bias": bias},
     }

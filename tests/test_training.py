@@ -168,6 +168,9 @@ def test_train_runs_saves_and_round_trips(tiny_dataset, tmp_path, image_size):
     assert all(math.isfinite(h["loss"]) for h in record["history"])
     assert record["calibration"]["temperature"] > 0
     assert set(record["train_clips"]).isdisjoint(record["validation_clips"])
+    # named as in the manifest, without this machine's folders, so the record can be committed
+    assert sorted(record["train_clips"] + record["validation_clips"]) == ["001.mp4", "001_fake.mp4", "002.mp4", "002_fake.mp4"]
+    assert not {"cache_dir", "root", "out"} & set(record["train_config"])
     model = load_checkpoint(out)
     assert model.config.hidden_size == 8
     assert model.config.image_size == image_size  # the app crops faces at the size the model learnt
