@@ -248,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--manifest", required=True, help="CSV path,label[,method,source_ids] or a folder with real/ fake/")
     evaluate.add_argument("--root", default=None, help="folder the CSV paths are relative to")
     evaluate.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    evaluate.add_argument("--split", choices=["all", "validation"], default="all", help="validation: the identity-disjoint hold-out used in training")
+    evaluate.add_argument(
+        "--split", choices=["all", "validation"], default="all",
+        help="validation: the identity groups that train (without --crossval-report) holds out",
+    )
     evaluate.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"], help="orig, crf40_480p (H.264 CRF 40, 480p), crf32_360p")
     evaluate.add_argument("--sequence-length", type=int, default=None)
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
