@@ -119,7 +119,25 @@ def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
     prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
     log.info("%d clips, all for training; calibration from %s", len(clips), report_path)
     result = fit(config, clips, [], select_best=False)
-    return save_trained(config, result, calibration_from_report(report), validation_clips=[], calibrated_on=Path(report_path).name)
+    return save_trained(
+        config, result, calibration_from_report(report), validation=validation_summary(report),
+        validation_clips=[], calibrated_on=Path(report_path).name,
+    )
+
+
+def validation_summary(report: dict) -> dict:
+    """A cross-validation's headline figures, stored with the final model so that the app can
+    say how far its verdicts can be trusted on people it never saw."""
+    parts = report["qualities"]
+    first = next(iter(parts.values()))["metrics"]
+    keys = ("auc", "balanced_accuracy", "ece", "recall_fake", "recall_real")
+    return {
+        "method": "cross-validation",
+        "folds": report["folds"],
+        "clips": first["clips"],
+        "identity_groups": first["identity_groups"],
+        "qualities": {q: {k: round(part["metrics"][k], 3) for k in keys} for q, part in parts.items()},
+    }
 
 
 # Settings that change nothing a model learns, or (the seed) only which folds and draws it gets.

@@ -15,7 +15,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
-from .network import DeepfakeNet, load_checkpoint, to_input
+from .network import DeepfakeNet, checkpoint_metadata, load_checkpoint, to_input
 from .video import SampledFrames, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
@@ -113,6 +113,8 @@ class Detector:
         self.model: DeepfakeNet = load_checkpoint(self.weights).to(self.device)
         self.config = self.model.config
         self.version = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:12]
+        # how the model did on people it never saw, where its checkpoint states it
+        self.validation: dict | None = checkpoint_metadata(self.weights).get("validation")
         self._lock = threading.Lock()
 
     @property
@@ -120,7 +122,8 @@ class Detector:
         return self.weights.name
 
     def describe(self) -> dict:
-        """Which model gives the verdicts: file, content hash, architecture and calibration."""
+        """Which model gives the verdicts: file, content hash, architecture, calibration and
+        validation (None when the checkpoint states none)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -129,6 +132,7 @@ class Detector:
             "threshold": self.config.threshold,
             "temperature": self.config.temperature,
             "device": self.device.type,
+            "validation": self.validation,
         }
 
     def calibrated_p_fake(self, logits: torch.Tensor) -> torch.Tensor:

@@ -293,12 +293,15 @@ def train(config: TrainConfig) -> dict:
     return save_trained(config, result, calibration, validation_clips=[shown_path(c, config.manifest, config.root) for c in val_clips])
 
 
-def save_trained(config: TrainConfig, result: Fit, calibration: tuple[float, float], **record) -> dict:
+def save_trained(
+    config: TrainConfig, result: Fit, calibration: tuple[float, float], validation: dict | None = None, **record
+) -> dict:
     """Store the calibration in the model and save the checkpoint; returns the training record
     (clips named as in the manifest and settings without this machine's folders, so it can be shared).
 
     The checkpoint lists the clips and the people (source ids) it learnt from, so an evaluation
-    can tell which of its clips are not unseen."""
+    can tell which of its clips are not unseen, and carries `validation` (headline figures on
+    unseen people) when there is one to state."""
     model, (temperature, bias) = result.model, calibration
     model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
     record = {
@@ -308,12 +311,14 @@ def save_trained(config: TrainConfig, result: Fit, calibration: tuple[float, flo
         "train_clips": [shown_path(c, config.manifest, config.root) for c in result.trained_on],
         **record,
         "calibration": {"temperature": temperature, "logit_bias": bias},
+        **({"validation": validation} if validation else {}),
     }
     identities = sorted({i for c in result.trained_on if c.group for i in c.identities})
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         model.cpu(), config.out,
         trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=identities, best_step=result.kept_step,
+        **({"validation": validation} if validation else {}),
     )
     log.info("saved %s (step %d kept, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record

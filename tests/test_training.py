@@ -15,7 +15,7 @@ from skimage import data
 
 from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
-from model.crossval import calibration_from_report, cross_validate, train_on_all_clips
+from model.crossval import calibration_from_report, cross_validate, train_on_all_clips, validation_summary
 from model.dataset import Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from model.evaluation import (
     balanced_accuracy,
@@ -298,7 +298,13 @@ def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibratio
     assert calibration_from_report(report) == pytest.approx(expected)
     model = load_checkpoint(config.out)
     assert model.config.temperature == pytest.approx(expected[0]) and model.config.extra["logit_bias"] == pytest.approx(expected[1])
-    assert checkpoint_metadata(config.out)["trained_on_identities"] == ["0", "1", "2", "3"]
+    metadata = checkpoint_metadata(config.out)
+    assert metadata["trained_on_identities"] == ["0", "1", "2", "3"]
+    # the cross-validation's headline figures travel with the model, for the app to state
+    assert metadata["validation"] == record["validation"] == validation_summary(report)
+    assert record["validation"]["clips"] == 8 and record["validation"]["identity_groups"] == 4
+    orig = report["qualities"]["orig"]["metrics"]
+    assert record["validation"]["qualities"]["orig"]["recall_fake"] == round(orig["recall_fake"], 3)
 
     # refused: another recipe, a learning-curve report, other clips
     other = tmp_path / "other.pt"
