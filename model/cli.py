@@ -87,14 +87,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .dataset import QUALITIES, identity_components, read_manifest, shown_path, split_by_identity
     from .detector import Detector
     from .evaluation import roc_curve, summarise
-    from .network import checkpoint_metadata
 
     detector = Detector(args.weights, args.device)
     clips = read_manifest(args.manifest, args.root)
     if args.split == "validation":
         clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
     group_of = dict(zip((c.path for c in clips), identity_components(clips)))
-    people_seen = set(checkpoint_metadata(args.weights).get("trained_on_identities", []))
+    people_seen = set(detector.metadata.get("trained_on_identities", []))
     seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
     if seen:
         print(

@@ -15,7 +15,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
-from .network import DeepfakeNet, checkpoint_metadata, load_checkpoint, to_input
+from .network import DeepfakeNet, read_checkpoint, to_input
 from .video import SampledFrames, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
@@ -110,11 +110,12 @@ class Detector:
         self.device = pick_device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        self.model: DeepfakeNet = load_checkpoint(self.weights).to(self.device)
+        model, self.metadata = read_checkpoint(self.weights)
+        self.model: DeepfakeNet = model.to(self.device)
         self.config = self.model.config
         self.version = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:12]
         # how the model did on people it never saw, where its checkpoint states it
-        self.validation: dict | None = checkpoint_metadata(self.weights).get("validation")
+        self.validation: dict | None = self.metadata.get("validation")
         self._lock = threading.Lock()
 
     @property

@@ -141,19 +141,24 @@ def save_checkpoint(model: DeepfakeNet, path: str | Path, half: bool = True, **m
     torch.save({"format": "deepfake-detector/1", "config": model.config.as_dict(), "state_dict": state, **meta}, path)
 
 
+def _is_ours(data: object) -> bool:
+    return isinstance(data, dict) and "config" in data and "state_dict" in data
+
+
+def _metadata(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in ("format", "config", "state_dict")} if _is_ours(data) else {}
+
+
 def checkpoint_metadata(path: str | Path) -> dict:
     """What one of our checkpoints records beside the weights (the clips and people it learnt
-    from, the step kept); empty for the original project's checkpoints."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(data, dict) and "config" in data and "state_dict" in data:
-        return {k: v for k, v in data.items() if k not in ("format", "config", "state_dict")}
-    return {}
+    from, the step kept, its validation); empty for the original project's checkpoints."""
+    return _metadata(torch.load(path, map_location="cpu", weights_only=True))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DeepfakeNet:
-    """Our checkpoints, or a raw state_dict from the original project."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DeepfakeNet, dict]:
+    """The network and its metadata (see `checkpoint_metadata`) from one reading of the file."""
     data = torch.load(path, map_location=map_location, weights_only=True)
-    if isinstance(data, dict) and "config" in data and "state_dict" in data:
+    if _is_ours(data):
         config, state = NetworkConfig.from_dict(data["config"]), data["state_dict"]
     elif isinstance(data, dict) and is_original_state_dict(data):
         config, state = convert_original_state_dict(data)
@@ -161,4 +166,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path} is neither a detector checkpoint nor an original-project state_dict")
     model = DeepfakeNet(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.eval()
+    return model.eval(), _metadata(data)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DeepfakeNet:
+    """Our checkpoints, or a raw state_dict from the original project."""
+    return read_checkpoint(path, map_location)[0]
