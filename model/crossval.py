@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import torch
 
-from .dataset import Clip, identity_components, identity_folds, prepare_cache, read_manifest, shown_path
+from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
-from .training import TrainConfig, fit, portable_settings, save_trained
+from .training import TrainConfig, cache_crops, fit, portable_settings, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     qualities = ["orig", config.hard_quality]
     held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
     fold_train_groups = [training_groups(groups, fold_of, k, train_groups, config.seed) for k in range(folds)]
-    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
+    cache_crops(config, clips)
 
     train_sets = [[c for c, g in zip(clips, groups) if g in chosen] for chosen in fold_train_groups]
     val_sets = [[clips[i] for i in held_out] for held_out in held_outs]
@@ -116,7 +116,7 @@ def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
     report = json.loads(Path(report_path).read_text())
     clips = read_manifest(config.manifest, config.root)
     check_same_recipe(report, config, clips)
-    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
+    cache_crops(config, clips)
     log.info("%d clips, all for training; calibration from %s", len(clips), report_path)
     result = fit(config, clips, [], select_best=False)
     return save_trained(

@@ -63,9 +63,11 @@ class TrainConfig:
     device: str | None = None
     workers: int = 2
 
-    def cached_qualities(self) -> list[str]:
-        """The qualities whose crops training and validation read."""
-        return sorted(set(self.train_qualities) | {"orig", self.hard_quality})
+
+def cache_crops(config: TrainConfig, clips: list[Clip]) -> None:
+    """Crop and cache the faces of `clips` at every quality that training and validation read."""
+    qualities = sorted(set(config.train_qualities) | {"orig", config.hard_quality})
+    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
 
 
 def portable_settings(config: TrainConfig) -> dict:
@@ -284,7 +286,7 @@ def train(config: TrainConfig) -> dict:
     clips = read_manifest(config.manifest, config.root)
     train_clips, val_clips = split_by_identity(clips, config.val_fraction, config.seed)
     log.info("%d clips: %d train, %d validation (identity-disjoint)", len(clips), len(train_clips), len(val_clips))
-    prepare_cache(clips, config.cache_dir, config.cached_qualities(), config.cached_frames, config.image_size, config.workers)
+    cache_crops(config, clips)
 
     result = fit(config, train_clips, val_clips)
     margins = result.margins[result.kept_step]
@@ -303,6 +305,7 @@ def save_trained(
     can tell which of its clips are not unseen, and carries `validation` (headline figures on
     unseen people) when there is one to state."""
     model, (temperature, bias) = result.model, calibration
+    stated = {"validation": validation} if validation else {}
     model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
     record = {
         "train_config": portable_settings(config),
@@ -311,14 +314,14 @@ def save_trained(
         "train_clips": [shown_path(c, config.manifest, config.root) for c in result.trained_on],
         **record,
         "calibration": {"temperature": temperature, "logit_bias": bias},
-        **({"validation": validation} if validation else {}),
+        **stated,
     }
     identities = sorted({i for c in result.trained_on if c.group for i in c.identities})
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         model.cpu(), config.out,
         trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=identities, best_step=result.kept_step,
-        **({"validation": validation} if validation else {}),
+        **stated,
     )
     log.info("saved %s (step %d kept, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record
