@@ -207,6 +207,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--exclude-method", dest="exclude_methods", action="append", default=[], metavar="METHOD",
         help="leave this method's fakes out of training (repeatable); validation keeps them",
     )
+    parser.add_argument(
+        "--members", type=int, default=defaults.members,
+        help="networks trained alike but for their seeds, their logits averaged (an ensemble)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

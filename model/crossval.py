@@ -13,7 +13,6 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 
 from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
-from .training import TrainConfig, cache_crops, fit, portable_settings, save_trained
+from .training import TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, portable_settings, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     cores are re-shared as folds start and end, and a sum over more threads rounds differently).
     With `train_groups`, each fold model learns from only that many of its training identity
     groups, drawn at random: run at several sizes, that measures how the detector gains from
-    more people.
+    more people. With `config.members` > 1 each fold's model is an ensemble: its members train
+    as separate tasks (run side by side like folds) and its margins are their mean; each
+    member's own margin is reported beside it.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
     offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict."""
@@ -55,24 +56,35 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
             "fold %d/%d: %d clips held out, %d of %d identity groups (%d clips) for training",
             k + 1, folds, len(held_outs[k]), len(fold_train_groups[k]), len(set(groups[fold_of != k])), len(train_sets[k]),
         )
+    # One task per fold and ensemble member; the folds stay those of config.seed.
+    tasks = [(k, member) for k in range(folds) for member in range(config.members)]
+    task_args = (
+        [member_config(config, member) for _, member in tasks], [train_sets[k] for k, _ in tasks], [val_sets[k] for k, _ in tasks],
+    )
     if jobs > 1:
-        workers = min(jobs, folds)
+        workers = min(jobs, len(tasks))
         # spawn, not fork: a forked process cannot use CUDA
         context = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // workers)
         setup = (threads, logging.getLogger().level, context.Value("i", 0))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_fold_process, initargs=setup) as pool:
-            results = list(pool.map(partial(_held_out_margins_sharing_cores, config), train_sets, val_sets))
+            results = list(pool.map(_held_out_margins_sharing_cores, *task_args))
     else:
-        results = [held_out_margins(config, t, v) for t, v in zip(train_sets, val_sets)]
+        results = [held_out_margins(*args) for args in zip(*task_args)]
 
     margins: dict[int, dict[str, np.ndarray]] = {}  # step → quality → margin per clip (nan: not judged)
+    member_final = [{q: np.full(len(clips), np.nan) for q in qualities} for _ in range(config.members)]
     histories = []
-    for held_out, (history, fold_margins, kept) in zip(held_outs, results):
-        histories.append(history)
-        for step, by_quality in fold_margins.items():
+    for k, held_out in enumerate(held_outs):
+        fold_results = [result for (fold, _), result in zip(tasks, results) if fold == k]
+        kept = held_out[fold_results[0][2]]  # the same clips have faces for every member
+        histories.append([r for member, (history, _, _) in enumerate(fold_results) for r in member_history(history, member, config.members)])
+        for member, (_, member_margins, _) in enumerate(fold_results):
+            for q in qualities if len(kept) else ():
+                member_final[member][q][kept] = member_margins[config.steps][q]
+        for step, by_quality in average_margins([m for _, m, _ in fold_results]).items():
             for quality, values in by_quality.items():
-                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in qualities})[quality][held_out[kept]] = values
+                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in qualities})[quality][kept] = values
 
     y = np.array([c.label == "FAKE" for c in clips])
     final = margins[config.steps]
@@ -102,6 +114,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
             {"path": shown_path(c, config.manifest, config.root), "label": c.label, "method": c.method, "group": int(g), "fold": int(f), "margin": _number(m), "p_fake": _number(p)}
             for c, g, f, m, p in zip(clips, groups, fold_of, final[q], p_fake[q])
         ]
+        if config.members > 1:  # each member's own margin, to compare the ensemble with its members
+            for i, row in enumerate(rows):
+                row["member_margins"] = [_number(m[q][i]) for m in member_final]
         report["qualities"][q] = {"metrics": summary, "clips": rows}
     return report
 
@@ -118,7 +133,7 @@ def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
     check_same_recipe(report, config, clips)
     cache_crops(config, clips)
     log.info("%d clips, all for training; calibration from %s", len(clips), report_path)
-    result = fit(config, clips, [], select_best=False)
+    result = fit_members(config, clips, [])
     return save_trained(
         config, result, calibration_from_report(report), validation=validation_summary(report),
         validation_clips=[], calibrated_on=Path(report_path).name,
@@ -146,7 +161,9 @@ _NOT_RECIPE = {"manifest", "eval_every", "val_fraction", "seed"}
 
 def check_same_recipe(report: dict, config: TrainConfig, clips: list[Clip]) -> None:
     """Refuse to calibrate a model with a cross-validation of another recipe or other clips."""
-    theirs = {k: v for k, v in report["train_config"].items() if k not in _NOT_RECIPE}
+    # a setting the report does not name did not exist yet when it was made: it had its default
+    settings = {**portable_settings(TrainConfig(manifest="")), **report["train_config"]}
+    theirs = {k: v for k, v in settings.items() if k not in _NOT_RECIPE}
     ours = {k: v for k, v in portable_settings(config).items() if k not in _NOT_RECIPE}
     differing = [f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k)]
     if differing:

@@ -15,7 +15,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
-from .network import DeepfakeNet, read_checkpoint, to_input
+from .network import ClipModel, read_checkpoint, to_input
 from .video import SampledFrames, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
@@ -111,7 +111,7 @@ class Detector:
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         model, self.metadata = read_checkpoint(self.weights)
-        self.model: DeepfakeNet = model.to(self.device)
+        self.model: ClipModel = model.to(self.device)
         self.config = self.model.config
         self.version = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:12]
         # how the model did on people it never saw, where its checkpoint states it
@@ -130,6 +130,7 @@ class Detector:
             "version": self.version,
             "encoder": self.config.encoder,
             "temporal": self.config.temporal,
+            "members": self.config.members,
             "threshold": self.config.threshold,
             "temperature": self.config.temperature,
             "device": self.device.type,

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import DeepfakeNet
+from .network import ClipModel
 
 
 def grad_cam(
-    model: DeepfakeNet, clip: torch.Tensor, positions: Sequence[int] | None = None, features: torch.Tensor | None = None
+    model: ClipModel, clip: torch.Tensor, positions: Sequence[int] | None = None, features: torch.Tensor | None = None
 ) -> np.ndarray:
     """Heatmaps (len(positions), H, W) in [0, 1] for frames of one normalised clip (1, T, 3, H, W);
     all frames when `positions` is None.

@@ -5,7 +5,7 @@ raw checkpoints load through `convert_original_state_dict`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ class NetworkConfig:
     # sequence-first LSTM, so each frame is its own 1-step sequence and the last frame decides.
     temporal: str = "lstm"
     lstm_bias: bool = True
+    # > 1: an ensemble of this many networks, alike but for their training seed (EnsembleNet).
+    members: int = 1
     # Calibration, fitted on validation: p_fake = softmax(logits / temperature)[FAKE].
     temperature: float = 1.0
     threshold: float = 0.5
@@ -66,7 +68,25 @@ def build_encoder(name: str, imagenet_weights: str | Path | None = None) -> nn.S
     return trunk_of(net)
 
 
-class DeepfakeNet(nn.Module):
+class ClipModel(nn.Module):
+    """What the detector and Grad-CAM use: per-frame encoder features, then the temporal model."""
+
+    config: NetworkConfig
+
+    def frame_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def temporal(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) normalised crops → video logits (B, 2), per-frame logits (B, T, 2)."""
+        batch, steps = clips.shape[:2]
+        features, _ = self.frame_features(clips.flatten(0, 1))
+        return self.temporal(features.view(batch, steps, -1))
+
+
+class DeepfakeNet(ClipModel):
     def __init__(self, config: NetworkConfig, imagenet_weights: str | Path | None = None):
         super().__init__()
         self.config = config
@@ -95,11 +115,35 @@ class DeepfakeNet(nn.Module):
         # The video score averages the per-step scores: every frame counts, none alone decides.
         return steps.mean(dim=1), steps
 
-    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, 3, H, W) normalised crops → video logits (B, 2), per-frame logits (B, T, 2)."""
-        batch, steps = clips.shape[:2]
-        features, _ = self.frame_features(clips.flatten(0, 1))
-        return self.temporal(features.view(batch, steps, -1))
+
+class EnsembleNet(ClipModel):
+    """`config.members` networks alike but for their training seed; the logits are the mean of
+    theirs. Their features and feature maps are concatenated, so the detector and Grad-CAM use
+    an ensemble as they use one network (the heatmap sums the members' evidence)."""
+
+    def __init__(self, config: NetworkConfig, members: list[DeepfakeNet] | None = None):
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(members or [DeepfakeNet(replace(config, members=1)) for _ in range(config.members)])
+
+    @classmethod
+    def of(cls, members: list[DeepfakeNet]) -> "EnsembleNet":
+        return cls(replace(members[0].config, members=len(members)), members)
+
+    def frame_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) → the members' pooled features side by side (N, K·C), and their feature maps (N, K·C, h, w)."""
+        # pooled from the joined map, so that Grad-CAM's gradient reaches it
+        fmap = torch.cat([member.encoder(frames) for member in self.members], dim=1)
+        return self.members[0].pool(fmap).flatten(1), fmap
+
+    def temporal(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, K·C) features → the members' mean video logits (B, 2) and per-frame logits (B, T, 2)."""
+        outputs = [member.temporal(part) for member, part in zip(self.members, features.chunk(len(self.members), dim=-1))]
+        return torch.stack([video for video, _ in outputs]).mean(0), torch.stack([frames for _, frames in outputs]).mean(0)
+
+
+def build_network(config: NetworkConfig) -> ClipModel:
+    return EnsembleNet(config) if config.members > 1 else DeepfakeNet(config)
 
 
 def to_input(frames: np.ndarray, config: NetworkConfig, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -135,7 +179,7 @@ def is_original_state_dict(state: dict) -> bool:
     return any(k.removeprefix("module.").startswith("linear1.") for k in state)
 
 
-def save_checkpoint(model: DeepfakeNet, path: str | Path, half: bool = True, **meta) -> None:
+def save_checkpoint(model: ClipModel, path: str | Path, half: bool = True, **meta) -> None:
     """Weights (fp16 by default, to keep the file small) with the config stored beside them."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     torch.save({"format": "deepfake-detector/1", "config": model.config.as_dict(), "state_dict": state, **meta}, path)
@@ -155,7 +199,7 @@ def checkpoint_metadata(path: str | Path) -> dict:
     return _metadata(torch.load(path, map_location="cpu", weights_only=True))
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DeepfakeNet, dict]:
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ClipModel, dict]:
     """The network and its metadata (see `checkpoint_metadata`) from one reading of the file."""
     data = torch.load(path, map_location=map_location, weights_only=True)
     if _is_ours(data):
@@ -164,11 +208,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         config, state = convert_original_state_dict(data)
     else:
         raise ValueError(f"{path} is neither a detector checkpoint nor an original-project state_dict")
-    model = DeepfakeNet(config)
+    model = build_network(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval(), _metadata(data)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DeepfakeNet:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ClipModel:
     """Our checkpoints, or a raw state_dict from the original project."""
     return read_checkpoint(path, map_location)[0]

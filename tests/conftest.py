@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from media import blank_frames, face_frames, write_h264, write_mp4v  # noqa: E402
 
 from app import create_app  # noqa: E402
-from model.network import DeepfakeNet, NetworkConfig, save_checkpoint  # noqa: E402
+from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, save_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +40,15 @@ def tiny_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_checkpoint(DeepfakeNet(NetworkConfig(encoder="mobilenet_v2", hidden_size=16)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble_weights(tmp_path_factory) -> Path:
+    """Two small randomly initialised networks as one ensemble checkpoint."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "tiny-ensemble.pt"
+    save_checkpoint(EnsembleNet.of([DeepfakeNet(NetworkConfig(hidden_size=16)) for _ in range(2)]), path)
     return path
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model.detector import Detector, pick_device
+from model.network import to_input
 
 
 def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights):
@@ -16,11 +17,25 @@ def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_path_matches_cpu(tiny_weights):
+@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_ensemble_weights"])
+def test_cuda_path_matches_cpu(weights, request):
+    weights = request.getfixturevalue(weights)
     crops = np.random.default_rng(0).integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
-    p_cpu, _ = Detector(tiny_weights, "cpu").score_crops(crops)
-    p_gpu, _ = Detector(tiny_weights, "cuda").score_crops(crops)
+    p_cpu, _ = Detector(weights, "cpu").score_crops(crops)
+    p_gpu, _ = Detector(weights, "cuda").score_crops(crops)
     assert abs(p_cpu - p_gpu) < 0.02  # bf16 autocast on the GPU
+
+
+def test_an_ensemble_checkpoint_judges_with_the_mean_of_its_members(tiny_ensemble_weights, media):
+    detector = Detector(tiny_ensemble_weights)
+    assert detector.describe()["members"] == 2
+    crops = np.random.default_rng(0).integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
+    with torch.no_grad():
+        logits = torch.stack([m(to_input(crops[None], m.config))[0] for m in detector.model.members]).mean(0)
+    p_fake, per_frame = detector.score_crops(crops)
+    assert p_fake == pytest.approx(float(detector.calibrated_p_fake(logits)[0]), abs=1e-5) and per_frame.shape == (6,)
+    result = detector.detect(media["face_h264"], 12, explain=True)
+    assert result.label in ("REAL", "FAKE") and result.tracks[0].heatmaps
 
 
 def test_calibration_is_applied(tiny_weights):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from model.explain import grad_cam, overlay_heatmap
-from model.network import DeepfakeNet, NetworkConfig
+from model.network import DeepfakeNet, EnsembleNet, NetworkConfig
 
 
 def test_grad_cam_maps_every_frame_on_one_scale():
@@ -49,3 +49,13 @@ def test_grad_cam_of_chosen_frames_matches_the_full_computation():
     with torch.no_grad():
         features, _ = model.frame_features(clip[0])
     assert np.allclose(grad_cam(model, clip, [4, 1], features), chosen, atol=1e-5)
+
+
+def test_grad_cam_of_an_ensemble_sums_its_members_evidence():
+    """Two copies of one network are that network: the same heatmaps."""
+    torch.manual_seed(0)
+    model = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    twin = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    twin.load_state_dict(model.state_dict())
+    clip = torch.randn(1, 4, 3, 112, 112)
+    np.testing.assert_allclose(grad_cam(EnsembleNet.of([model, twin]).eval(), clip, [1, 3]), grad_cam(model, clip, [1, 3]), atol=1e-5)

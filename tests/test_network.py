@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from model.network import DeepfakeNet, NetworkConfig, load_checkpoint, save_checkpoint
+from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, load_checkpoint, save_checkpoint
 
 
 class OriginalModel(nn.Module):
@@ -85,6 +85,28 @@ def test_checkpoint_round_trip_keeps_config(tmp_path):
     clip = torch.randn(2, 3, 3, 112, 112)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(clip)[0], net(clip)[0])
+
+
+def test_ensemble_averages_its_members_and_round_trips(tmp_path):
+    torch.manual_seed(5)
+    members = [DeepfakeNet(NetworkConfig(hidden_size=16)).eval() for _ in range(3)]
+    ensemble = EnsembleNet.of(members).eval()
+    ensemble.config.temperature, ensemble.config.extra = 2.5, {"logit_bias": -0.1}
+    assert ensemble.config.members == 3 and all(m.config.members == 1 for m in members)
+    clip = torch.randn(2, 4, 3, 112, 112)
+    with torch.inference_mode():
+        video, frames = ensemble(clip)
+        outputs = [m(clip) for m in members]
+        torch.testing.assert_close(video, sum(v for v, _ in outputs) / 3)
+        torch.testing.assert_close(frames, sum(f for _, f in outputs) / 3)
+        features, fmap = ensemble.frame_features(clip[0])
+        assert features.shape == (4, 3 * 1280) and fmap.shape[1] == 3 * 1280
+    path = tmp_path / "ensemble.pt"
+    save_checkpoint(ensemble, path, half=False)
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, EnsembleNet) and loaded.config == ensemble.config and len(loaded.members) == 3
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(clip)[0], video)
 
 
 def test_fp16_checkpoint_is_close(tmp_path):

@@ -27,7 +27,7 @@ from model.evaluation import (
     summarise,
 )
 from model.faces import LANDMARKS
-from model.network import DeepfakeNet, NetworkConfig, checkpoint_metadata, load_checkpoint, save_checkpoint
+from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, checkpoint_metadata, load_checkpoint, save_checkpoint
 from model.training import SequenceSampler, TrainConfig, clip_margins, fit, train, training_clips
 
 
@@ -208,6 +208,23 @@ def test_cross_validation_judges_every_clip_by_a_model_that_never_saw_it(tiny_da
     assert metrics["auc"] == pytest.approx(roc_auc(y, p)) and metrics["identity_groups"] == 2
 
 
+def test_cross_validation_of_an_ensemble_averages_its_members_on_the_same_folds(tiny_dataset, tmp_path):
+    single = cross_validate(tiny_config(tiny_dataset, tmp_path), folds=2)
+    ensemble = cross_validate(tiny_config(tiny_dataset, tmp_path, members=2), folds=2)
+    assert ensemble["train_config"]["members"] == 2
+    # each fold's history holds both members' evaluations
+    assert [(h["member"], h["step"]) for h in ensemble["fold_histories"][0]] == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    for quality in ("orig", "crf40_480p"):
+        rows = ensemble["qualities"][quality]["clips"]
+        first = {r["path"]: r for r in single["qualities"][quality]["clips"]}
+        # the folds are seed 0's for every member; member 0 is the single model, member 1 differs
+        assert [r["fold"] for r in rows] == [first[r["path"]]["fold"] for r in rows]
+        np.testing.assert_allclose([r["member_margins"][0] for r in rows], [first[r["path"]]["margin"] for r in rows], atol=1e-3)
+        assert [r["member_margins"][1] for r in rows] != [r["member_margins"][0] for r in rows]
+        np.testing.assert_allclose([r["margin"] for r in rows], [np.mean(r["member_margins"]) for r in rows], atol=2e-4)
+    assert "member_margins" not in single["qualities"]["orig"]["clips"][0]
+
+
 def test_cross_validation_in_parallel_processes_gives_the_same_report(tiny_dataset, tmp_path):
     config = tiny_config(tiny_dataset, tmp_path)
     one_by_one = cross_validate(config, folds=2)
@@ -324,6 +341,32 @@ def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibratio
     with pytest.raises(ValueError, match="other clips"):
         train_on_all_clips(config, report_path)
     assert not other.exists()
+
+
+def test_final_ensemble_is_its_members_trained_alike_but_for_the_seed(tmp_path):
+    config = synthetic_setup(tmp_path, groups=4)
+    single = dataclasses.replace(config, out=str(tmp_path / "single.pt"))
+    train_on_all_clips(single, _report(tmp_path / "single.json", cross_validate(single, folds=2)))
+    ensemble = dataclasses.replace(config, members=2, out=str(tmp_path / "ensemble.pt"))
+    report = cross_validate(ensemble, folds=2)
+    legacy = {**report, "train_config": {k: v for k, v in report["train_config"].items() if k != "members"}}
+    with pytest.raises(ValueError, match="members 1 there, 2 here"):  # a report from before ensembles: one network
+        train_on_all_clips(ensemble, _report(tmp_path / "legacy.json", legacy))
+    record = train_on_all_clips(ensemble, _report(tmp_path / "ensemble.json", report))
+    assert [(h["member"], h["step"]) for h in record["history"]] == [(0, 2), (1, 2)]
+    model, alone = load_checkpoint(ensemble.out), load_checkpoint(single.out)
+    assert isinstance(model, EnsembleNet) and model.config.members == 2
+    assert model.config.temperature == pytest.approx(calibration_from_report(report)[0])
+    first, second = (m.state_dict() for m in model.members)
+    assert all(torch.equal(first[k], v) for k, v in alone.state_dict().items())  # member 0 is the single network
+    assert not torch.equal(first["head.weight"], second["head.weight"])
+    with pytest.raises(ValueError, match="cross-validation report"):
+        train(ensemble)
+
+
+def _report(path: Path, report: dict) -> Path:
+    path.write_text(json.dumps(report))
+    return path
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
