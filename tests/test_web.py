@@ -106,6 +106,16 @@ def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_pat
     assert list((tmp_path / "uploads").iterdir()) == []
 
 
+def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_ensemble_weights):
+    for weights, members in ((tiny_weights, 1), (tiny_ensemble_weights, 2)):
+        client = create_app(app_config(weights, tmp_path)).test_client()
+        assert post(client, "/api/v1/detect", media["face_h264"]).get_json()["model"]["members"] == members
+        text = " ".join(re.sub(r"<[^>]+>", " ", post(client, "/detect", media["face_h264"], follow=True).data.decode()).split())
+        shown = "mobilenet_v2, an ensemble of 2 networks, version" if members == 2 else "mobilenet_v2, version"
+        assert f"{weights.name} ({shown}" in text
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
 def test_no_face_is_a_result_not_a_verdict(client, media):
     body = post(client, "/api/v1/detect", media["no_face"]).get_json()
     assert body["label"] == "NO_FACE"
