@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -74,6 +75,18 @@ def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: 
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    return path
+
+
+def turn_quarter_clockwise_on_display(path: Path) -> Path:
+    """Write into the MP4 track header the matrix that turns the picture 90° clockwise on display,
+    as a phone does for a portrait video it stores sideways."""
+    data = bytearray(path.read_bytes())
+    header = data.index(b"tkhd") + 4
+    assert data[header] == 0, "a version-0 track header"
+    matrix = header + 4 + 20 + 8 + 8  # version and flags; times, id and duration; reserved; layer to volume
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -1 << 16, 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(data)
     return path
 
 

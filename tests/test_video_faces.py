@@ -7,6 +7,8 @@ import pytest
 from model.faces import crop_face, detect_faces, expand_box, track_faces
 from model.video import VideoError, read_frames, sample_indices
 
+from media import face_frames, turn_quarter_clockwise_on_display, write_h264
+
 
 def test_sample_indices_spread_over_whole_video():
     indices = sample_indices(1000, 20)
@@ -37,6 +39,18 @@ def test_seek_and_sequential_read_the_same_frames(media):
     assert sequential.indices == seeking.indices
     for a, b in zip(sequential.frames, seeking.frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_a_portrait_video_stored_sideways_is_read_upright(tmp_path, seek_min_gap):
+    upright = face_frames(12)
+    sideways = [np.ascontiguousarray(np.rot90(f)) for f in upright]  # what the phone stores
+    path = turn_quarter_clockwise_on_display(write_h264(tmp_path / "portrait.mp4", sideways))
+    sampled = read_frames(path, 4, seek_min_gap=seek_min_gap)
+    assert (sampled.info.width, sampled.info.height) == (640, 360)
+    for index, frame in zip(sampled.indices, sampled.frames):
+        assert frame.shape == (360, 640, 3) and np.abs(frame.astype(int) - upright[index]).mean() < 5
+    assert detect_faces(sampled.frames[0])  # so the face is found as in any other video
 
 
 @pytest.mark.parametrize("clip", ["not_video", "truncated", "empty"])
