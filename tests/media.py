@@ -63,13 +63,20 @@ def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np
 
 
 def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: str = "medium") -> Path:
+    return write_video(path, frames, "libx264", fps, options={"preset": preset})
+
+
+def write_video(
+    path: Path, frames: Iterable[np.ndarray], codec: str, fps: int = 10, pix_fmt: str = "yuv420p", options: dict | None = None
+) -> Path:
+    """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix."""
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream = out.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = first.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": preset}
+        stream.pix_fmt = pix_fmt
+        stream.options = options or {}
         for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)

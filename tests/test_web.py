@@ -6,6 +6,7 @@ import re
 
 import pytest
 from conftest import app_config
+from media import face_frames, write_video
 
 from app import create_app
 from model.network import load_checkpoint, save_checkpoint
@@ -114,6 +115,23 @@ def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_en
         shown = "mobilenet_v2, an ensemble of 2 networks, version" if members == 2 else "mobilenet_v2, version"
         assert f"{weights.name} ({shown}" in text
     assert list((tmp_path / "uploads").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name,codec,pix_fmt",
+    [
+        ("browser.webm", "libvpx-vp9", "yuv420p"),  # what a browser records
+        ("old-browser.webm", "libvpx", "yuv420p"),
+        ("camera.mkv", "mjpeg", "yuvj420p"),
+        ("old.avi", "mpeg4", "yuv420p"),
+        ("phone.mkv", "hevc", "yuv420p"),
+    ],
+)
+def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, pix_fmt):
+    path = write_video(tmp_path / name, face_frames(12), codec, pix_fmt=pix_fmt)
+    body = post(client, "/api/v1/detect", path, name=name).get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
+    assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
 
 
 def test_no_face_is_a_result_not_a_verdict(client, media):
