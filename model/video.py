@@ -69,9 +69,9 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _count_frames(capture: cv2.VideoCapture) -> int:
+def _count_frames(capture: cv2.VideoCapture, limit: int | None = None) -> int:
     count = 0
-    while capture.grab():
+    while (limit is None or count < limit) and capture.grab():
         count += 1
     return count
 
@@ -112,8 +112,18 @@ def _read_seeking(
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Stream facts from the container; the frame count may be wrong or missing (0)."""
-    return _with_capture(path, _info)
+    """Stream facts from the container; the frame count may be wrong or missing (0).
+
+    A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
+    refused: the detector judges a face over time, and was calibrated on sequences of frames."""
+    info = _with_capture(path, _info)
+    if info.frame_count <= 1:  # a photo, or a header that does not say: see if a second frame follows
+        decodable = _with_capture(path, lambda capture: _count_frames(capture, limit=2))
+        if decodable == 0:
+            raise VideoError("The video has no decodable frames.")
+        if decodable == 1:
+            raise VideoError("This file holds a single picture, not a video: the detector judges a face over time.")
+    return info
 
 
 def _info(capture: cv2.VideoCapture) -> VideoInfo:

@@ -53,6 +53,18 @@ def test_a_portrait_video_stored_sideways_is_read_upright(tmp_path, seek_min_gap
     assert detect_faces(sampled.frames[0])  # so the face is found as in any other video
 
 
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
+def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(cv2.imencode(".png" if name.endswith(".png") else ".jpg", face_frames(1)[0][..., ::-1])[1].tobytes())
+    with pytest.raises(VideoError, match="single picture"):
+        read_frames(path, 10)
+
+
+def test_a_two_frame_video_is_still_a_video(tmp_path):
+    assert len(read_frames(write_h264(tmp_path / "two.mp4", face_frames(2)), 10).frames) == 2
+
+
 @pytest.mark.parametrize("clip", ["not_video", "truncated", "empty"])
 def test_unreadable_files_raise(media, clip):
     with pytest.raises(VideoError):

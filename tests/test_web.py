@@ -4,6 +4,7 @@ import io
 import json
 import re
 
+import cv2
 import pytest
 from conftest import app_config
 from media import face_frames, write_video
@@ -132,6 +133,16 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
+
+
+def test_a_photo_gets_a_clear_answer(client, tmp_path):
+    photo = tmp_path / "me.jpg"
+    cv2.imwrite(str(photo), face_frames(1)[0][..., ::-1])
+    api = post(client, "/api/v1/detect", photo, name="me.jpg")
+    assert api.status_code == 415 and api.get_json()["error"]["code"] == "not_a_video"
+    assert "single picture, not a video" in api.get_json()["error"]["message"]
+    page = post(client, "/detect", photo, name="me.jpg")
+    assert page.status_code == 415 and b"single picture, not a video" in page.data
 
 
 def test_no_face_is_a_result_not_a_verdict(client, media):
