@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 
 import cv2
 import pytest
@@ -133,6 +134,18 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
+
+
+def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media):
+    url = post(client, "/detect", media["face_h264"]).headers["Location"]
+    job_id = url.rstrip("/").split("/")[-1]
+    store = app.extensions["job_store"]
+    report = store.get(job_id).result
+    del report["model"]["members"]  # as the reports stored before this field
+    with sqlite3.connect(app.config["JOBS_DB"]) as db:
+        db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(report), job_id))
+    page = client.get(url)
+    assert page.status_code == 200 and b"(mobilenet_v2, version" in page.data
 
 
 def test_a_photo_gets_a_clear_answer(client, tmp_path):
