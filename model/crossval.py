@@ -122,8 +122,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
 
 
 def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
-    """The recipe's final model: trained on every clip of the manifest, its last step kept, and
-    calibrated on the out-of-fold margins of the recipe's cross-validation (`report_path`).
+    """The recipe's final model (every member, for an ensemble): trained on every clip of the
+    manifest, its last step kept, and calibrated on the out-of-fold margins of the recipe's
+    cross-validation (`report_path`).
 
     The cross-validation says how the recipe does on people it never saw; this model then learns
     from all of them, since the detector gains from every identity group added. No clip is left
