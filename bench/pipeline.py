@@ -26,6 +26,7 @@ log = logging.getLogger("bench")
 CLIPS = {  # name: (width, height, seconds, fps)
     "720p_10s": (1280, 720, 10, 25),
     "1080p_10s": (1920, 1080, 10, 30),
+    "2160p_10s": (3840, 2160, 10, 30),  # a phone's 4K
     "1080p_10min": (1920, 1080, 600, 30),
 }
 SEQUENCE_LENGTHS = (20, 60, 100)

@@ -35,7 +35,7 @@ class TrackResult:
     label: str  # REAL or FAKE
     confidence: float  # percent, for the label given
     p_fake: float
-    box: tuple[int, int, int, int]  # median (top, right, bottom, left) in the frame
+    box: tuple[int, int, int, int]  # median (top, right, bottom, left) in the video's pixels
     frame_scores: list[dict]  # per judged frame: index, time_s, p_fake
     crops: np.ndarray  # the judged face crops, RGB
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # crop position → Grad-CAM overlay
@@ -236,7 +236,7 @@ class Detector:
             clip = to_input(face.crops[None], self.config, self.device)
             heat = grad_cam(self.model, clip, suspicious, features)
             heatmaps = {p: overlay_heatmap(face.crops[p], h) for p, h in zip(suspicious, heat)}
-        box = tuple(int(v) for v in np.median(np.array(face.track.boxes), axis=0))
+        box = tuple(int(v) for v in np.median(np.array(face.track.boxes), axis=0) / sampled.scale)  # in the video's pixels
         return TrackResult(
             track_id,
             "FAKE" if is_fake else "REAL",

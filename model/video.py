@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 # Past this many frames between two chosen frames, seeking to each one is cheaper
 # than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
+# Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
+# would otherwise hold 2.5 GB, and 112 px face crops need no more.
+MAX_FRAME_SIDE = 1920
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 
@@ -46,6 +49,7 @@ class SampledFrames:
     indices: list[int] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)  # RGB uint8, H×W×3
     method: str = "sequential"
+    scale: float = 1.0  # frame pixels per video pixel: below 1 where frames were shrunk
 
 
 def sample_indices(frame_count: int, count: int) -> list[int]:
@@ -65,8 +69,20 @@ def _open(path: str | Path) -> cv2.VideoCapture:
     return capture
 
 
-def _to_rgb(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+@dataclass
+class _ToRGB:
+    """Decoded BGR frame → RGB, shrunk to `max_side` if larger; remembers the decoded size."""
+
+    max_side: int
+    decoded_shape: tuple[int, int] = (0, 0)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        self.decoded_shape = frame.shape[:2]
+        scale = self.max_side / max(frame.shape[:2])
+        if scale < 1:
+            size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def _count_frames(capture: cv2.VideoCapture, limit: int | None = None) -> int:
@@ -77,7 +93,7 @@ def _count_frames(capture: cv2.VideoCapture, limit: int | None = None) -> int:
 
 
 def _read_sequential(
-    capture: cv2.VideoCapture, wanted: list[int], progress: Progress | None = None
+    capture: cv2.VideoCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass; only the chosen frames are converted. Returns frames read and frames seen."""
     targets = set(wanted)
@@ -89,7 +105,7 @@ def _read_sequential(
             ok, frame = capture.retrieve()
             if ok and frame is not None:
                 got_idx.append(index)
-                got.append(_to_rgb(frame))
+                got.append(to_rgb(frame))
                 if progress:
                     progress(index / last if last else 1.0)
         index += 1
@@ -97,7 +113,7 @@ def _read_sequential(
 
 
 def _read_seeking(
-    capture: cv2.VideoCapture, wanted: list[int], progress: Progress | None = None
+    capture: cv2.VideoCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
 ) -> tuple[list[int], list[np.ndarray]]:
     got_idx, got = [], []
     for done, index in enumerate(wanted, 1):
@@ -105,7 +121,7 @@ def _read_seeking(
         ok, frame = capture.read()
         if ok and frame is not None:
             got_idx.append(index)
-            got.append(_to_rgb(frame))
+            got.append(to_rgb(frame))
         if progress:
             progress(done / len(wanted))
     return got_idx, got
@@ -138,15 +154,21 @@ def _info(capture: cv2.VideoCapture) -> VideoInfo:
 
 
 def read_frames(
-    path: str | Path, count: int, seek_min_gap: int = SEEK_MIN_GAP_FRAMES, progress: Progress | None = None
+    path: str | Path,
+    count: int,
+    seek_min_gap: int = SEEK_MIN_GAP_FRAMES,
+    progress: Progress | None = None,
+    max_side: int = MAX_FRAME_SIDE,
 ) -> SampledFrames:
-    """Decode `count` frames spread evenly over the whole video, as RGB arrays.
+    """Decode `count` frames spread evenly over the whole video, as RGB arrays no larger than
+    `max_side` on their longest side (`scale` says how much they were shrunk).
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames); long ones seek near each chosen frame. A missing or wrong frame count is
     corrected by counting, and rotation metadata is applied by OpenCV's decoder. `progress`
     hears how far through the chosen frames the reading is.
     """
+    to_rgb = _ToRGB(max_side)
     info = probe_video(path)
     if info.frame_count <= 0:
         info.frame_count = _counted(path)
@@ -155,23 +177,23 @@ def read_frames(
         raise VideoError("The video has no decodable frames.")
     method = "seek" if info.frame_count / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
-        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted, progress))
+        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, info.frame_count = "sequential", _counted(path)
             wanted = sample_indices(info.frame_count, count)
     if method == "sequential":
-        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted, progress))
+        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted, to_rgb, progress))
         if 0 < seen <= max(wanted):
             # Fewer frames than the header said: sample again over what is really there.
             log.info("header said %d frames, stream has %d", info.frame_count, seen)
             info.frame_count = seen
             wanted = sample_indices(seen, count)
-            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted, progress))
+            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise VideoError("The video has no decodable frames.")
-    info.height, info.width = frames[0].shape[:2]  # after rotation
+    info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.duration_s = info.frame_count / info.fps
-    return SampledFrames(info, indices, frames, method)
+    return SampledFrames(info, indices, frames, method, frames[0].shape[0] / info.height)
 
 
 def _with_capture(path: str | Path, read: Callable[[cv2.VideoCapture], T]) -> T:

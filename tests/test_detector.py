@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from model.detector import Detector, pick_device
 from model.network import to_input
+from model.video import read_frames
 
 
 def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights):
@@ -96,6 +98,16 @@ def test_every_face_is_judged_and_any_fake_face_decides(tiny_weights, two_faces,
     body = result.as_dict()
     assert [t["frames_seen"] for t in body["face_tracks"]] == [len(first.crops), len(second.crops)]
     assert body["frame_scores"] == body["face_tracks"][1]["frame_scores"]
+
+
+def test_faces_in_shrunk_frames_are_placed_in_the_video_s_pixels(tiny_weights, media, monkeypatch):
+    detector = Detector(tiny_weights)
+    full = detector.detect(media["face_h264"], 10)
+    monkeypatch.setattr("model.detector.read_frames", partial(read_frames, max_side=320))  # as a 4K video is shrunk
+    shrunk = detector.detect(media["face_h264"], 10)
+    assert (shrunk.video.width, shrunk.video.height) == (640, 360)
+    assert np.abs(np.subtract(shrunk.tracks[0].box, full.tracks[0].box)).max() <= 8
+    assert shrunk.tracks[0].crops.shape[1:] == (112, 112, 3)
 
 
 def test_max_faces_limits_the_tracks(tiny_weights, two_faces):

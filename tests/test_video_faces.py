@@ -42,6 +42,17 @@ def test_seek_and_sequential_read_the_same_frames(media):
 
 
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_large_frames_are_shrunk_and_the_video_keeps_its_size(media, seek_min_gap):
+    full = read_frames(media["face_h264"], 6, seek_min_gap=seek_min_gap)
+    shrunk = read_frames(media["face_h264"], 6, seek_min_gap=seek_min_gap, max_side=320)
+    assert full.scale == 1.0 and shrunk.scale == 0.5 and shrunk.indices == full.indices
+    assert (shrunk.info.width, shrunk.info.height) == (640, 360)
+    for small, large in zip(shrunk.frames, full.frames):
+        assert small.shape == (180, 320, 3)
+        assert np.abs(small.astype(int) - cv2.resize(large, (320, 180), interpolation=cv2.INTER_AREA)).mean() < 1
+
+
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
 def test_a_portrait_video_stored_sideways_is_read_upright(tmp_path, seek_min_gap):
     upright = face_frames(12)
     sideways = [np.ascontiguousarray(np.rot90(f)) for f in upright]  # what the phone stores
