@@ -79,8 +79,10 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         fold_results = [result for (fold, _), result in zip(tasks, results) if fold == k]
         kept = held_out[fold_results[0][2]]  # the same clips have faces for every member
         histories.append([r for member, (history, _, _) in enumerate(fold_results) for r in member_history(history, member, config.members)])
+        if not len(kept):  # no held-out clip of this fold had a face at every quality: nothing was scored
+            continue
         for member, (_, member_margins, _) in enumerate(fold_results):
-            for q in qualities if len(kept) else ():
+            for q in qualities:
                 member_final[member][q][kept] = member_margins[config.steps][q]
         for step, by_quality in average_margins([m for _, m, _ in fold_results]).items():
             for quality, values in by_quality.items():
