@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +52,26 @@ class TrackResult:
         }
 
 
+def video_p_fake(face_p_fakes: Sequence[float]) -> float:
+    """The probability that a video holds a manipulated face, from its faces' calibrated p_fake:
+    the mean of the faces' odds, as a probability.
+
+    That is the posterior, from even odds, when a fake video has one manipulated face among its
+    k (any of them alike) and the faces' scores are independent given what each face is: the
+    likelihood ratio of "face i is the fake" is face i's odds (the calibration is class-balanced),
+    and the video's is their mean. One face keeps its own probability. Taking the most suspicious
+    face instead would call more real videos FAKE the more people they show, since each real face
+    is another chance of a high score (measured in bench/multi_face.py)."""
+    p = np.clip(np.asarray(face_p_fakes, dtype=np.float64), 1e-6, 1 - 1e-6)  # a face at 1.0 has infinite odds
+    odds = float(np.mean(p / (1 - p)))
+    return odds / (1 + odds)
+
+
 @dataclass
 class DetectionResult:
-    """The video's verdict: FAKE when any judged face is FAKE. The top-level scores are those of the
-    deciding face (the one most likely FAKE); `tracks` has every face judged."""
+    """The video's verdict. `p_fake` combines every judged face's (`video_p_fake`); the deciding
+    face is the one most likely FAKE, and `frame_scores` and `faces` are its own. `tracks` has
+    every face judged."""
 
     label: str  # REAL, FAKE or NO_FACE
     confidence: float | None  # percent, for the label given
@@ -209,10 +225,15 @@ class Detector:
         seconds["total"] = time.perf_counter() - start
 
         deciding = max(tracks, key=lambda t: t.p_fake)
+        if len(tracks) == 1:
+            label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
+        else:
+            p_fake = video_p_fake([t.p_fake for t in tracks])
+            label, confidence = self._verdict(p_fake)
         return DetectionResult(
-            deciding.label,
-            deciding.confidence,
-            deciding.p_fake,
+            label,
+            confidence,
+            round(p_fake, 4),
             frames,
             len(deciding.crops),
             sampled.info,
@@ -221,10 +242,14 @@ class Detector:
             deciding.track_id,
         )
 
+    def _verdict(self, p_fake: float) -> tuple[str, float]:
+        """The label for a calibrated p_fake, and its confidence in percent."""
+        is_fake = p_fake >= self.config.threshold
+        return ("FAKE" if is_fake else "REAL"), round(100.0 * (p_fake if is_fake else 1.0 - p_fake), 1)
+
     def _judge(self, track_id: int, face: FaceCrops, sampled: SampledFrames, explain: bool) -> TrackResult:
         features = self.encode(face.crops)
         p_fake, per_frame = self.score_features(features)
-        is_fake = p_fake >= self.config.threshold
         fps = sampled.info.fps
         frame_scores = [
             {"index": sampled.indices[pos], "time_s": round(sampled.indices[pos] / fps, 3), "p_fake": round(float(p), 4)}
@@ -239,8 +264,7 @@ class Detector:
         box = tuple(int(v) for v in np.median(np.array(face.track.boxes), axis=0) / sampled.scale)  # in the video's pixels
         return TrackResult(
             track_id,
-            "FAKE" if is_fake else "REAL",
-            round(100.0 * (p_fake if is_fake else 1.0 - p_fake), 1),
+            *self._verdict(p_fake),
             round(p_fake, 4),
             box,
             frame_scores,

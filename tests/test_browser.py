@@ -105,6 +105,7 @@ def test_upload_progress_and_result(server, page, two_faces, tmp_path):
 
     verdict = page.locator(".verdict")
     expect(verdict).to_contain_text(re.compile(r"(REAL|FAKE) \d+\.\d% confidence"))
+    expect(page.locator(".combined")).to_contain_text(re.compile(r"It weighs all 2 faces together: face [12] looks the most manipulated"))
     tracks = page.locator("section.track")
     expect(tracks).to_have_count(2)  # one entry per face
     expect(page.locator(".tracks-summary li")).to_have_count(2)

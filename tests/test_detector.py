@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import Detector, pick_device
+from model.detector import Detector, pick_device, video_p_fake
 from model.network import to_input
 from model.video import read_frames
 
@@ -81,7 +81,7 @@ def two_faces(tmp_path_factory):
     return write_h264(tmp_path_factory.mktemp("two") / "two.mp4", two_face_frames())
 
 
-def test_every_face_is_judged_and_any_fake_face_decides(tiny_weights, two_faces, monkeypatch):
+def test_every_face_is_judged_and_the_video_weighs_them_all(tiny_weights, two_faces, monkeypatch):
     scores = iter([0.2, 0.8])  # the most often seen face looks real, the other fake
 
     def score_features(self, features):
@@ -91,13 +91,35 @@ def test_every_face_is_judged_and_any_fake_face_decides(tiny_weights, two_faces,
     monkeypatch.setattr(Detector, "score_features", score_features)
     result = Detector(tiny_weights).detect(two_faces, 20)
     assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
-    assert (result.label, result.p_fake, result.deciding_track) == ("FAKE", 0.8, 2)
+    # odds 0.25 and 4, mean 2.125: p = 2.125 / 3.125
+    assert (result.label, result.p_fake, result.confidence, result.deciding_track) == ("FAKE", 0.68, 68.0, 2)
     first, second = result.tracks
     assert first.box[1] < 480 < second.box[3]  # left person, then right person
     assert len(first.crops) == 20 and len(second.crops) >= 10
     body = result.as_dict()
     assert [t["frames_seen"] for t in body["face_tracks"]] == [len(first.crops), len(second.crops)]
-    assert body["frame_scores"] == body["face_tracks"][1]["frame_scores"]
+    assert body["frame_scores"] == body["face_tracks"][1]["frame_scores"] and body["faces"] == len(second.crops)
+
+
+def test_a_face_just_over_the_threshold_beside_a_real_one_leaves_the_video_real(tiny_weights, two_faces, monkeypatch):
+    scores = iter([0.3, 0.6])  # with several faces, one scoring a little high is likely by chance
+
+    def score_features(self, features):
+        p = next(scores)
+        return p, np.full(len(features), p)
+
+    monkeypatch.setattr(Detector, "score_features", score_features)
+    result = Detector(tiny_weights).detect(two_faces, 20)
+    assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
+    assert result.label == "REAL" and result.p_fake == pytest.approx(0.4909, abs=1e-4) and result.deciding_track == 2
+
+
+def test_one_face_keeps_its_own_probability_and_several_combine_as_mean_odds():
+    assert video_p_fake([0.73]) == pytest.approx(0.73)
+    assert video_p_fake([0.6, 0.6, 0.6]) == pytest.approx(0.6)
+    assert video_p_fake([0.5, 0.9]) == pytest.approx(5 / 6)  # odds 1 and 9, mean 5
+    assert video_p_fake([0.1, 0.1, 0.9]) < 0.9  # three chances of a high score by accident
+    assert video_p_fake([1.0, 0.2]) == pytest.approx(1.0, abs=1e-5) and video_p_fake([0.0, 0.0]) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_faces_in_shrunk_frames_are_placed_in_the_video_s_pixels(tiny_weights, media, monkeypatch):

@@ -8,9 +8,10 @@ import sqlite3
 import cv2
 import pytest
 from conftest import app_config
-from media import face_frames, write_video
+from media import face_frames, two_face_frames, write_h264, write_video
 
 from app import create_app
+from model.detector import video_p_fake
 from model.network import load_checkpoint, save_checkpoint
 
 
@@ -86,6 +87,20 @@ def test_page_without_script_redirects_to_result_permalink(client, media):
     for url in (crops[0], heatmaps[0]):
         image = client.get(url)
         assert image.status_code == 200 and image.mimetype == "image/jpeg" and image.data[:2] == b"\xff\xd8"
+
+
+def test_a_video_of_two_people_weighs_both_faces(client, tmp_path):
+    path = write_h264(tmp_path / "two.mp4", two_face_frames())
+    body = post(client, "/api/v1/detect", path).get_json()
+    tracks = {t["track_id"]: t for t in body["face_tracks"]}
+    assert len(tracks) == 2
+    suspect = max(tracks.values(), key=lambda t: t["p_fake"])
+    assert body["deciding_track"] == suspect["track_id"] and body["frame_scores"] == suspect["frame_scores"]
+    assert body["p_fake"] == pytest.approx(video_p_fake([t["p_fake"] for t in tracks.values()]), abs=1e-4)
+    assert body["label"] == ("FAKE" if body["p_fake"] >= 0.5 else "REAL")
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "Probability that the video holds a manipulated face: <strong>%.1f%%</strong>" % (body["p_fake"] * 100) in html
+    assert "face %d looks the most manipulated (%.1f%%)" % (suspect["track_id"], suspect["p_fake"] * 100) in html
 
 
 def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_path, media, tiny_weights):
