@@ -81,14 +81,19 @@ def two_faces(tmp_path_factory):
     return write_h264(tmp_path_factory.mktemp("two") / "two.mp4", two_face_frames())
 
 
-def test_every_face_is_judged_and_the_video_weighs_them_all(tiny_weights, two_faces, monkeypatch):
-    scores = iter([0.2, 0.8])  # the most often seen face looks real, the other fake
+def scoring_faces_as(monkeypatch, *scores: float) -> None:
+    """Make the detector score its faces, in track order, with these probabilities."""
+    pending = iter(scores)
 
     def score_features(self, features):
-        p = next(scores)
+        p = next(pending)
         return p, np.full(len(features), p)
 
     monkeypatch.setattr(Detector, "score_features", score_features)
+
+
+def test_every_face_is_judged_and_the_video_weighs_them_all(tiny_weights, two_faces, monkeypatch):
+    scoring_faces_as(monkeypatch, 0.2, 0.8)  # the most often seen face looks real, the other fake
     result = Detector(tiny_weights).detect(two_faces, 20)
     assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
     # odds 0.25 and 4, mean 2.125: p = 2.125 / 3.125
@@ -102,13 +107,7 @@ def test_every_face_is_judged_and_the_video_weighs_them_all(tiny_weights, two_fa
 
 
 def test_a_face_just_over_the_threshold_beside_a_real_one_leaves_the_video_real(tiny_weights, two_faces, monkeypatch):
-    scores = iter([0.3, 0.6])  # with several faces, one scoring a little high is likely by chance
-
-    def score_features(self, features):
-        p = next(scores)
-        return p, np.full(len(features), p)
-
-    monkeypatch.setattr(Detector, "score_features", score_features)
+    scoring_faces_as(monkeypatch, 0.3, 0.6)  # with several faces, one scoring a little high is likely by chance
     result = Detector(tiny_weights).detect(two_faces, 20)
     assert [t.label for t in result.tracks] == ["REAL", "FAKE"]
     assert result.label == "REAL" and result.p_fake == pytest.approx(0.4909, abs=1e-4) and result.deciding_track == 2
