@@ -117,6 +117,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             rows.append({
                 "path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method,
                 "people_seen_in_training": clip.path in seen, "prediction": result.label, "p_fake": result.p_fake,
+                "faces_judged": len(result.tracks),
+                "face_height_px": result.decisive.box[2] - result.decisive.box[0] if result.decisive else None,
             })
             if result.p_fake is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=["all", "validation"], default="all",
         help="validation: the identity groups that train (without --crossval-report) holds out",
     )
-    evaluate.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"], help="orig, crf40_480p (H.264 CRF 40, 480p), crf32_360p")
+    evaluate.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"], help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p")
     evaluate.add_argument("--sequence-length", type=int, default=None)
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,9 @@ QUALITIES: dict[str, tuple[int, int] | None] = {
     "orig": None,
     "crf40_480p": (40, 480),  # the hard validation: like FF++ c40, and a phone-sized upload
     "crf32_360p": (32, 360),
+    # lightly compressed but small: faces of about 50–100 px, to see how face size alone tells
+    "crf23_360p": (23, 360),
+    "crf23_240p": (23, 240),
 }
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 

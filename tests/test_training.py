@@ -416,6 +416,8 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert metrics["identity_groups"] == 2 and 0 <= metrics["within_group_auc"] <= 1
     rows = report["qualities"]["orig"]["clips"]
     assert [r["path"] for r in rows] == ["001.mp4", "001_fake.mp4", "002.mp4", "002_fake.mp4"]  # as in the manifest
+    assert [r["faces_judged"] for r in rows] == [1, 1, 1, 1]  # one person a generated clip
+    assert all(60 < r["face_height_px"] < 360 for r in rows)  # the face's box in the 640×360 video
     y = np.array([r["label"] == "FAKE" for r in rows])
     p = np.array([r["p_fake"] for r in rows])
     assert report["qualities"]["orig"]["metrics"]["auc"] == pytest.approx(roc_auc(y, p))
