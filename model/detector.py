@@ -225,7 +225,7 @@ class Detector:
         seconds["total"] = time.perf_counter() - start
 
         deciding = max(tracks, key=lambda t: t.p_fake)
-        if len(tracks) == 1:
+        if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
             label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
         else:
             p_fake = video_p_fake([t.p_fake for t in tracks])
