@@ -23,9 +23,10 @@ def pixel_scale(image: np.ndarray) -> float:
 def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480) -> None:
     """Re-encode a video with libx264 at `crf`, optionally downscaled: the heavy compression of uploads.
 
-    x264 runs without its assembly code: with it, re-encodes of one clip differed from run to run
-    (five runs, five files, for a 1280×720 clip brought down to 852×480), and so did the scores on
-    them. Its C code gives the same file every time; a clip takes 1.3–1.8× as long to re-encode."""
+    x264 runs its C code on one thread: with its assembly code, or with several threads, re-encodes
+    of one clip differed from run to run (with both, five runs gave five files for a 1280×720 clip
+    brought down to 852×480), and so did the scores on them. Only without either does a clip give
+    the same file every time; it takes about twice as long to re-encode."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
@@ -35,7 +36,7 @@ def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: i
         width, height = width - width % 2, height - height % 2
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "asm=0"}  # asm=0: see above
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "asm=0"}  # for the same file every run
         for frame in inp.decode(stream_in):
             image = frame.to_ndarray(format="rgb24")
             if image.shape[:2] != (height, width):

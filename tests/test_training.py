@@ -632,3 +632,29 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     assert outputs[0].stat().st_size < source.stat().st_size
     # the hard validation is scored on such files: every run must score the same pixels
     assert len({path.read_bytes() for path in outputs}) == 1
+    # a clip already under 480 lines, re-encoded as it is: on several threads x264 gave another
+    # file about one run in six
+    small = write_h264(tmp_path / "small.mp4", face_frames(24))
+    outputs = [tmp_path / f"small{i}.mp4" for i in range(10)]
+    for path in outputs:
+        reencode_h264(small, path, crf=40, max_height=480)
+    assert len({path.read_bytes() for path in outputs}) == 1
+
+
+def test_a_crop_cache_cut_afresh_gives_the_same_crops_and_the_same_weights(tiny_dataset, tmp_path):
+    # what lets `make crossval` and `make train` reproduce the shipped files on another machine
+    states = []
+    for run in ("first", "second"):
+        (tmp_path / run).mkdir()
+        config = tiny_config(tiny_dataset, tmp_path / run, val_fraction=0.5)
+        train(config)
+        states.append(load_checkpoint(config.out).state_dict())
+    first = sorted((tmp_path / "first" / "cache").rglob("*.npz"))
+    assert {p.parent.name for p in first} == {"orig-112px", "crf40_480p-112px"}
+    for path in first:
+        twin = tmp_path / "second" / "cache" / path.relative_to(tmp_path / "first" / "cache")
+        with np.load(path) as a, np.load(twin) as b:
+            assert a.files == b.files
+            assert all(np.array_equal(a[name], b[name]) for name in a.files), path.name
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
