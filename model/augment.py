@@ -26,7 +26,7 @@ def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: i
     x264 runs its C code on one thread: with its assembly code, or with several threads, re-encodes
     of one clip differed from run to run (with both, five runs gave five files for a 1280×720 clip
     brought down to 852×480), and so did the scores on them. Only without either does a clip give
-    the same file every time; it takes about twice as long to re-encode."""
+    the same file every time; a clip takes 1.3–1.8× as long to re-encode."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
