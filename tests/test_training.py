@@ -642,7 +642,7 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
 
 
 def test_a_crop_cache_cut_afresh_gives_the_same_crops_and_the_same_weights(tiny_dataset, tmp_path):
-    # what lets `make crossval` and `make train` reproduce the shipped files on another machine
+    # what `make crossval` and `make train` need to give the same files on another machine
     states = []
     for run in ("first", "second"):
         (tmp_path / run).mkdir()
