@@ -207,12 +207,12 @@ def test_cross_validation_judges_every_clip_by_a_model_that_never_saw_it(tiny_da
     # cross-fitted: fold 0 is calibrated on fold 1's margins at both qualities, and the reverse
     assert len(fits) == 2
     for fold, (margins, y_fake, (temperature, bias)) in enumerate(fits):
-        for quality, fitted in zip(("orig", "crf40_480p"), margins):
-            others = [r for r in report["qualities"][quality]["clips"] if r["fold"] != fold]
-            assert fitted == pytest.approx([r["margin"] for r in others], abs=1e-4)  # the report rounds to 4 places
         assert list(y_fake) == [r["label"] == "FAKE" for r in rows if r["fold"] != fold]
-        for quality in ("orig", "crf40_480p"):
-            for row in (r for r in report["qualities"][quality]["clips"] if r["fold"] == fold):
+        for quality, fitted in zip(("orig", "crf40_480p"), margins, strict=True):
+            clips = report["qualities"][quality]["clips"]
+            others = [r for r in clips if r["fold"] != fold]
+            assert fitted == pytest.approx([r["margin"] for r in others], abs=1e-4)  # the report rounds to 4 places
+            for row in (r for r in clips if r["fold"] == fold):
                 assert row["p_fake"] == pytest.approx(1 / (1 + math.exp(-(row["margin"] / temperature + bias))), abs=1e-3)
     metrics = report["qualities"]["orig"]["metrics"]
     y, p = np.array([r["label"] == "FAKE" for r in rows]), np.array([r["p_fake"] for r in rows])
