@@ -34,6 +34,9 @@ QUALITIES: dict[str, tuple[int, int] | None] = {
     "crf23_360p": (23, 360),
     "crf23_240p": (23, 240),
 }
+# Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
+# cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).
+CROPS_VERSION = 1
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
@@ -164,7 +167,7 @@ def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarra
 
 
 def cache_path(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> Path:
-    return Path(cache_dir) / f"{quality}-{size}px" / f"{clip.key}.npz"
+    return Path(cache_dir) / f"v{CROPS_VERSION}" / f"{quality}-{size}px" / f"{clip.key}.npz"
 
 
 def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:

@@ -17,7 +17,7 @@ from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import calibration_from_report, cross_validate, train_on_all_clips, validation_summary
 from model.dataset import (
-    Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity, videos_at_quality,
+    CROPS_VERSION, Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity, videos_at_quality,
 )
 from model.evaluation import (
     balanced_accuracy,
@@ -660,6 +660,17 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     for path in outputs:
         reencode_h264(small, path, crf=40, max_height=480)
     assert len({path.read_bytes() for path in outputs}) == 1
+
+
+def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
+    clip = read_manifest(tiny_dataset)[0]
+    unversioned = tmp_path / "orig-112px" / f"{clip.key}.npz"  # where crops lay before the cache had versions
+    unversioned.parent.mkdir()
+    np.savez(unversioned, crops=np.zeros((1, 112, 112, 3), np.uint8), landmarks=np.zeros((1, LANDMARKS, 2), np.float32))
+    prepare_cache([clip], tmp_path, ["orig"], frames=8, workers=1)
+    assert cache_path(tmp_path, clip, "orig").is_relative_to(tmp_path / f"v{CROPS_VERSION}")
+    crops, _ = load_cached(tmp_path, clip, "orig")
+    assert len(crops) == 8 and crops.any()  # cut afresh, not the stale file
 
 
 def test_a_crop_cache_cut_afresh_gives_the_same_crops_and_the_same_weights(tiny_dataset, tmp_path):
