@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 import warnings
 from functools import partial
@@ -82,7 +83,8 @@ def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .dataset import identity_components, read_manifest, shown_path, split_by_identity, videos_at_quality
+    from .augment import reencode_h264
+    from .dataset import QUALITIES, identity_components, read_manifest, shown_path, split_by_identity
     from .detector import Detector
     from .evaluation import roc_curve, summarise
 
@@ -105,8 +107,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     curves = {}
     for quality in args.quality:
         y, p, methods, groups, rows = [], [], [], [], []
-        for clip, path in videos_at_quality(clips, quality):
-            result = detector.detect(path, args.sequence_length)
+        for clip in clips:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = clip.path
+                if QUALITIES[quality] is not None:
+                    path = str(Path(tmp) / "clip.mp4")
+                    reencode_h264(clip.path, path, *QUALITIES[quality])
+                result = detector.detect(path, args.sequence_length)
             rows.append({
                 "path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method,
                 "people_seen_in_training": clip.path in seen, "prediction": result.label, "p_fake": result.p_fake,

@@ -8,12 +8,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import multiprocessing
 import os
 import tempfile
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,32 +197,6 @@ def prepare_cache(
     with ProcessPoolExecutor(workers) as pool:
         for i, (job, outcome) in enumerate(zip(jobs, pool.map(_prepare_one, jobs)), 1):
             log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
-
-
-def videos_at_quality(clips: list[Clip], quality: str, ahead: int = 2) -> Iterator[tuple[Clip, str]]:
-    """Each clip with the path of its video at `quality`, in order.
-
-    Re-encoding runs in a second process, up to `ahead` clips in front of the caller: x264 works
-    on one core, so the next clip is being encoded while the caller judges this one on the other.
-    Each re-encoded file is deleted once the caller moves on."""
-    if QUALITIES[quality] is None:
-        yield from ((clip, clip.path) for clip in clips)
-        return
-    crf, height = QUALITIES[quality]
-    # spawn: the caller may hold torch's thread pools, which a forked child must not inherit
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
-        def start(i: int) -> tuple[Path, Future]:
-            path = Path(tmp) / f"{i}.mp4"
-            return path, pool.submit(reencode_h264, clips[i].path, path, crf, height)
-
-        pending = deque(start(i) for i in range(min(ahead, len(clips))))
-        for i, clip in enumerate(clips):
-            path, encoding = pending.popleft()
-            if i + ahead < len(clips):
-                pending.append(start(i + ahead))
-            encoding.result()
-            yield clip, str(path)
-            path.unlink()
 
 
 def load_cached(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from model.cli import _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import calibration_from_report, cross_validate, train_on_all_clips, validation_summary
 from model.dataset import (
-    CROPS_VERSION, Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity, videos_at_quality,
+    CROPS_VERSION, Clip, cache_path, identity_folds, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity,
 )
 from model.evaluation import (
     balanced_accuracy,
@@ -454,25 +454,6 @@ def test_evaluate_marks_clips_of_people_the_model_was_trained_on(tiny_dataset, t
     ]
     assert report["clips_of_people_seen_in_training"] == 2
     assert "2 of these 4 clips show people the model was trained on" in capsys.readouterr().out
-
-
-def test_videos_at_quality_re_encodes_ahead_in_order_and_cleans_up(tiny_dataset, tmp_path):
-    from model.augment import reencode_h264
-
-    clips = read_manifest(tiny_dataset)
-    assert [(c, p) for c, p in videos_at_quality(clips, "orig")] == [(c, c.path) for c in clips]
-    seen = []
-    for clip, path in videos_at_quality(clips, "crf40_480p", ahead=2):
-        reencode_h264(clip.path, tmp_path / "direct.mp4", 40, 480)
-        assert Path(path).read_bytes() == (tmp_path / "direct.mp4").read_bytes(), clip.path
-        seen.append((clip, path))
-    assert [c for c, _ in seen] == clips
-    assert not any(Path(p).exists() for _, p in seen)  # each deleted once the caller moved on
-    assert not Path(seen[0][1]).parent.exists()
-    early = videos_at_quality(clips, "crf40_480p")
-    _, path = next(early)
-    early.close()  # a caller that stops early leaves nothing behind either
-    assert not Path(path).parent.exists()
 
 
 def test_manifest_from_folder(tmp_path):
