@@ -213,6 +213,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--members", type=int, default=defaults.members,
         help="networks trained alike but for their seeds, their logits averaged (an ensemble)",
     )
+    parser.add_argument(
+        "--sam-rho", type=float, default=defaults.sam_rho,
+        help="sharpness-aware minimisation: gradients taken this far uphill (0: plain steps; else twice the cost)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -31,7 +31,15 @@ from model.evaluation import (
 )
 from model.faces import LANDMARKS
 from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, checkpoint_metadata, load_checkpoint, save_checkpoint
-from model.training import SequenceSampler, TrainConfig, clip_margins, fit, train, training_clips
+from model.training import (
+    SequenceSampler,
+    TrainConfig,
+    clip_margins,
+    fit,
+    sharpness_aware_gradients,
+    train,
+    training_clips,
+)
 
 
 def test_roc_auc_hand_computed():
@@ -671,3 +679,32 @@ def test_a_crop_cache_cut_afresh_gives_the_same_crops_and_the_same_weights(tiny_
             assert all(np.array_equal(a[name], b[name]) for name in a.files), path.name
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
+
+
+def test_sharpness_aware_gradients_are_taken_uphill_and_leave_the_weights_in_place():
+    a, b = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -2.0])
+    w = torch.tensor([2.0, -1.0], requires_grad=True)
+
+    def loss_at() -> torch.Tensor:
+        return (a * w**2).sum() + (b * w).sum()
+
+    loss_at().backward()
+    g = 2 * a * w.detach() + b
+    uphill = w.detach() + 0.1 * g / g.norm()
+    sharpness_aware_gradients([w], 0.1, loss_at)
+    np.testing.assert_allclose(w.detach(), [2.0, -1.0])
+    np.testing.assert_allclose(w.grad, 2 * a * uphill + b, rtol=1e-6)
+
+
+def test_fit_with_sharpness_aware_steps_trains_other_weights(tiny_dataset, tmp_path):
+    clips = read_manifest(tiny_dataset)
+    fits = {}
+    for rho in (0.0, 0.05):
+        config = tiny_config(tiny_dataset, tmp_path, steps=2, sam_rho=rho)
+        prepare_cache(clips, config.cache_dir, ["orig", "crf40_480p"], config.cached_frames, workers=1)
+        fits[rho] = fit(config, clips[:2], clips[2:], select_best=False)
+    assert all(math.isfinite(h["loss"]) for f in fits.values() for h in f.history)
+    # same seed, same batches: only the sharpness-aware gradients tell the two apart
+    plain, sharp = (dict(f.model.named_parameters()) for f in fits.values())
+    changed = [n for n, p in plain.items() if p.requires_grad and not torch.equal(p, sharp[n])]
+    assert changed and all(torch.equal(p, sharp[n]) for n, p in plain.items() if not p.requires_grad)
