@@ -79,7 +79,8 @@ def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
         return json.dumps({"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds})
     verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
     faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
-    return f"{path}: {verdict} (frames {result.frames}{faces}, {seconds:.2f} s)"
+    notes = "".join(f" Note: {c['message']}" for c in result.caveats)
+    return f"{path}: {verdict} (frames {result.frames}{faces}, {seconds:.2f} s){notes}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

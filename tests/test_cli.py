@@ -72,3 +72,21 @@ def test_progress_bar_redraws_on_a_terminal():
     bar.close()
     assert stream.getvalue().startswith("\r[########..] 1/2 b.mp4: finding faces 50%")
     assert stream.getvalue().endswith("\n")
+
+
+def test_a_real_verdict_on_a_small_face_comes_with_a_note(tmp_path, tiny_weights):
+    from media import face_frames, write_h264
+
+    from model.network import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(tiny_weights)
+    model.config.extra = {"logit_bias": -20.0}  # every face REAL
+    weights = tmp_path / "real.pt"
+    save_checkpoint(model, weights)
+    clips = [write_h264(tmp_path / f"{name}.mp4", face_frames(20, size)) for name, size in (("small", (320, 180)), ("large", (640, 360)))]
+    text = run_cli("detect", "--sequence-length", "10", "--weights", str(weights), *map(str, clips))
+    small, large = text.stdout.splitlines()
+    assert re.search(r": REAL [\d.]+% \(frames 10, [\d.]+ s\) Note: The face is only about \d+ px tall", small), small
+    assert large.endswith(" s)"), large
+    as_json = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(weights), *map(str, clips))
+    assert [[c["code"] for c in json.loads(line)["caveats"]] for line in as_json.stdout.splitlines()] == [["small_face"], []]

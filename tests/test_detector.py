@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import Detector, pick_device, video_p_fake
+from model.detector import SMALL_FACE_PX, Detector, pick_device, video_p_fake
 from model.network import to_input
 from model.video import read_frames
 
@@ -144,3 +144,23 @@ def test_heatmaps_for_the_most_suspicious_frames(tiny_weights, media):
     for position, overlay in track.heatmaps.items():
         assert overlay.shape == track.crops[position].shape and overlay.dtype == np.uint8
     assert Detector(tiny_weights).detect(media["face_h264"], 12).tracks[0].heatmaps == {}
+
+
+@pytest.fixture(scope="module")
+def small_face(tmp_path_factory):
+    """The astronaut clip at 320×180: her face box under 50 px tall."""
+    from media import face_frames, write_h264
+
+    return write_h264(tmp_path_factory.mktemp("small") / "small.mp4", face_frames(20, (320, 180)))
+
+
+@pytest.mark.parametrize("p_fake, small, caveat", [(0.2, True, True), (0.8, True, False), (0.2, False, False)])
+def test_a_real_verdict_on_a_small_face_says_it_means_less(tiny_weights, media, small_face, monkeypatch, p_fake, small, caveat):
+    scoring_faces_as(monkeypatch, p_fake)
+    result = Detector(tiny_weights).detect(small_face if small else media["face_h264"], 10)
+    (track,) = result.tracks
+    assert (track.height < SMALL_FACE_PX) == small and track.height == track.box[2] - track.box[0]
+    caveats = result.as_dict()["caveats"]
+    assert [c["code"] for c in caveats] == (["small_face"] if caveat else [])
+    if caveat:  # small faces let fakes pass as REAL; they do not make real faces look fake
+        assert caveats[0]["message"].startswith(f"The face is only about {track.height} px tall")

@@ -6,12 +6,13 @@ import re
 import sqlite3
 
 import cv2
+import numpy as np
 import pytest
 from conftest import app_config
 from media import face_frames, two_face_frames, write_h264, write_video
 
 from app import create_app
-from model.detector import video_p_fake
+from model.detector import Detector, video_p_fake
 from model.network import load_checkpoint, save_checkpoint
 
 
@@ -149,6 +150,17 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
+
+
+def test_a_real_verdict_on_a_small_face_carries_a_caveat_in_both_forms(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(Detector, "score_features", lambda self, features: (0.2, np.full(len(features), 0.2)))
+    path = write_h264(tmp_path / "small.mp4", face_frames(20, (320, 180)))
+    body = post(client, "/api/v1/detect", path).get_json()
+    height = body["face_tracks"][0]["box"][2] - body["face_tracks"][0]["box"][0]
+    assert body["label"] == "REAL" and [c["code"] for c in body["caveats"]] == ["small_face"]
+    html = client.get(f"/results/{body['id']}").data.decode()
+    note = re.search(r'<p class="notice caveat" role="note" data-caveat="small_face">(.*?)</p>', html, re.S)
+    assert note and f"only about {height} px tall" in note.group(1)
 
 
 def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media):
