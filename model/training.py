@@ -178,7 +178,8 @@ def one_cycle(optimiser: torch.optim.Optimizer, lr: float, steps: int) -> torch.
 
 def sharpness_aware_gradients(params: list[torch.Tensor], rho: float, loss_at: Callable[[], torch.Tensor]) -> None:
     """Replace the gradients in `params` (from the loss at the current weights) by the gradients at
-    the weights moved `rho` along them; the weights are restored. The optimiser then steps as usual."""
+    the weights moved `rho` along them; the weights are restored. The optimiser then steps as usual.
+    The second pass updates the batch-norm running statistics too (by the moved weights' activations)."""
     with torch.no_grad():
         grads = [p.grad for p in params if p.grad is not None]
         scale = rho / (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) + 1e-12)
