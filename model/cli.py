@@ -119,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method,
                 "people_seen_in_training": clip.path in seen, "prediction": result.label, "p_fake": result.p_fake,
                 "faces_judged": len(result.tracks),
-                "face_height_px": result.decisive.box[2] - result.decisive.box[0] if result.decisive else None,
+                "face_height_px": result.decisive.height if result.decisive else None,
             })
             if result.p_fake is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)

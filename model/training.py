@@ -181,9 +181,9 @@ def sharpness_aware_gradients(params: list[torch.Tensor], rho: float, loss_at: C
     the weights moved `rho` along them; the weights are restored. The optimiser then steps as usual.
     The second pass updates the batch-norm running statistics too (by the moved weights' activations)."""
     with torch.no_grad():
-        grads = [p.grad for p in params if p.grad is not None]
-        scale = rho / (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) + 1e-12)
-        moves = [(p, p.grad * scale) for p in params if p.grad is not None]
+        grads = [(p, p.grad) for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for _, g in grads]))
+        moves = [(p, g * (rho / (norm + 1e-12))) for p, g in grads]
         for p, move in moves:
             p.add_(move)
     for p in params:
