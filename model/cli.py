@@ -229,8 +229,10 @@ def _crossval(args: argparse.Namespace) -> int:
 
     report = cross_validate(_train_config(args, out=""), args.folds, args.jobs, args.train_groups)
     curves = {}
-    for quality, part in report["qualities"].items():
-        print(_format_summary(f"{quality}, out of fold", part["metrics"]), flush=True)
+    calibrated_on = [(quality, part, "out of fold") for quality, part in report["qualities"].items()]
+    others = [(quality, part, "out of fold, calibration not fitted at it") for quality, part in report["other_qualities"].items()]
+    for quality, part, how in calibrated_on + others:
+        print(_format_summary(f"{quality}, {how}", part["metrics"]), flush=True)
         judged = [r for r in part["clips"] if r["p_fake"] is not None]
         y, p = np.array([r["label"] == "FAKE" for r in judged]), np.array([r["p_fake"] for r in judged])
         curves[quality] = (*roc_curve(y, p), part["metrics"]["auc"])
@@ -239,6 +241,7 @@ def _crossval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .dataset import QUALITIES
     from .detector import DEFAULT_WEIGHTS
     from .training import TrainConfig
 
@@ -262,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=["all", "validation"], default="all",
         help="validation: the identity groups that train (without --crossval-report) holds out",
     )
-    evaluate.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"], help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p")
+    evaluate.add_argument(
+        "--quality", nargs="+", default=["orig", "crf40_480p"], choices=list(QUALITIES),
+        help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p",
+    )
     evaluate.add_argument("--sequence-length", type=int, default=None)
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
@@ -285,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--jobs", type=int, default=1, help="folds trained at once, each in its own process")
     crossval.add_argument(
         "--train-groups", type=int, default=None, help="train each fold on this many of its identity groups, drawn at random (a learning curve)"
+    )
+    crossval.add_argument(
+        "--judge-quality", dest="judge_qualities", action="append", default=[], choices=[q for q in QUALITIES if q != "orig"],
+        help="also judge the held-out clips at this quality (repeatable; e.g. crf23_240p for small faces); reported, not calibrated on",
     )
     crossval.add_argument("--out", default="evaluation/crossval", help="folder for crossval.json and roc.png")
     crossval.set_defaults(run=_crossval)

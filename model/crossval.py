@@ -40,11 +40,16 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     member's own margin is reported beside it.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
-    offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict."""
+    offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict.
+
+    The report's `qualities` are orig and the hard quality, on which calibration is fitted;
+    `other_qualities` holds the further ones of `config.judge_qualities`, judged by the same fold
+    models and calibrated alike (each is a clip judged at a quality the calibration never saw)."""
     clips = read_manifest(config.manifest, config.root)
     fold_of = np.array(identity_folds(clips, folds, config.seed))
     groups = np.array(identity_components(clips))
     qualities = ["orig", config.hard_quality]
+    all_qualities = list(dict.fromkeys([*qualities, *config.judge_qualities]))
     held_outs = [np.flatnonzero(fold_of == k) for k in range(folds)]
     fold_train_groups = [training_groups(groups, fold_of, k, train_groups, config.seed) for k in range(folds)]
     cache_crops(config, clips)
@@ -73,7 +78,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         results = [held_out_margins(*args) for args in zip(*task_args)]
 
     margins: dict[int, dict[str, np.ndarray]] = {}  # step → quality → margin per clip (nan: not judged)
-    member_final = [{q: np.full(len(clips), np.nan) for q in qualities} for _ in range(config.members)]
+    member_final = [{q: np.full(len(clips), np.nan) for q in all_qualities} for _ in range(config.members)]
     histories = []
     for k, held_out in enumerate(held_outs):
         fold_results = [result for (fold, _), result in zip(tasks, results) if fold == k]
@@ -82,11 +87,11 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         if not len(kept):  # no held-out clip of this fold had a face at every quality: nothing was scored
             continue
         for member, (_, member_margins, _) in enumerate(fold_results):
-            for q in qualities:
+            for q in all_qualities:
                 member_final[member][q][kept] = member_margins[config.steps][q]
         for step, by_quality in average_margins([m for _, m, _ in fold_results]).items():
             for quality, values in by_quality.items():
-                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in qualities})[quality][kept] = values
+                margins.setdefault(step, {q: np.full(len(clips), np.nan) for q in all_qualities})[quality][kept] = values
 
     y = np.array([c.label == "FAKE" for c in clips])
     final = margins[config.steps]
@@ -101,17 +106,19 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
             step: {q: roc_auc(y[judged], m[q][judged]) for q in qualities} for step, m in sorted(margins.items())
         },
         "qualities": {},
+        "other_qualities": {},
     }
-    p_fake = {q: np.full(len(clips), np.nan) for q in qualities}
+    p_fake = {q: np.full(len(clips), np.nan) for q in all_qualities}
     for k in range(folds):
         others = judged & (fold_of != k)
         temperature, bias = fit_calibration_on_qualities([final[q][others] for q in qualities], y[others])
-        for q in qualities:
+        for q in all_qualities:
             p_fake[q][fold_of == k] = 1 / (1 + np.exp(-(final[q][fold_of == k] / temperature + bias)))
     methods = [c.method for c in clips]
-    for q in qualities:
-        summary = summarise(y[judged], p_fake[q][judged], [m for m, j in zip(methods, judged) if j], 0.5, groups[judged])
-        summary["no_face_clips"] = int((~judged).sum())
+    for q in all_qualities:
+        scored = judged & np.isfinite(final[q])
+        summary = summarise(y[scored], p_fake[q][scored], [m for m, j in zip(methods, scored) if j], 0.5, groups[scored])
+        summary["no_face_clips"] = int((~scored).sum())
         rows = [
             {"path": shown_path(c, config.manifest, config.root), "label": c.label, "method": c.method, "group": int(g), "fold": int(f), "margin": _number(m), "p_fake": _number(p)}
             for c, g, f, m, p in zip(clips, groups, fold_of, final[q], p_fake[q])
@@ -119,7 +126,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         if config.members > 1:  # each member's own margin, to compare the ensemble with its members
             for i, row in enumerate(rows):
                 row["member_margins"] = [_number(m[q][i]) for m in member_final]
-        report["qualities"][q] = {"metrics": summary, "clips": rows}
+        report["qualities" if q in qualities else "other_qualities"][q] = {"metrics": summary, "clips": rows}
     return report
 
 
@@ -159,7 +166,7 @@ def validation_summary(report: dict) -> dict:
 
 
 # Settings that change nothing a model learns, or (the seed) only which folds and draws it gets.
-_NOT_RECIPE = {"manifest", "eval_every", "val_fraction", "seed"}
+_NOT_RECIPE = {"manifest", "eval_every", "val_fraction", "seed", "judge_qualities"}
 
 
 def check_same_recipe(report: dict, config: TrainConfig, clips: list[Clip]) -> None:

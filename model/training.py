@@ -67,13 +67,16 @@ class TrainConfig:
     seed: int = 0
     train_qualities: list[str] = field(default_factory=lambda: ["orig", "crf40_480p"])
     hard_quality: str = "crf40_480p"
+    # Further qualities (dataset.QUALITIES) the validation clips are judged at, e.g. crf23_240p for
+    # small faces: reported beside the two above, never used to select a step or to calibrate.
+    judge_qualities: list[str] = field(default_factory=list)
     device: str | None = None
     workers: int = 2
 
 
 def cache_crops(config: TrainConfig, clips: list[Clip]) -> None:
     """Crop and cache the faces of `clips` at every quality that training and validation read."""
-    qualities = sorted(set(config.train_qualities) | {"orig", config.hard_quality})
+    qualities = sorted(set(config.train_qualities) | {"orig", config.hard_quality} | set(config.judge_qualities))
     prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
 
 
@@ -202,10 +205,14 @@ def evenly(crops: np.ndarray, count: int) -> np.ndarray:
 
 @torch.inference_mode()
 def clip_margins(model: ClipModel, sequences: list[np.ndarray], device: torch.device) -> np.ndarray:
-    """Raw logit margin (FAKE − REAL) per clip, on `sequence_length` crops spread as when serving."""
+    """Raw logit margin (FAKE − REAL) per clip, on `sequence_length` crops spread as when serving;
+    nan for a clip without crops (no face found)."""
     model.eval()
     margins = []
     for crops in sequences:
+        if not len(crops):
+            margins.append(np.nan)
+            continue
         logits, _ = model(to_input(evenly(crops, model.config.sequence_length)[None], model.config, device))
         margins.append(float(logits[0, 0] - logits[0, 1]))
     return np.array(margins)
@@ -217,8 +224,8 @@ class Fit:
 
     model: ClipModel
     history: list[dict]  # step, loss and validation AUCs at every evaluation
-    margins: dict[int, dict[str, np.ndarray]]  # step → quality → margin per kept validation clip
-    kept: list[int]  # validation clips with crops at every quality (the others have no face)
+    margins: dict[int, dict[str, np.ndarray]]  # step → quality → margin per kept validation clip (nan: no face at that quality)
+    kept: list[int]  # validation clips with crops at orig and the hard quality (the others have no face)
     kept_step: int
     trained_on: list[Clip]  # the training clips less the excluded methods' fakes
 
@@ -267,8 +274,10 @@ def fit(
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
-    val_sets = {q: [load_cached(config.cache_dir, c, q, config.image_size)[0] for c in val_clips] for q in ("orig", config.hard_quality)}
-    kept = [i for i in range(len(val_clips)) if all(len(v[i]) for v in val_sets.values())]
+    scored = ("orig", config.hard_quality)  # the qualities that select the step and calibrate
+    val_qualities = dict.fromkeys([*scored, *config.judge_qualities])
+    val_sets = {q: [load_cached(config.cache_dir, c, q, config.image_size)[0] for c in val_clips] for q in val_qualities}
+    kept = [i for i in range(len(val_clips)) if all(len(val_sets[q][i]) for q in scored)]
     y_val = np.array([val_clips[i].label == "FAKE" for i in kept])
 
     net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size, image_size=config.image_size)

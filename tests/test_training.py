@@ -325,6 +325,38 @@ def test_cross_validation_on_fewer_training_groups(tmp_path, monkeypatch):
         cross_validate(config, folds=3, train_groups=5)
 
 
+def test_cross_validation_judges_further_qualities_without_calibrating_on_them(tmp_path, monkeypatch):
+    config = dataclasses.replace(synthetic_setup(tmp_path, groups=4), judge_qualities=["crf23_240p"])
+    no_face = 5
+    for n, clip in enumerate(read_manifest(config.manifest)):  # at 240p the crops at orig, but one clip's face is lost
+        crops, marks = load_cached(config.cache_dir, clip, "orig")
+        target = cache_path(config.cache_dir, clip, "crf23_240p")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, crops=crops[: 0 if n == no_face else None], landmarks=marks)
+    calibrated_at = []
+
+    def recording_fit(margins, y_fake):
+        calibrated_at.append(len(margins))
+        return fit_calibration_on_qualities(margins, y_fake)
+
+    monkeypatch.setattr("model.crossval.fit_calibration_on_qualities", recording_fit)
+    report = cross_validate(config, folds=2)
+    assert list(report["qualities"]) == ["orig", "crf40_480p"] and list(report["other_qualities"]) == ["crf23_240p"]
+    assert calibrated_at == [2, 2]  # each fold's calibration fitted at orig and the hard quality alone
+    orig, small = report["qualities"]["orig"], report["other_qualities"]["crf23_240p"]
+    assert orig["metrics"]["no_face_clips"] == 0 and orig["metrics"]["clips"] == 8
+    assert small["metrics"]["no_face_clips"] == 1 and small["metrics"]["clips"] == 7
+    for n, (at_orig, at_240p) in enumerate(zip(orig["clips"], small["clips"], strict=True)):
+        assert at_240p["path"] == at_orig["path"] and at_240p["fold"] == at_orig["fold"]
+        if n == no_face:
+            assert at_240p["margin"] is None and at_240p["p_fake"] is None
+        else:  # the same crops through the same fold model and its calibration
+            assert (at_240p["margin"], at_240p["p_fake"]) == (at_orig["margin"], at_orig["p_fake"])
+    # a report that judged further qualities still calibrates the final model as one that did not
+    assert calibration_from_report(report) == calibration_from_report({**report, "other_qualities": {}})
+    assert _train_config(build_parser().parse_args(["crossval", "--manifest", "m.csv", "--judge-quality", "crf23_240p"])).judge_qualities == ["crf23_240p"]
+
+
 def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibration(tmp_path, capsys):
     config = synthetic_setup(tmp_path, groups=4)
     report_path = tmp_path / "crossval.json"
@@ -421,11 +453,14 @@ def test_fit_keeps_the_last_step_unless_asked_to_select(tiny_dataset, tmp_path):
 
 def test_crossval_cli_writes_report(tiny_dataset, tmp_path, capsys):
     args = ["crossval", "--manifest", str(tiny_dataset), "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--eval-every", "2"]
-    assert cli_main([*args, "--folds", "2", "--clips-per-batch", "2", "--out", str(tmp_path / "cv")]) == 0
+    judge = ["--judge-quality", "crf23_240p"]
+    assert cli_main([*args, *judge, "--folds", "2", "--clips-per-batch", "2", "--out", str(tmp_path / "cv")]) == 0
     report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert report["folds"] == 2 and report["qualities"]["crf40_480p"]["metrics"]["clips"] == 4
+    assert report["other_qualities"]["crf23_240p"]["metrics"]["clips"] == 4  # the faces are found at 240p too
     assert (tmp_path / "cv" / "roc.png").stat().st_size > 1000
-    assert "out of fold" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "orig, out of fold" in out and "crf23_240p, out of fold, calibration not fitted at it" in out
     assert cli_main([*args, "--folds", "3"]) == 2  # only two identity groups
 
 
