@@ -66,9 +66,11 @@ train: install $(MOBILENET_WEIGHTS)
 EVAL_MANIFEST ?= weights/ffpp_c23_train_clips.csv
 EVAL_ROOT ?= $(DATA_ROOT)
 EVAL_OUT ?= weights/evaluation
+# Videos judged at once: the re-encode and the face detection each keep one core busy.
+EVAL_JOBS ?= 2
 
 evaluate: install
-	$(PY) -m model -v evaluate --manifest $(EVAL_MANIFEST) --root $(EVAL_ROOT) --out $(EVAL_OUT)
+	$(PY) -m model -v evaluate --manifest $(EVAL_MANIFEST) --root $(EVAL_ROOT) --jobs $(EVAL_JOBS) --out $(EVAL_OUT)
 
 CROSSVAL_OPTIONS ?=
 CROSSVAL_OUT ?= weights/crossval

@@ -84,8 +84,7 @@ def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .augment import reencode_h264
-    from .dataset import QUALITIES, identity_components, read_manifest, shown_path, split_by_identity
+    from .dataset import identity_components, read_manifest, shown_path, split_by_identity
     from .detector import Detector
     from .evaluation import roc_curve, summarise
 
@@ -106,26 +105,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         "clips_of_people_seen_in_training": len(seen), "qualities": {},
     }
     curves = {}
+    tasks = [(clip.path, quality, args.sequence_length) for quality in args.quality for clip in clips]
+    verdicts = iter(_verdicts(detector, tasks, args.jobs, args.weights, args.device))
     for quality in args.quality:
         y, p, methods, groups, rows = [], [], [], [], []
         for clip in clips:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = clip.path
-                if QUALITIES[quality] is not None:
-                    path = str(Path(tmp) / "clip.mp4")
-                    reencode_h264(clip.path, path, *QUALITIES[quality])
-                result = detector.detect(path, args.sequence_length)
+            verdict = next(verdicts)
             rows.append({
                 "path": shown_path(clip, args.manifest, args.root), "label": clip.label, "method": clip.method,
-                "people_seen_in_training": clip.path in seen, "prediction": result.label, "p_fake": result.p_fake,
-                "faces_judged": len(result.tracks),
-                "face_height_px": result.decisive.height if result.decisive else None,
+                "people_seen_in_training": clip.path in seen, **verdict,
             })
-            if result.p_fake is None:
+            if verdict["p_fake"] is None:
                 log.warning("%s: no face found, left out of the metrics", clip.path)
                 continue
             y.append(clip.label == "FAKE")
-            p.append(result.p_fake)
+            p.append(verdict["p_fake"])
             methods.append(clip.method)
             groups.append(group_of[clip.path])
         summary = summarise(np.array(y), np.array(p), methods, detector.config.threshold, np.array(groups))
@@ -135,6 +129,60 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(_format_summary(quality, summary), flush=True)
     _write_report(report, curves, Path(args.out) / "evaluation.json")
     return 0
+
+
+def _verdicts(detector, tasks: list[tuple[str, str, int | None]], jobs: int, weights: str, device: str | None) -> list[dict]:
+    """The app's verdict on each (video, quality, sequence length): with `jobs` > 1 in that many
+    processes, each with its own detector and its share of the cores (the re-encode and the face
+    detection use one core each, so on one process the other cores mostly wait)."""
+    if jobs <= 1:
+        return [_verdict(detector, *task) for task in tasks]
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: a forked process cannot use CUDA
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_judging_process, initargs=(weights, device, threads)) as pool:
+        return list(pool.map(_verdict_in_process, tasks))
+
+
+# In an evaluation worker process: its own detector.
+_process_detector = None
+
+
+def _start_judging_process(weights: str, device: str | None, threads: int) -> None:
+    global _process_detector
+    import cv2
+    import torch
+
+    from .detector import Detector
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    _process_detector = Detector(weights, device)
+
+
+def _verdict_in_process(task: tuple[str, str, int | None]) -> dict:
+    return _verdict(_process_detector, *task)
+
+
+def _verdict(detector, path: str, quality: str, sequence_length: int | None) -> dict:
+    """The detector's verdict on a video re-encoded at `quality` (dataset.QUALITIES), as the report lists it."""
+    from .augment import reencode_h264
+    from .dataset import QUALITIES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if QUALITIES[quality] is not None:
+            encoded = str(Path(tmp) / "clip.mp4")
+            reencode_h264(path, encoded, *QUALITIES[quality])
+            path = encoded
+        result = detector.detect(path, sequence_length)
+    return {
+        "prediction": result.label, "p_fake": result.p_fake, "faces_judged": len(result.tracks),
+        "face_height_px": result.decisive.height if result.decisive else None,
+    }
 
 
 def _write_report(report: dict, curves: dict, path: Path) -> None:
@@ -274,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and roc.png")
     evaluate.add_argument("--device", default=None)
+    evaluate.add_argument(
+        "--jobs", type=int, default=1, help="videos judged at once, each process with its own detector and share of the cores"
+    )
     evaluate.set_defaults(run=_evaluate)
 
     training = commands.add_parser("train", help="train a detector from a manifest")

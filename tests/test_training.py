@@ -485,6 +485,33 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert report["clips_of_people_seen_in_training"] == 0  # the checkpoint lists no training people
 
 
+def test_evaluate_in_parallel_processes_gives_the_same_report(tiny_dataset, tiny_weights, tmp_path, capsys):
+    # clips that differ in what is found in them, so that a verdict given to the wrong clip shows
+    write_h264(tmp_path / "small.mp4", face_frames(12, (320, 180)))
+    write_h264(tmp_path / "blank.mp4", [np.full((180, 320, 3), 90, np.uint8)] * 12)
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text(
+        f"path,label,method,source_ids\n{tiny_dataset.parent / '001.mp4'},REAL,original,001\nblank.mp4,REAL,original,blank\n"
+        f"small.mp4,FAKE,Tint,small\n{tiny_dataset.parent / '002_fake.mp4'},FAKE,Tint,002\n"
+    )
+    args = ["evaluate", "--manifest", str(manifest), "--weights", str(tiny_weights), "--sequence-length", "10"]
+    reports = []
+    for jobs in ("1", "2"):
+        assert cli_main([*args, "--jobs", jobs, "--out", str(tmp_path / jobs)]) == 0
+        reports.append(json.loads((tmp_path / jobs / "evaluation.json").read_text()))
+    one_by_one, at_once = reports
+    for quality in ("orig", "crf40_480p"):
+        rows, parallel_rows = one_by_one["qualities"][quality]["clips"], at_once["qualities"][quality]["clips"]
+        heights = [r["face_height_px"] for r in rows]
+        assert heights[1] is None and heights[0] > 1.5 * heights[2]  # no face in the blank clip; a small one in small.mp4
+        assert [r["face_height_px"] for r in parallel_rows] == heights
+        assert [r["path"] for r in parallel_rows] == [r["path"] for r in rows]
+        # each process uses its share of the cores, so sums may round differently
+        p_fake = [np.nan if r["p_fake"] is None else r["p_fake"] for r in rows]
+        np.testing.assert_allclose([np.nan if r["p_fake"] is None else r["p_fake"] for r in parallel_rows], p_fake, atol=1e-4)
+        assert at_once["qualities"][quality]["metrics"]["no_face_clips"] == 1
+
+
 def test_evaluate_marks_clips_of_people_the_model_was_trained_on(tiny_dataset, tmp_path, capsys):
     weights = tmp_path / "trained.pt"
     save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, trained_on_identities=["001"])
