@@ -144,7 +144,7 @@ def _verdicts(detector, tasks: list[tuple[str, str, int | None]], jobs: int, wei
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # spawn, not fork: a forked process cannot use CUDA
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_judging_process, initargs=(weights, device, threads)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_judging_process, initargs=(weights, device, threads, log.getEffectiveLevel())) as pool:
         return list(pool.map(_verdict_in_process, tasks))
 
 
@@ -152,13 +152,14 @@ def _verdicts(detector, tasks: list[tuple[str, str, int | None]], jobs: int, wei
 _process_detector = None
 
 
-def _start_judging_process(weights: str, device: str | None, threads: int) -> None:
+def _start_judging_process(weights: str, device: str | None, threads: int, log_level: int) -> None:
     global _process_detector
     import cv2
     import torch
 
     from .detector import Detector
 
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     _process_detector = Detector(weights, device)
