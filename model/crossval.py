@@ -152,17 +152,22 @@ def train_on_all_clips(config: TrainConfig, report_path: str | Path) -> dict:
 
 def validation_summary(report: dict) -> dict:
     """A cross-validation's headline figures, stored with the final model so that the app can
-    say how far its verdicts can be trusted on people it never saw."""
+    say how far its verdicts can be trusted on people it never saw (and, with the figures of the
+    further qualities judged, how far on small faces)."""
     parts = report["qualities"]
     first = next(iter(parts.values()))["metrics"]
     keys = ("auc", "balanced_accuracy", "ece", "recall_fake", "recall_real")
-    return {
+    headline = lambda by_quality: {q: {k: round(part["metrics"][k], 3) for k in keys} for q, part in by_quality.items()}
+    summary = {
         "method": "cross-validation",
         "folds": report["folds"],
         "clips": first["clips"],
         "identity_groups": first["identity_groups"],
-        "qualities": {q: {k: round(part["metrics"][k], 3) for k in keys} for q, part in parts.items()},
+        "qualities": headline(parts),
     }
+    if report.get("other_qualities"):  # judged only, e.g. the small faces of 240p videos
+        summary["other_qualities"] = headline(report["other_qualities"])
+    return summary
 
 
 # Settings that change nothing a model learns, or (the seed) only which folds and draws it gets.

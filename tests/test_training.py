@@ -352,8 +352,13 @@ def test_cross_validation_judges_further_qualities_without_calibrating_on_them(t
             assert at_240p["margin"] is None and at_240p["p_fake"] is None
         else:  # the same crops through the same fold model and its calibration
             assert (at_240p["margin"], at_240p["p_fake"]) == (at_orig["margin"], at_orig["p_fake"])
-    # a report that judged further qualities still calibrates the final model as one that did not
+    # a report that judged further qualities still calibrates the final model as one that did not,
+    # and states their figures beside the others'
     assert calibration_from_report(report) == calibration_from_report({**report, "other_qualities": {}})
+    summary = validation_summary(report)
+    assert summary["other_qualities"]["crf23_240p"]["recall_fake"] == round(small["metrics"]["recall_fake"], 3)
+    assert summary["qualities"] == validation_summary({**report, "other_qualities": {}})["qualities"]
+    assert "other_qualities" not in validation_summary({**report, "other_qualities": {}})
     assert _train_config(build_parser().parse_args(["crossval", "--manifest", "m.csv", "--judge-quality", "crf23_240p"])).judge_qualities == ["crf23_240p"]
 
 
