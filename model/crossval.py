@@ -44,7 +44,7 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
 
     The report's `qualities` are orig and the hard quality, on which calibration is fitted;
     `other_qualities` holds the further ones of `config.judge_qualities`, judged by the same fold
-    models and calibrated alike (each is a clip judged at a quality the calibration never saw)."""
+    models and calibrated alike, at qualities the calibration never saw."""
     clips = read_manifest(config.manifest, config.root)
     fold_of = np.array(identity_folds(clips, folds, config.seed))
     groups = np.array(identity_components(clips))
