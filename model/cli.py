@@ -137,14 +137,9 @@ def _verdicts(detector, tasks: list[tuple[str, str, int | None]], jobs: int, wei
     detection use one core each, so on one process the other cores mostly wait)."""
     if jobs <= 1:
         return [_verdict(detector, *task) for task in tasks]
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from .processes import cores_each, spawn_pool
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # spawn, not fork: a forked process cannot use CUDA
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_judging_process, initargs=(weights, device, threads, log.getEffectiveLevel())) as pool:
+    with spawn_pool(jobs, _start_judging_process, (weights, device, cores_each(jobs), log.getEffectiveLevel())) as pool:
         return list(pool.map(_verdict_in_process, tasks))
 
 
@@ -154,15 +149,11 @@ _process_detector = None
 
 def _start_judging_process(weights: str, device: str | None, threads: int, log_level: int) -> None:
     global _process_detector
-    import cv2
-    import torch
-
     from .detector import Detector
+    from .processes import start_worker
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
     _process_detector = Detector(weights, device)
+    start_worker(threads, log_level)  # after the detector, which on a CPU takes every core
 
 
 def _verdict_in_process(task: tuple[str, str, int | None]) -> dict:

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
+from .processes import SPAWN, cores_each, spawn_pool, start_worker, use_threads
 from .training import TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, portable_settings, save_trained
 
 log = logging.getLogger(__name__)
@@ -68,11 +66,8 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     )
     if jobs > 1:
         workers = min(jobs, len(tasks))
-        # spawn, not fork: a forked process cannot use CUDA
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        setup = (threads, logging.getLogger().level, context.Value("i", 0))
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_fold_process, initargs=setup) as pool:
+        setup = (cores_each(workers), logging.getLogger().level, SPAWN.Value("i", 0))
+        with spawn_pool(workers, _start_fold_process, setup) as pool:
             results = list(pool.map(_held_out_margins_sharing_cores, *task_args))
     else:
         results = [held_out_margins(*args) for args in zip(*task_args)]
@@ -225,8 +220,7 @@ _folds_training: Synchronized | None = None
 def _start_fold_process(threads: int, log_level: int, folds_training: Synchronized) -> None:
     global _folds_training
     _folds_training = folds_training
-    _use_threads(threads)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    start_worker(threads, log_level)
 
 
 def _held_out_margins_sharing_cores(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:
@@ -245,12 +239,7 @@ def _share_cores(step: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // max(1, _folds_training.value))
     if threads != torch.get_num_threads():
         log.info("step %d: %d threads (%d folds training)", step, threads, _folds_training.value)
-        _use_threads(threads)
-
-
-def _use_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+        use_threads(threads)
 
 
 def _number(value: float) -> float | None:
