@@ -207,7 +207,8 @@ def _format_summary(name: str, s: dict) -> str:
 def _train_config(args: argparse.Namespace, **overrides):
     from .training import TrainConfig
 
-    return TrainConfig(**{**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}, **overrides})
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    return TrainConfig(**{**given, **overrides})
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -223,6 +224,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from .dataset import QUALITIES
     from .training import TrainConfig
 
     defaults = TrainConfig(manifest="")
@@ -237,6 +239,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
     parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
     parser.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")
+    parser.add_argument(
+        "--train-quality", dest="train_qualities", action="append", default=None, choices=list(QUALITIES),
+        help=f"train on the crops at this quality (repeatable; each sequence is drawn at one of them; default: {' and '.join(defaults.train_qualities)})",
+    )
     parser.add_argument("--freeze-batchnorm", action="store_true", help="keep the encoder's ImageNet batch-norm statistics")
     parser.add_argument(
         "--no-dataset-fakes", dest="dataset_fakes", action="store_false", help="train on real and self-blended faces only"

@@ -621,6 +621,20 @@ def test_excluded_methods_stay_out_of_training():
     assert _train_config(build_parser().parse_args(args)).exclude_methods == ["A", "B"]
 
 
+def test_training_qualities_come_from_the_command_line_and_are_drawn_alike():
+    for command in ("train", "crossval"):
+        args = [command, "--manifest", "m.csv"]
+        assert _train_config(build_parser().parse_args(args)).train_qualities == ["orig", "crf40_480p"]
+        args += ["--train-quality", "orig", "--train-quality", "crf23_240p"]
+        assert _train_config(build_parser().parse_args(args)).train_qualities == ["orig", "crf23_240p"]
+    clip = Clip("1.mp4", "REAL", "original", "1")
+    versions = [(np.full((6, 112, 112, 3), level, np.uint8), np.zeros((6, 0, 2), np.float32)) for level in (10, 100, 200)]
+    versions.append((np.zeros((0, 112, 112, 3), np.uint8), np.zeros((0, 0, 2), np.float32)))  # no face at that quality
+    sampler = SequenceSampler({clip.key: versions}, [clip], TrainConfig(manifest="", frames_per_clip=4))
+    drawn = np.array([sampler._pick("REAL")[0].mean() for _ in range(1500)])
+    assert [np.mean(drawn == level) for level in (10, 100, 200)] == pytest.approx([1 / 3] * 3, abs=0.05)
+
+
 def test_without_dataset_fakes_to_draw_the_fakes_are_self_blends():
     clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "REAL", "original", "2")]
     data = {c.key: [(np.full((6, 112, 112, 3), 50, np.uint8), np.zeros((6, 0, 2), np.float32))] for c in clips}
