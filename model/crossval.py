@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
-from .evaluation import fit_calibration_on_qualities, roc_auc, summarise
+from .evaluation import fit_calibration_on_qualities, reliability_by_confidence, roc_auc, summarise
 from .processes import SPAWN, cores_each, spawn_pool, start_worker, use_threads
 from .training import TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, portable_settings, save_trained
 
@@ -162,7 +162,23 @@ def validation_summary(report: dict) -> dict:
     }
     if report.get("other_qualities"):  # judged only, e.g. the small faces of 240p videos
         summary["other_qualities"] = headline(report["other_qualities"])
+    summary["reliability"] = reliability(parts)
     return summary
+
+
+def reliability(parts: dict[str, dict]) -> dict:
+    """How often the out-of-fold verdicts were right, by band of confidence, over the clips judged
+    at every one of these qualities (each clip once a quality)."""
+    by_path = [{r["path"]: r for r in part["clips"] if r["p_fake"] is not None} for part in parts.values()]
+    paths = sorted(set.intersection(*(set(rows) for rows in by_path)))
+    y = np.array([by_path[0][path]["label"] == "FAKE" for path in paths])
+    p = np.array([[rows[path]["p_fake"] for rows in by_path] for path in paths])
+    bands = reliability_by_confidence(y, p)
+    for band in bands:
+        if "share_right" in band:
+            band["share_right"] = round(band["share_right"], 3)
+            band["share_right_ci95"] = [round(v, 3) for v in band["share_right_ci95"]]
+    return {"qualities": list(parts), "clips": len(paths), "bands": bands}
 
 
 # Settings that change nothing a model learns, or (the seed) only which folds and draws it gets.

@@ -254,15 +254,37 @@ class Detector:
             _rounded(seconds),
             tracks,
             deciding.track_id,
-            self._caveats(label, tracks),
+            self._caveats(label, confidence, tracks),
         )
 
-    def _caveats(self, label: str, tracks: list[TrackResult]) -> list[dict]:
+    def _caveats(self, label: str, confidence: float, tracks: list[TrackResult]) -> list[dict]:
+        """What makes this verdict say less than the validation's headline figures suggest."""
+        return [c for c in (self._uncertain_caveat(confidence), self._small_face_caveat(label, tracks)) if c]
+
+    def _uncertain_caveat(self, confidence: float) -> dict | None:
+        """A verdict as confident as verdicts that, on people the recipe never saw, were right no
+        more surely than a coin toss (the checkpoint's validation by band of confidence)."""
+        bands = (self.validation or {}).get("reliability", {}).get("bands", [])
+        share = confidence / 100
+        band = next((b for b in reversed(bands) if b["confidence"][0] <= share), None)
+        if band is None or not band["judged"] or band["share_right_ci95"][0] > 0.5:
+            return None
+        low, high = band["confidence"]
+        return {
+            "code": "uncertain",
+            "message": (
+                f"On people it had not seen, verdicts as confident as this one ({low:.0%}–{high:.0%}) were right "
+                f"in {band['right']} of {band['judged']} cases, not measurably more often than a coin toss: "
+                "treat this verdict as undecided."
+            ),
+        }
+
+    def _small_face_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on a small face says less than usual: by how much, where the checkpoint's
         validation measured it."""
         smallest = min(tracks, key=lambda t: t.height)
         if label != "REAL" or smallest.height >= SMALL_FACE_PX:
-            return []
+            return None
         face = f"Face {smallest.track_id}" if len(tracks) > 1 else "The face"
         message = (
             f"{face} is only about {smallest.height} px tall in this video. On faces under {SMALL_FACE_PX} px "
@@ -276,7 +298,7 @@ class Detector:
                 f": on people it had not seen, it caught {small['recall_fake']:.0%} of the fakes in videos "
                 f"re-encoded small (240p), against {usual['recall_fake']:.0%} as published"
             )
-        return [{"code": "small_face", "message": message + "."}]
+        return {"code": "small_face", "message": message + "."}
 
     def _verdict(self, p_fake: float) -> tuple[str, float]:
         """The label for a calibrated p_fake, and its confidence in percent."""

@@ -113,6 +113,38 @@ def ece_if_calibrated(p_fake: np.ndarray, threshold: float = 0.5, rounds: int = 
     return float(np.mean(values)), float(np.percentile(values, 95))
 
 
+# Bands of confidence (the probability of the label given) for the share of verdicts that were right
+CONFIDENCE_BANDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def reliability_by_confidence(
+    y_fake: np.ndarray, p_fake: np.ndarray, edges: tuple[float, ...] = CONFIDENCE_BANDS, threshold: float = 0.5, rounds: int = 1000, seed: int = 0
+) -> list[dict]:
+    """For each band of confidence: how many verdicts fell in it, how many were right, and a 95%
+    interval of the share right over clips resampled with replacement.
+
+    `p_fake` may hold several judgements of each clip, one column each (e.g. at two qualities); a
+    resampled clip brings all of them, as they are not independent."""
+    y = np.asarray(y_fake, bool)
+    p = np.asarray(p_fake, float).reshape(len(y), -1)
+    said_fake = p >= threshold
+    confidence = np.where(said_fake, p, 1 - p)
+    right = said_fake == y[:, None]
+    band = np.clip(np.digitize(confidence, edges[1:-1]), 0, len(edges) - 2)
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, len(y), len(y)) for _ in range(rounds)]
+    bands = []
+    for b, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = band == b
+        entry = {"confidence": [low, high], "judged": int(inside.sum()), "right": int(right[inside].sum())}
+        if inside.any():
+            shares = [right[pick][inside[pick]].mean() for pick in picks if inside[pick].any()]
+            entry["share_right"] = float(right[inside].mean())
+            entry["share_right_ci95"] = [float(v) for v in np.percentile(shares, [2.5, 97.5])]
+        bands.append(entry)
+    return bands
+
+
 def summarise(
     y_fake: np.ndarray, p_fake: np.ndarray, methods: list[str], threshold: float = 0.5, groups: np.ndarray | None = None
 ) -> dict:

@@ -170,6 +170,29 @@ def test_the_small_face_caveat_says_how_many_fakes_were_caught_where_the_checkpo
     )
 
 
+@pytest.mark.parametrize("p_fake, states, caveat", [(0.45, True, True), (0.62, True, True), (0.75, True, False), (0.97, True, False), (0.45, False, False)])
+def test_a_verdict_as_confident_as_validated_coin_tosses_is_called_undecided(media, monkeypatch, tmp_path, p_fake, states, caveat):
+    bands = [  # as a checkpoint states them: 0.5–0.7 could not be told from chance, 0.7–0.8 could, above nothing was seen
+        {"confidence": [0.5, 0.6], "judged": 39, "right": 22, "share_right": 0.564, "share_right_ci95": [0.371, 0.737]},
+        {"confidence": [0.6, 0.7], "judged": 51, "right": 26, "share_right": 0.51, "share_right_ci95": [0.353, 0.673]},
+        {"confidence": [0.7, 0.8], "judged": 59, "right": 46, "share_right": 0.78, "share_right_ci95": [0.638, 0.896]},
+        {"confidence": [0.8, 0.9], "judged": 0, "right": 0}, {"confidence": [0.9, 1.0], "judged": 0, "right": 0},
+    ]
+    validation = {"reliability": {"qualities": ["orig", "crf40_480p"], "clips": 106, "bands": bands}} if states else {}
+    weights = tmp_path / "measured.pt"
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, validation=validation)
+    scoring_faces_as(monkeypatch, p_fake)
+    result = Detector(weights).detect(media["face_h264"], 10)
+    assert result.confidence == round(100 * max(p_fake, 1 - p_fake), 1)
+    assert [c["code"] for c in result.caveats] == (["uncertain"] if caveat else [])
+    if caveat:
+        band = "50%–60%) were right in 22 of 39" if p_fake == 0.45 else "60%–70%) were right in 26 of 51"
+        assert result.caveats[0]["message"] == (
+            f"On people it had not seen, verdicts as confident as this one ({band} cases, not measurably more "
+            "often than a coin toss: treat this verdict as undecided."
+        )
+
+
 @pytest.mark.parametrize("p_fake, small, caveat", [(0.2, True, True), (0.8, True, False), (0.2, False, False)])
 def test_a_real_verdict_on_a_small_face_says_it_means_less(tiny_weights, media, small_face, monkeypatch, p_fake, small, caveat):
     scoring_faces_as(monkeypatch, p_fake)

@@ -26,6 +26,7 @@ from model.evaluation import (
     fit_calibration,
     fit_calibration_on_qualities,
     log_loss,
+    reliability_by_confidence,
     roc_auc,
     summarise,
 )
@@ -62,6 +63,23 @@ def test_expected_calibration_error_hand_computed():
     y = np.array([1, 0, 1, 0])
     p = np.array([0.9, 0.9, 0.2, 0.2])  # confidence 0.9 twice (1 right), 0.8 twice (1 right)
     assert expected_calibration_error(y, p) == pytest.approx(0.5 * 0.4 + 0.5 * 0.3)
+
+
+def test_reliability_by_confidence_hand_computed():
+    y = np.array([1, 1, 0, 0, 1], bool)
+    p = np.array([0.95, 0.55, 0.35, 0.62, 0.3])  # confidence 0.95 right, 0.55 right, 0.65 right, 0.62 wrong, 0.7 wrong
+    bands = reliability_by_confidence(y, p, rounds=200)
+    assert [(b["confidence"], b["judged"], b["right"]) for b in bands] == [
+        ([0.5, 0.6], 1, 1), ([0.6, 0.7], 2, 1), ([0.7, 0.8], 1, 0), ([0.8, 0.9], 0, 0), ([0.9, 1.0], 1, 1),
+    ]
+    assert bands[1]["share_right"] == 0.5 and "share_right" not in bands[3]
+    assert bands[0]["share_right_ci95"] == [1.0, 1.0] and bands[2]["share_right_ci95"] == [0.0, 0.0]
+    low, high = bands[1]["share_right_ci95"]
+    assert low == 0.0 and high == 1.0  # resampled, the two clips of that band give 0, ½ or 1
+    # each clip judged twice alike: twice the verdicts, but resampled by clip, so the same interval
+    twice = reliability_by_confidence(y, np.stack([p, p], axis=1), rounds=200)
+    assert [b["judged"] for b in twice] == [2 * b["judged"] for b in bands]
+    assert [b.get("share_right_ci95") for b in twice] == [b.get("share_right_ci95") for b in bands]
 
 
 def test_fit_calibration_recovers_temperature():
@@ -359,6 +377,12 @@ def test_cross_validation_judges_further_qualities_without_calibrating_on_them(t
     assert summary["other_qualities"]["crf23_240p"]["recall_fake"] == round(small["metrics"]["recall_fake"], 3)
     assert summary["qualities"] == validation_summary({**report, "other_qualities": {}})["qualities"]
     assert "other_qualities" not in validation_summary({**report, "other_qualities": {}})
+    # how often the verdicts were right, by confidence: every clip at both calibrated qualities
+    reliability = summary["reliability"]
+    assert reliability["qualities"] == ["orig", "crf40_480p"] and reliability["clips"] == 8
+    judged = [r for part in report["qualities"].values() for r in part["clips"]]
+    right = [(r["p_fake"] >= 0.5) == (r["label"] == "FAKE") for r in judged]
+    assert sum(b["judged"] for b in reliability["bands"]) == 16 and sum(b["right"] for b in reliability["bands"]) == sum(right)
     assert _train_config(build_parser().parse_args(["crossval", "--manifest", "m.csv", "--judge-quality", "crf23_240p"])).judge_qualities == ["crf23_240p"]
 
 
