@@ -197,6 +197,9 @@ def _format_summary(name: str, s: dict) -> str:
     if "ece_if_calibrated" in s:
         floor = s["ece_if_calibrated"]
         lines.append(f"  ECE a calibrated detector would show on these clips: {floor['mean']:.3f} on average, 95% below {floor['p95']:.3f}")
+    if "reliability" in s:
+        right = [f"{b['confidence'][0]:.0%}–{b['confidence'][1]:.0%} {b['right']}/{b['judged']}" for b in s["reliability"] if b["judged"]]
+        lines.append(f"  verdicts right, by confidence: {', '.join(right)}")
     if "within_group_auc" in s:
         lines.append(f"  AUC within identity groups {s['within_group_auc']:.3f} ({s['identity_groups']} groups: fakes against real clips of the same people)")
     for method, m in s["auc_by_method"].items():

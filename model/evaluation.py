@@ -148,8 +148,9 @@ def reliability_by_confidence(
 def summarise(
     y_fake: np.ndarray, p_fake: np.ndarray, methods: list[str], threshold: float = 0.5, groups: np.ndarray | None = None
 ) -> dict:
-    """Every reported metric, with bootstrap 95% intervals, plus AUC per manipulation method and,
-    given identity `groups`, the AUC within groups."""
+    """Every reported metric, with bootstrap 95% intervals, plus how often the verdicts of each
+    confidence were right, AUC per manipulation method and, given identity `groups`, the AUC
+    within groups."""
     y, p = np.asarray(y_fake, bool), np.asarray(p_fake, float)
     bal = lambda a, b: balanced_accuracy(a, b, threshold)  # noqa: E731
     ece = lambda a, b: expected_calibration_error(a, b, threshold=threshold)  # noqa: E731
@@ -170,6 +171,7 @@ def summarise(
         "recall_fake": fake_recall,
         "recall_real": real_recall,
         "threshold": threshold,
+        "reliability": reliability_by_confidence(y, p, threshold=threshold),
         "auc_by_method": {},
     }
     if groups is not None:

@@ -13,7 +13,7 @@ import torch
 from media import face_frames, write_h264
 from skimage import data
 
-from model.cli import _train_config, build_parser
+from model.cli import _format_summary, _train_config, build_parser
 from model.cli import main as cli_main
 from model.crossval import calibration_from_report, cross_validate, train_on_all_clips, validation_summary
 from model.dataset import (
@@ -105,6 +105,10 @@ def test_summarise_reports_per_method_and_intervals():
     low, high = report["ece_ci95"]
     assert 0 <= low < high <= 1
     assert 0 < report["ece_if_calibrated"]["mean"] < report["ece_if_calibrated"]["p95"] < 1
+    # confidence 0.9 twice (right), 0.8 twice and 0.85 (a real one called FAKE), 0.7 (a fake called REAL)
+    assert report["reliability"] == reliability_by_confidence(y, p)
+    assert [(b["judged"], b["right"]) for b in report["reliability"]] == [(0, 0), (0, 0), (1, 0), (3, 2), (2, 2)]
+    assert "  verdicts right, by confidence: 70%–80% 0/1, 80%–90% 2/3, 90%–100% 2/2" in _format_summary("c23", report).splitlines()
 
 
 def test_ece_interval_is_the_bootstrap_mirrored_about_the_estimate():
