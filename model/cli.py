@@ -239,6 +239,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="face crop side in pixels")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW's decoupled weight decay")
     parser.add_argument("--clips-per-batch", type=int, default=defaults.clips_per_batch)
     parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip, help="length of a training sequence")
     parser.add_argument("--frozen-blocks", type=int, default=defaults.frozen_blocks, help="leading encoder blocks left untrained")

@@ -819,3 +819,4 @@ def test_fit_with_sharpness_aware_steps_trains_other_weights(tiny_dataset, tmp_p
     assert changed and all(torch.equal(p, sharp[n]) for n, p in plain.items() if not p.requires_grad)
     for command in ("train", "crossval"):
         assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--sam-rho", "0.05"])).sam_rho == 0.05
+        assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--weight-decay", "0.05"])).weight_decay == 0.05
