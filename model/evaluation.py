@@ -57,14 +57,21 @@ def log_loss(y_fake: np.ndarray, p_fake: np.ndarray, eps: float = 1e-6, weights:
     return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=weights))
 
 
+def _confidence_and_right(y_fake: np.ndarray, p_fake: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each verdict's confidence (the probability of the label given) and whether it was right."""
+    said_fake = p_fake >= threshold
+    return np.where(said_fake, p_fake, 1 - p_fake), said_fake == y_fake
+
+
+def _band_of(confidence: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """The index of the band between consecutive `edges` that each confidence falls in."""
+    return np.clip(np.digitize(confidence, edges[1:-1]), 0, len(edges) - 2)
+
+
 def expected_calibration_error(y_fake: np.ndarray, p_fake: np.ndarray, bins: int = 10, threshold: float = 0.5) -> float:
     """Mean |accuracy − confidence| over equal-width confidence bins, weighted by bin size."""
-    y, p = np.asarray(y_fake, bool), np.asarray(p_fake, float)
-    pred = p >= threshold
-    confidence = np.where(pred, p, 1 - p)
-    correct = pred == y
-    edges = np.linspace(0.5, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    confidence, correct = _confidence_and_right(np.asarray(y_fake, bool), np.asarray(p_fake, float), threshold)
+    which = _band_of(confidence, np.linspace(0.5, 1.0, bins + 1))
     error = 0.0
     for b in range(bins):
         inside = which == b
@@ -126,19 +133,16 @@ def reliability_by_confidence(
     `p_fake` may hold several judgements of each clip, one column each (e.g. at two qualities); a
     resampled clip brings all of them, as they are not independent."""
     y = np.asarray(y_fake, bool)
-    p = np.asarray(p_fake, float).reshape(len(y), -1)
-    said_fake = p >= threshold
-    confidence = np.where(said_fake, p, 1 - p)
-    right = said_fake == y[:, None]
-    band = np.clip(np.digitize(confidence, edges[1:-1]), 0, len(edges) - 2)
+    confidence, right = _confidence_and_right(y[:, None], np.asarray(p_fake, float).reshape(len(y), -1), threshold)
+    band = _band_of(confidence, edges)
     rng = np.random.default_rng(seed)
-    picks = [rng.integers(0, len(y), len(y)) for _ in range(rounds)]
+    resampled = [(right[pick], band[pick]) for pick in (rng.integers(0, len(y), len(y)) for _ in range(rounds))]
     bands = []
     for b, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
         inside = band == b
         entry = {"confidence": [low, high], "judged": int(inside.sum()), "right": int(right[inside].sum())}
         if inside.any():
-            shares = [right[pick][inside[pick]].mean() for pick in picks if inside[pick].any()]
+            shares = [r[at == b].mean() for r, at in resampled if (at == b).any()]
             entry["share_right"] = float(right[inside].mean())
             entry["share_right_ci95"] = [float(v) for v in np.percentile(shares, [2.5, 97.5])]
         bands.append(entry)
