@@ -277,7 +277,7 @@ def _crossval(args: argparse.Namespace) -> int:
     from .crossval import cross_validate
     from .evaluation import roc_curve
 
-    report = cross_validate(_train_config(args, out=""), args.folds, args.jobs, args.train_groups)
+    report = cross_validate(_train_config(args, out=""), args.folds, args.jobs, args.train_groups, args.keep_models)
     curves = {}
     calibrated_on = [(quality, part, "out of fold") for quality, part in report["qualities"].items()]
     others = [(quality, part, "out of fold, calibration not fitted at it") for quality, part in report["other_qualities"].items()]
@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also judge the held-out clips at this quality (repeatable; e.g. crf23_240p for small faces); reported, not calibrated on",
     )
     crossval.add_argument("--out", default="evaluation/crossval", help="folder for crossval.json and roc.png")
+    crossval.add_argument(
+        "--keep-models", default=None, metavar="DIR",
+        help="keep each fold's model there (fold-<k>.pt), calibrated as its held-out clips were",
+    )
     crossval.set_defaults(run=_crossval)
     return parser
 

@@ -20,12 +20,18 @@ import torch
 from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, reliability_by_confidence, roc_auc, summarise
 from .processes import SPAWN, cores_each, spawn_pool, start_worker, use_threads
-from .training import TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, portable_settings, save_trained
+from .network import EnsembleNet, read_checkpoint, save_checkpoint
+from .training import (
+    TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, people_of, portable_settings,
+    save_trained, training_clips,
+)
 
 log = logging.getLogger(__name__)
 
 
-def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_groups: int | None = None) -> dict:
+def cross_validate(
+    config: TrainConfig, folds: int = 5, jobs: int = 1, train_groups: int | None = None, models_dir: str | Path | None = None
+) -> dict:
     """Train one model per held-out fold and report the out-of-fold metrics at both qualities.
 
     With `jobs` > 1 that many folds train at once, each in its own process with its share of
@@ -35,7 +41,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
     groups, drawn at random: run at several sizes, that measures how the detector gains from
     more people. With `config.members` > 1 each fold's model is an ensemble: its members train
     as separate tasks (run side by side like folds) and its margins are their mean; each
-    member's own margin is reported beside it.
+    member's own margin is reported beside it. With `models_dir`, each fold's model is kept
+    there as `fold-<k>.pt` (k from 1), calibrated as its held-out clips were: a detector that
+    never saw those clips' people, to study them through the app's whole pipeline.
 
     Probabilities are cross-fitted: each fold's margins are calibrated with the temperature and
     offset fitted on the other folds' out-of-fold margins, so no clip calibrates its own verdict.
@@ -61,8 +69,12 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         )
     # One task per fold and ensemble member; the folds stay those of config.seed.
     tasks = [(k, member) for k in range(folds) for member in range(config.members)]
+    member_files = [Path(models_dir) / f"fold-{k + 1}-member-{member}.pt" if models_dir else None for k, member in tasks]
+    if models_dir:
+        Path(models_dir).mkdir(parents=True, exist_ok=True)
     task_args = (
         [member_config(config, member) for _, member in tasks], [train_sets[k] for k, _ in tasks], [val_sets[k] for k, _ in tasks],
+        member_files,
     )
     if jobs > 1:
         workers = min(jobs, len(tasks))
@@ -109,6 +121,9 @@ def cross_validate(config: TrainConfig, folds: int = 5, jobs: int = 1, train_gro
         temperature, bias = fit_calibration_on_qualities([final[q][others] for q in qualities], y[others])
         for q in all_qualities:
             p_fake[q][fold_of == k] = 1 / (1 + np.exp(-(final[q][fold_of == k] / temperature + bias)))
+        if models_dir:
+            fold_files = [f for (fold, _), f in zip(tasks, member_files) if fold == k]
+            keep_fold_model(fold_files, Path(models_dir) / f"fold-{k + 1}.pt", (temperature, bias), training_clips(train_sets[k], config))
     methods = [c.method for c in clips]
     for q in all_qualities:
         scored = judged & np.isfinite(final[q])
@@ -220,12 +235,30 @@ def training_groups(groups: np.ndarray, fold_of: np.ndarray, fold: int, count: i
     return sorted(int(g) for g in np.random.default_rng([seed, fold]).choice(available, count, replace=False))
 
 
+def keep_fold_model(member_files: list[Path], path: Path, calibration: tuple[float, float], trained_on: list[Clip]) -> None:
+    """Save a fold's model (its members as one ensemble) with its cross-fitted calibration, and
+    the people it learnt from, so that an evaluation can tell its unseen clips; the members' own
+    files go. The weights stay in float32: the held-out margins come back to the rounding."""
+    members = [read_checkpoint(f)[0] for f in member_files]
+    model = members[0] if len(members) == 1 else EnsembleNet.of(members)
+    model.config.temperature, model.config.extra = calibration[0], {"logit_bias": calibration[1]}
+    save_checkpoint(model, path, half=False, trained_on=[Path(c.path).name for c in trained_on], trained_on_identities=people_of(trained_on))
+    for f in member_files:
+        f.unlink()
+
+
 def held_out_margins(
-    config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], before_step: Callable[[int], None] | None = None
+    config: TrainConfig,
+    train_clips: list[Clip],
+    val_clips: list[Clip],
+    keep_model: Path | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> tuple[list[dict], dict, list[int]]:
     """One fold: the training history, the held-out margins at every evaluated step, and which
-    held-out clips had crops at every quality."""
+    held-out clips had crops at every quality; the trained network goes to `keep_model`, if given."""
     result = fit(config, train_clips, val_clips, select_best=False, before_step=before_step)
+    if keep_model:
+        save_checkpoint(result.model.cpu(), keep_model, half=False)
     return result.history, result.margins, result.kept
 
 
@@ -239,11 +272,13 @@ def _start_fold_process(threads: int, log_level: int, folds_training: Synchroniz
     start_worker(threads, log_level)
 
 
-def _held_out_margins_sharing_cores(config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip]) -> tuple[list[dict], dict, list[int]]:
+def _held_out_margins_sharing_cores(
+    config: TrainConfig, train_clips: list[Clip], val_clips: list[Clip], keep_model: Path | None
+) -> tuple[list[dict], dict, list[int]]:
     with _folds_training.get_lock():
         _folds_training.value += 1
     try:
-        return held_out_margins(config, train_clips, val_clips, before_step=_share_cores)
+        return held_out_margins(config, train_clips, val_clips, keep_model, before_step=_share_cores)
     finally:
         with _folds_training.get_lock():
             _folds_training.value -= 1

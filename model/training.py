@@ -248,6 +248,11 @@ def member_history(history: list[dict], member: int, members: int) -> list[dict]
     return history if members == 1 else [{"member": member, **record} for record in history]
 
 
+def people_of(clips: list[Clip]) -> list[str]:
+    """The people (source ids) these clips show, for clips whose manifest names them."""
+    return sorted({i for c in clips if c.group for i in c.identities})
+
+
 def training_clips(clips: list[Clip], config: TrainConfig) -> list[Clip]:
     """The clips a model learns from: all but the fakes of `config.exclude_methods`."""
     return [c for c in clips if c.label == "REAL" or c.method not in config.exclude_methods]
@@ -392,11 +397,11 @@ def save_trained(
         "calibration": {"temperature": temperature, "logit_bias": bias},
         **stated,
     }
-    identities = sorted({i for c in result.trained_on if c.group for i in c.identities})
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         model.cpu(), config.out,
-        trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=identities, best_step=result.kept_step,
+        trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=people_of(result.trained_on),
+        best_step=result.kept_step,
         **stated,
     )
     log.info("saved %s (step %d kept, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)

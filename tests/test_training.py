@@ -31,7 +31,9 @@ from model.evaluation import (
     summarise,
 )
 from model.faces import LANDMARKS
-from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, checkpoint_metadata, load_checkpoint, save_checkpoint
+from model.network import (
+    DeepfakeNet, EnsembleNet, NetworkConfig, checkpoint_metadata, load_checkpoint, read_checkpoint, save_checkpoint,
+)
 from model.training import (
     SequenceSampler,
     TrainConfig,
@@ -271,6 +273,27 @@ def test_cross_validation_of_an_ensemble_averages_its_members_on_the_same_folds(
     assert "member_margins" not in single["qualities"]["orig"]["clips"][0]
 
 
+@pytest.mark.parametrize("members", [1, 2])
+def test_cross_validation_keeps_each_fold_model_calibrated_as_its_held_out_clips(tiny_dataset, tmp_path, members):
+    config = tiny_config(tiny_dataset, tmp_path, members=members)
+    report = cross_validate(config, folds=2, models_dir=tmp_path / "models")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["fold-1.pt", "fold-2.pt"]  # the members' own files go
+    clips = {shown_path(c, config.manifest, config.root): c for c in read_manifest(config.manifest)}
+    for fold in (0, 1):
+        model, metadata = read_checkpoint(tmp_path / "models" / f"fold-{fold + 1}.pt")
+        assert model.config.members == members
+        held_out = [clips[r["path"]] for r in report["qualities"]["orig"]["clips"] if r["fold"] == fold]
+        learnt_from = {i for c in clips.values() if c not in held_out for i in c.identities}
+        assert set(metadata["trained_on_identities"]) == learnt_from and learnt_from.isdisjoint(held_out[0].identities)
+        for quality in ("orig", "crf40_480p"):
+            rows = [r for r in report["qualities"][quality]["clips"] if r["fold"] == fold]
+            crops = [load_cached(config.cache_dir, clips[r["path"]], quality)[0] for r in rows]
+            margins = clip_margins(model, crops, torch.device("cpu"))
+            np.testing.assert_allclose(margins, [r["margin"] for r in rows], atol=1e-3)
+            p_fake = 1 / (1 + np.exp(-(margins / model.config.temperature + model.config.extra["logit_bias"])))
+            np.testing.assert_allclose(p_fake, [r["p_fake"] for r in rows], atol=1e-3)
+
+
 def test_cross_validation_in_parallel_processes_gives_the_same_report(tiny_dataset, tmp_path):
     config = tiny_config(tiny_dataset, tmp_path)
     one_by_one = cross_validate(config, folds=2)
@@ -487,8 +510,10 @@ def test_fit_keeps_the_last_step_unless_asked_to_select(tiny_dataset, tmp_path):
 def test_crossval_cli_writes_report(tiny_dataset, tmp_path, capsys):
     args = ["crossval", "--manifest", str(tiny_dataset), "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--eval-every", "2"]
     judge = ["--judge-quality", "crf23_240p"]
-    assert cli_main([*args, *judge, "--folds", "2", "--clips-per-batch", "2", "--out", str(tmp_path / "cv")]) == 0
+    keep = ["--keep-models", str(tmp_path / "folds")]
+    assert cli_main([*args, *judge, *keep, "--folds", "2", "--clips-per-batch", "2", "--out", str(tmp_path / "cv")]) == 0
     report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "folds").iterdir()) == ["fold-1.pt", "fold-2.pt"]
     assert report["folds"] == 2 and report["qualities"]["crf40_480p"]["metrics"]["clips"] == 4
     assert report["other_qualities"]["crf23_240p"]["metrics"]["clips"] == 4  # the faces are found at 240p too
     assert (tmp_path / "cv" / "roc.png").stat().st_size > 1000
