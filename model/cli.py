@@ -95,6 +95,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     group_of = dict(zip((c.path for c in clips), identity_components(clips)))
     people_seen = set(detector.metadata.get("trained_on_identities", []))
     seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
+    if args.unseen_only:
+        clips = [c for c in clips if c.path not in seen]
+        print(f"{len(seen)} clips of people the model was trained on left out, {len(clips)} judged", flush=True)
+        if not clips:
+            raise ValueError("every clip of the manifest shows people the model was trained on")
+        seen = set()
     if seen:
         print(
             f"note: {len(seen)} of these {len(clips)} clips show people the model was trained on; for them the figures "
@@ -102,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     report: dict = {
         "weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split,
-        "clips_of_people_seen_in_training": len(seen), "qualities": {},
+        "unseen_only": args.unseen_only, "clips_of_people_seen_in_training": len(seen), "qualities": {},
     }
     curves = {}
     tasks = [(clip.path, quality, args.sequence_length) for quality in args.quality for clip in clips]
@@ -318,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--quality", nargs="+", default=["orig", "crf40_480p"], choices=list(QUALITIES),
         help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p",
+    )
+    evaluate.add_argument(
+        "--unseen-only", action="store_true",
+        help="judge only the clips of people the checkpoint was not trained on (as it lists them; clips naming no people stay)",
     )
     evaluate.add_argument("--sequence-length", type=int, default=None)
     evaluate.add_argument("--val-fraction", type=float, default=0.2)

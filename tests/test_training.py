@@ -583,6 +583,16 @@ def test_evaluate_marks_clips_of_people_the_model_was_trained_on(tiny_dataset, t
     assert report["clips_of_people_seen_in_training"] == 2
     assert "2 of these 4 clips show people the model was trained on" in capsys.readouterr().out
 
+    # only the people it never saw
+    assert cli_main([*args, "--sequence-length", "10", "--unseen-only"]) == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert [r["path"] for r in report["qualities"]["orig"]["clips"]] == ["002.mp4", "002_fake.mp4"]
+    assert report["unseen_only"] and report["clips_of_people_seen_in_training"] == 0
+    assert "2 clips of people the model was trained on left out, 2 judged" in capsys.readouterr().out
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, trained_on_identities=["001", "002"])
+    assert cli_main([*args, "--unseen-only"]) == 2
+    assert "every clip of the manifest shows people the model was trained on" in capsys.readouterr().err
+
 
 def test_manifest_from_folder(tmp_path):
     for name in ("real/a.mp4", "fake/b.mp4", "fake/notes.txt"):
