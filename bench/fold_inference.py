@@ -96,6 +96,17 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def auc_difference(y: np.ndarray, base: np.ndarray, other: np.ndarray, rounds: int) -> dict:
+    """The AUC of `other` less that of `base` on the same clips, with a 95% interval that
+    resamples clips (a clip's two scores together)."""
+    pair = np.stack([base, other], axis=1)
+    difference = lambda yy, pp: roc_auc(yy, pp[:, 1]) - roc_auc(yy, pp[:, 0])  # noqa: E731
+    return {
+        "auc_difference": round(difference(y, pair), 4),
+        "auc_difference_ci95": [round(v, 4) for v in bootstrap_interval(difference, y, pair, rounds)],
+    }
+
+
 def compare(margins: dict, fold_of: np.ndarray, y: np.ndarray, report: dict, rounds: int) -> dict:
     """Each variant's metrics per quality, and its AUC's difference from the baseline's with a 95% interval."""
     p_fake = {name: cross_fitted(by_quality, fold_of, y) for name, by_quality in margins.items()}
@@ -111,25 +122,29 @@ def compare(margins: dict, fold_of: np.ndarray, y: np.ndarray, report: dict, rou
             p = p_fake[name][quality][scored]
             row = {k: round(v, 4) for k, v in metrics(ys, p).items()}
             if name != BASELINE:
-                pair = np.stack([base, p], axis=1)
-                difference = lambda yy, pp: roc_auc(yy, pp[:, 1]) - roc_auc(yy, pp[:, 0])  # noqa: E731
-                row["auc_difference"] = round(difference(ys, pair), 4)
-                row["auc_difference_ci95"] = [round(v, 4) for v in bootstrap_interval(difference, ys, pair, rounds)]
+                row.update(auc_difference(ys, base, p, rounds))
                 row["margin_correlation"] = round(float(np.corrcoef(margins[BASELINE][quality][scored], margins[name][quality][scored])[0, 1]), 4)
             rows[name] = row
         out["qualities"][quality] = {"clips": int(scored.sum()), "variants": rows}
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fold_arguments(description: str, name: str) -> argparse.ArgumentParser:
+    """The options of a study of a cross-validation's kept fold models; its report goes to
+    bench/results/<name>-<date>.json by default."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--report", required=True, help="crossval.json of a run with --keep-models")
     parser.add_argument("--models", required=True, help="the folder of its fold-<k>.pt")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--root", default=None)
+    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{name}-{datetime.date.today()}.json"))
+    return parser
+
+
+def main() -> None:
+    parser = fold_arguments(__doc__.splitlines()[0], "fold-inference")
     parser.add_argument("--cache-dir", default=TrainConfig(manifest="").cache_dir)
-    parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"fold-inference-{datetime.date.today()}.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = json.loads(Path(args.report).read_text())

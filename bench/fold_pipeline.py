@@ -15,7 +15,6 @@ cross-validation see the same thing.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import sys
@@ -26,9 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fold_inference import auc_difference, fold_arguments  # noqa: E402  (beside this script)
 from model.cli import main as model_cli  # noqa: E402
 from model.dataset import identity_components, read_manifest, shown_path  # noqa: E402
-from model.evaluation import bootstrap_interval, roc_auc, summarise  # noqa: E402
+from model.evaluation import roc_auc, summarise  # noqa: E402
 
 log = logging.getLogger("bench")
 HEADLINE = ("auc", "balanced_accuracy", "log_loss", "ece", "recall_fake", "recall_real", "within_group_auc")
@@ -76,33 +76,25 @@ def compare(reports: list[dict], crossval: dict, group_of: dict[str, int], round
         if quality in stated:
             by_path = {r["path"]: r["p_fake"] for r in stated[quality]["clips"]}
             both = [i for i, r in enumerate(served) if by_path.get(r["path"]) is not None]
-            pair = np.stack([[by_path[served[i]["path"]] for i in both], p[both]], axis=1)
-            difference = lambda yy, pp: roc_auc(yy, pp[:, 1]) - roc_auc(yy, pp[:, 0])  # noqa: E731
+            crossval_p, served_p = np.array([by_path[served[i]["path"]] for i in both]), p[both]
             part["against_crossval"] = {
                 "clips": len(both),
-                "crossval_auc": round(roc_auc(y[both], pair[:, 0]), 4),
-                "auc_difference": round(difference(y[both], pair), 4),
-                "auc_difference_ci95": [round(v, 4) for v in bootstrap_interval(difference, y[both], pair, rounds)],
-                "logit_correlation": round(float(np.corrcoef(logit(pair[:, 0]), logit(pair[:, 1]))[0, 1]), 4),
-                "mean_abs_p_fake_difference": round(float(np.mean(np.abs(pair[:, 1] - pair[:, 0]))), 4),
-                "same_label": round(float(np.mean((pair[:, 0] >= 0.5) == (pair[:, 1] >= 0.5))), 4),
+                "crossval_auc": round(roc_auc(y[both], crossval_p), 4),
+                **auc_difference(y[both], crossval_p, served_p, rounds),
+                "logit_correlation": round(float(np.corrcoef(logit(crossval_p), logit(served_p))[0, 1]), 4),
+                "mean_abs_p_fake_difference": round(float(np.mean(np.abs(served_p - crossval_p))), 4),
+                "same_label": round(float(np.mean((crossval_p >= 0.5) == (served_p >= 0.5))), 4),
             }
         out[quality] = part
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", required=True, help="crossval.json of a run with --keep-models")
-    parser.add_argument("--models", required=True, help="the folder of its fold-<k>.pt")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--root", default=None)
+    parser = fold_arguments(__doc__.splitlines()[0], "fold-pipeline")
     parser.add_argument("--quality", nargs="+", default=["orig", "crf40_480p"])
     parser.add_argument("--sequence-length", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--work", default="/tmp/fold-pipeline", help="folder for each fold's evaluation report")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"fold-pipeline-{datetime.date.today()}.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     crossval = json.loads(Path(args.report).read_text())
