@@ -96,6 +96,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     people_seen = set(detector.metadata.get("trained_on_identities", []))
     seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
     if args.unseen_only:
+        if "trained_on_identities" not in detector.metadata:
+            raise ValueError(f"{Path(args.weights).name} does not list the people it was trained on: --unseen-only cannot tell them")
         clips = [c for c in clips if c.path not in seen]
         print(f"{len(seen)} clips of people the model was trained on left out, {len(clips)} judged", flush=True)
         if not clips:

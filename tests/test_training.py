@@ -592,6 +592,9 @@ def test_evaluate_marks_clips_of_people_the_model_was_trained_on(tiny_dataset, t
     save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, trained_on_identities=["001", "002"])
     assert cli_main([*args, "--unseen-only"]) == 2
     assert "every clip of the manifest shows people the model was trained on" in capsys.readouterr().err
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights)  # lists no people: none can be told unseen
+    assert cli_main([*args, "--unseen-only"]) == 2
+    assert "trained.pt does not list the people it was trained on" in capsys.readouterr().err
 
 
 def test_manifest_from_folder(tmp_path):
