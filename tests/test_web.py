@@ -30,6 +30,9 @@ def test_index_page(client):
     assert b"Is your video fake? Check it!" in page.data
     assert b'type="file"' in page.data
     assert b"No model is installed" not in page.data
+    # the frames field says what more frames buy, and is tied to that hint for screen readers
+    assert b'aria-describedby="sequence-length-hint"' in page.data
+    assert b'id="sequence-length-hint"' in page.data and b"no more accurate with 60 frames" in page.data
 
 
 def test_healthz(client):
