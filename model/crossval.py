@@ -22,7 +22,7 @@ from .evaluation import fit_calibration_on_qualities, reliability_by_confidence,
 from .processes import SPAWN, cores_each, spawn_pool, start_worker, use_threads
 from .network import EnsembleNet, read_checkpoint, save_checkpoint
 from .training import (
-    TrainConfig, average_margins, cache_crops, fit, fit_members, member_config, member_history, people_of, portable_settings,
+    TrainConfig, average_margins, cache_crops, fit, fit_members, learnt_from, member_config, member_history, portable_settings,
     save_trained, training_clips,
 )
 
@@ -242,7 +242,7 @@ def keep_fold_model(member_files: list[Path], path: Path, calibration: tuple[flo
     members = [read_checkpoint(f)[0] for f in member_files]
     model = members[0] if len(members) == 1 else EnsembleNet.of(members)
     model.config.temperature, model.config.extra = calibration[0], {"logit_bias": calibration[1]}
-    save_checkpoint(model, path, half=False, trained_on=[Path(c.path).name for c in trained_on], trained_on_identities=people_of(trained_on))
+    save_checkpoint(model, path, half=False, **learnt_from(trained_on))
     for f in member_files:
         f.unlink()
 

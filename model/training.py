@@ -248,9 +248,13 @@ def member_history(history: list[dict], member: int, members: int) -> list[dict]
     return history if members == 1 else [{"member": member, **record} for record in history]
 
 
-def people_of(clips: list[Clip]) -> list[str]:
-    """The people (source ids) these clips show, for clips whose manifest names them."""
-    return sorted({i for c in clips if c.group for i in c.identities})
+def learnt_from(clips: list[Clip]) -> dict[str, list[str]]:
+    """What a checkpoint records of the clips it learnt from: their file names, and the people
+    (source ids) they show where the manifest names them, so an evaluation can tell unseen clips."""
+    return {
+        "trained_on": [Path(c.path).name for c in clips],
+        "trained_on_identities": sorted({i for c in clips if c.group for i in c.identities}),
+    }
 
 
 def training_clips(clips: list[Clip], config: TrainConfig) -> list[Clip]:
@@ -399,10 +403,7 @@ def save_trained(
     }
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
-        model.cpu(), config.out,
-        trained_on=[Path(c.path).name for c in result.trained_on], trained_on_identities=people_of(result.trained_on),
-        best_step=result.kept_step,
-        **stated,
+        model.cpu(), config.out, **learnt_from(result.trained_on), best_step=result.kept_step, **stated,
     )
     log.info("saved %s (step %d kept, T=%.3f, b=%.3f)", config.out, result.kept_step, temperature, bias)
     return record
