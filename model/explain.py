@@ -33,7 +33,9 @@ def grad_cam(
     with torch.enable_grad():
         explained, fmap = model.frame_features(frames[index])
         features = features.index_copy(0, index, explained)
-        video_logits, _ = model.temporal(features.view(1, steps, -1))
+        # cuDNN's LSTM cannot run backward in eval mode; PyTorch's own kernel can, with the same result.
+        with torch.backends.cudnn.flags(enabled=False):
+            video_logits, _ = model.temporal(features.view(1, steps, -1))
         margin = video_logits[0, 0] - video_logits[0, 1]
         (grads,) = torch.autograd.grad(margin, fmap)
     weights = grads.float().mean(dim=(2, 3), keepdim=True)

@@ -28,6 +28,15 @@ def test_cuda_path_matches_cpu(weights, request):
     assert abs(p_cpu - p_gpu) < 0.02  # bf16 autocast on the GPU
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_analysis_with_heatmaps_matches_cpu(tiny_weights, media):
+    """The app's whole analysis, Grad-CAM included, as the web layer asks for it."""
+    on_cpu = Detector(tiny_weights, "cpu").detect(media["face_h264"], 12, explain=True)
+    on_gpu = Detector(tiny_weights, "cuda").detect(media["face_h264"], 12, explain=True)
+    assert on_gpu.label == on_cpu.label and abs(on_gpu.p_fake - on_cpu.p_fake) < 0.02
+    assert len(on_gpu.decisive.heatmaps) == len(on_cpu.decisive.heatmaps) > 0
+
+
 def test_an_ensemble_checkpoint_judges_with_the_mean_of_its_members(tiny_ensemble_weights, media):
     detector = Detector(tiny_ensemble_weights)
     assert detector.describe()["members"] == 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.explain import grad_cam, overlay_heatmap
@@ -59,3 +60,14 @@ def test_grad_cam_of_an_ensemble_sums_its_members_evidence():
     twin.load_state_dict(model.state_dict())
     clip = torch.randn(1, 4, 3, 112, 112)
     np.testing.assert_allclose(grad_cam(EnsembleNet.of([model, twin]).eval(), clip, [1, 3]), grad_cam(model, clip, [1, 3]), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_grad_cam_on_cuda_matches_cpu():
+    """The model is in eval mode when it explains, where cuDNN's LSTM has no backward pass."""
+    torch.manual_seed(0)
+    model = DeepfakeNet(NetworkConfig(hidden_size=8)).eval()
+    clip = torch.randn(1, 4, 3, 112, 112)
+    on_cpu = grad_cam(model, clip, [0, 2])
+    on_cuda = grad_cam(model.cuda(), clip.cuda(), [0, 2])
+    np.testing.assert_allclose(on_cuda, on_cpu, atol=0.02)  # TF32 convolutions on the GPU
