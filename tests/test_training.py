@@ -439,7 +439,7 @@ def test_final_model_learns_every_clip_and_takes_the_cross_validation_calibratio
     other = tmp_path / "other.pt"
     args = ["train", "--manifest", config.manifest, "--cache-dir", config.cache_dir, "--out", str(other)]
     assert cli_main([*args, "--crossval-report", str(report_path)]) == 2
-    differing = "cached_frames 6 there, 32 here; clips_per_batch 2 there, 8 here; frames_per_clip 3 there, 6 here; "
+    differing = "cached_frames 6 there, 32 here; clips_per_batch 2 there, 16 here; "
     differing += "hidden_size 8 there, 256 here; steps 2 there, 1500 here"
     assert capsys.readouterr().err == f"error: the cross-validation report is of another recipe: {differing}\n"
     with pytest.raises(ValueError, match="steps 2 there, 3 here"):
