@@ -32,7 +32,8 @@ class TrainConfig:
     image_size: int = 112
     steps: int = 1500
     # 48 frames a step as 16 short sequences: more people a step. Cross-validated four times, it
-    # beat 8 × 6 in log loss at every quality (see weights/detector.md); 4 × 12 and 2 × 24 did worse.
+    # beat 8 × 6 in log loss at every quality (see weights/detector.md); 4 × 12 and 2 × 24 did
+    # worse, 24 × 2 no better, 48 × 1 worse.
     clips_per_batch: int = 16
     frames_per_clip: int = 3
     # Early encoder blocks keep their ImageNet weights: backpropagating through the
