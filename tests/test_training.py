@@ -709,6 +709,25 @@ def test_without_dataset_fakes_to_draw_the_fakes_are_self_blends():
     assert 0.4 < np.mean(labels) < 0.6  # half real, half self-blended
 
 
+@pytest.mark.parametrize("quality", [25, 60, 90])
+def test_jpeg_degradation_is_a_jpeg_file_of_the_rgb_crop(quality):
+    import io
+
+    from PIL import Image
+
+    from model.augment import Degradation
+
+    crop = cv2.resize(data.astronaut()[0:220, 140:360], (112, 112), interpolation=cv2.INTER_AREA)
+    neutral = Degradation(flip=False, gain=np.ones(3), bias=0.0, contrast=1.0, blur_sigma=0.0, noise_sigma=0.0, downscale=1.0, jpeg_quality=quality)
+    buffer = io.BytesIO()
+    Image.fromarray(crop).save(buffer, "JPEG", quality=quality)  # Pillow reads the array as RGB
+    as_saved = np.asarray(Image.open(buffer)).astype(float)
+    out = neutral.apply(crop, np.random.default_rng(0)).astype(float)
+    # the same artefacts as a JPEG file of the crop (red taken for blue would differ by 1.8–3.3 levels)
+    assert np.abs(out - as_saved).mean() < 0.5
+    assert np.abs(out - crop).mean() > 1.0  # and the crop was degraded at all
+
+
 def test_self_blend_scales_with_the_crop():
     from model.augment import SelfBlend
 
