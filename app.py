@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from flask import (
     Blueprint,
     Flask,
@@ -37,12 +35,14 @@ from model.detector import (
     DetectionResult,
     Detector,
 )
+from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
 from model.video import VideoError, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most this often
+IMAGE_JPEG_QUALITY = 90  # the face crops and heatmaps a report names
 
 bp = Blueprint("detect", __name__)
 
@@ -119,11 +119,6 @@ def run_now(job: Job) -> Job:
     return job
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
-    _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return buf.tobytes()
-
-
 def build_report(job: Job, result: DetectionResult, model: dict) -> tuple[dict, dict[str, bytes]]:
     """The full JSON report of an analysis and the images it names (face crops and heatmaps)."""
     report = {
@@ -140,10 +135,10 @@ def build_report(job: Job, result: DetectionResult, model: dict) -> tuple[dict, 
         prefix = f"face{track.track_id}"
         for position, (crop, score) in enumerate(zip(track.crops, entry["frame_scores"])):
             score["crop"] = f"{prefix}-{position}.jpg"
-            images[score["crop"]] = _jpeg(crop)
+            images[score["crop"]] = encode_jpeg(crop, IMAGE_JPEG_QUALITY)
             if position in track.heatmaps:
                 score["heatmap"] = f"{prefix}-{position}-heatmap.jpg"
-                images[score["heatmap"]] = _jpeg(track.heatmaps[position])
+                images[score["heatmap"]] = encode_jpeg(track.heatmaps[position], IMAGE_JPEG_QUALITY)
         entry["thumbnail"] = entry["frame_scores"][len(track.crops) // 2]["crop"]
         if track.track_id == result.deciding_track:
             report["frame_scores"] = entry["frame_scores"]

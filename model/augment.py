@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from .faces import LANDMARKS
+from .images import decode_jpeg, encode_jpeg
 
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112
@@ -88,9 +89,7 @@ class Degradation:
             small = (max(8, int(size[0] * self.downscale)), max(8, int(size[1] * self.downscale)))
             out = cv2.resize(cv2.resize(out, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR)
         if self.jpeg_quality is not None:
-            # OpenCV's codec takes BGR: handed RGB, it would take red for blue in its luma and chroma
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            out = decode_jpeg(encode_jpeg(out, self.jpeg_quality))
         return out[:, ::-1] if self.flip else out
 
 
