@@ -276,6 +276,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--sam-rho", type=float, default=defaults.sam_rho,
         help="sharpness-aware minimisation: gradients taken this far uphill (0: plain steps; else twice the cost)",
     )
+    parser.add_argument(
+        "--average-from", type=int, default=defaults.average_from, metavar="STEP",
+        help="judge and keep the mean of the weights of every step from STEP on (0: the step's own weights)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

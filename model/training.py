@@ -1,6 +1,7 @@
 """Training: face-crop sequences with self-blended fakes and compression, early-stopped on hard validation."""
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -62,6 +63,10 @@ class TrainConfig:
     # takes the gradient at weights moved `sam_rho` uphill, seeking flat minima. 0 = plain steps;
     # otherwise a step costs two passes through the network.
     sam_rho: float = 0.0
+    # Weights averaged over every step from this one to the last (stochastic weight averaging,
+    # Izmailov et al., 2018; averaged densely as SWAD, Cha et al., 2021, does for unseen domains):
+    # evaluated and kept in place of the step's own weights. 0 = off.
+    average_from: int = 0
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -200,6 +205,26 @@ def sharpness_aware_gradients(params: list[torch.Tensor], rho: float, loss_at: C
             p.sub_(move)
 
 
+class WeightAverage:
+    """Running mean of a model's weights and batch-norm statistics over the steps it is given.
+
+    The statistics are averaged like the weights rather than measured again for the averaged
+    weights: late in training, where the averaging runs, the weights move little."""
+
+    def __init__(self, model: nn.Module):
+        self.model = copy.deepcopy(model)
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.count += 1
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if mine.is_floating_point() and self.count > 1:
+                mine.add_((theirs - mine) / self.count)
+            else:  # the first, and batch-norm's step counters
+                mine.copy_(theirs)
+
+
 def evenly(crops: np.ndarray, count: int) -> np.ndarray:
     if len(crops) <= count:
         return crops
@@ -304,6 +329,7 @@ def fit(
     loss_fn = nn.CrossEntropyLoss()
     best: dict = {"score": -np.inf}
     history, margins_by_step = [], {}
+    average = WeightAverage(model) if config.average_from else None
     started = time.time()
     for step in range(1, config.steps + 1):
         if before_step:
@@ -331,10 +357,13 @@ def fit(
         schedule.step()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+        if average and step >= config.average_from:
+            average.update(model)
         if step % config.eval_every == 0 or step == config.steps:
             record = {"step": step, "loss": round(loss.item(), 4)}
+            judged = average.model if average and average.count else model
             if kept:
-                margins = {q: clip_margins(model, [v[i] for i in kept], device) for q, v in val_sets.items()}
+                margins = {q: clip_margins(judged, [v[i] for i in kept], device) for q, v in val_sets.items()}
                 margins_by_step[step] = margins
                 hard = margins[config.hard_quality]
                 record["hard_auc"] = roc_auc(y_val, hard)
@@ -342,10 +371,12 @@ def fit(
                 record["hard_log_loss"] = log_loss(y_val, 1 / (1 + np.exp(-hard)))
                 score = record["hard_auc"] + 0.5 * record["orig_auc"]
                 if select_best and score > best["score"]:
-                    best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    best = {"score": score, "step": step, "state": {k: v.detach().clone() for k, v in judged.state_dict().items()}}
             record["seconds"] = round(time.time() - started, 1)
             history.append(record)
             log.info("step %d: %s", step, record)
+    if average and average.count:
+        model = average.model
     if select_best:
         model.load_state_dict(best["state"])
     return Fit(model, history, margins_by_step, kept, best["step"] if select_best else config.steps, train_clips)

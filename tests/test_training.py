@@ -37,6 +37,7 @@ from model.network import (
 from model.training import (
     SequenceSampler,
     TrainConfig,
+    WeightAverage,
     clip_margins,
     fit,
     sharpness_aware_gradients,
@@ -877,3 +878,39 @@ def test_fit_with_sharpness_aware_steps_trains_other_weights(tiny_dataset, tmp_p
     for command in ("train", "crossval"):
         assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--sam-rho", "0.05"])).sam_rho == 0.05
         assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--weight-decay", "0.05"])).weight_decay == 0.05
+
+
+def test_weight_average_is_the_mean_of_the_weights_and_statistics_it_was_given():
+    models = []
+    for value in (1.0, 2.0, 6.0):
+        model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+        for tensor in model.state_dict().values():
+            tensor.fill_(value)
+        models.append(model)
+    average = WeightAverage(models[0])
+    for model in models:
+        average.update(model)
+    state = average.model.state_dict()
+    np.testing.assert_allclose(state["0.weight"], [[3.0, 3.0]])
+    np.testing.assert_allclose(state["1.running_var"], [3.0])
+    assert state["1.num_batches_tracked"] == 6  # a counter: the last model's
+    assert average.count == 3 and torch.equal(models[0][0].weight, torch.full((1, 2), 1.0))
+
+
+def test_fit_with_averaged_weights_keeps_their_mean(tiny_dataset, tmp_path):
+    clips = read_manifest(tiny_dataset)
+    fits = {}
+    for start in (0, 1, 4):
+        config = tiny_config(tiny_dataset, tmp_path, steps=4, average_from=start)
+        prepare_cache(clips, config.cache_dir, ["orig", "crf40_480p"], config.cached_frames, workers=1)
+        fits[start] = fit(config, clips[:2], clips[2:], select_best=False)
+    plain, averaged, last = (dict(fits[s].model.named_parameters()) for s in (0, 1, 4))
+    # the same steps are taken either way: an average of the last step alone is that step
+    assert all(torch.equal(p, last[n]) for n, p in plain.items())
+    changed = [n for n, p in plain.items() if p.requires_grad and not torch.equal(p, averaged[n])]
+    assert changed and all(torch.equal(p, averaged[n]) for n, p in plain.items() if not p.requires_grad)
+    crops = [load_cached(config.cache_dir, clips[2 + i], "orig")[0] for i in fits[1].kept]
+    np.testing.assert_allclose(clip_margins(fits[1].model, crops, torch.device("cpu")), fits[1].margins[4]["orig"], atol=1e-5)
+    assert not np.allclose(fits[1].margins[4]["orig"], fits[0].margins[4]["orig"])
+    args = build_parser().parse_args(["crossval", "--manifest", "m.csv", "--average-from", "750"])
+    assert _train_config(args).average_from == 750
