@@ -43,7 +43,7 @@ screenshot: install $(TEST_STAMP) browser
 bench: install
 	$(PY) bench/pipeline.py
 
-# Reproduces weights/detector.pt (about 10 minutes on 2 CPU cores, after the face cropping that make crossval
+# Reproduces weights/detector.pt (about 9 minutes on 2 CPU cores, after the face cropping that make crossval
 # also needs): every clip of ../shared/data/ffpp_c23_train_clips.csv (under DATA_ROOT) for training, calibrated on
 # weights/crossval/crossval.json.
 DATA_ROOT ?= data/ffpp
@@ -75,8 +75,8 @@ evaluate: install
 CROSSVAL_OPTIONS ?=
 CROSSVAL_OUT ?= weights/crossval
 
-# The recipe judged on all 20 identity groups, 5 models each holding out 4 (about an hour on 2 CPU cores,
-# after about 30 minutes of face cropping); it also calibrates the default weights (make train). The held-out
+# The recipe judged on all 20 identity groups, 5 models each holding out 4 (about 47 minutes on 2 CPU cores,
+# after about 16 minutes of face cropping); it also calibrates the default weights (make train). The held-out
 # clips are judged at 240p too (small faces: the report's other_qualities), which calibration leaves aside.
 crossval: install $(MOBILENET_WEIGHTS)
 	$(PY) -m model -v crossval --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
