@@ -60,10 +60,13 @@ class Degradation:
     noise_sigma: float
     downscale: float
     jpeg_quality: int | None
+    # A square hidden behind the crop's mean colour (cutout): (top, left, side) as fractions of the crop.
+    erase: tuple[float, float, float] | None = None
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "Degradation":
-        return cls(
+    def draw(cls, rng: np.random.Generator, erase_prob: float = 0.0) -> "Degradation":
+        """One draw; the erasing is drawn only when asked for, so the default draws stay as they were."""
+        degradation = cls(
             flip=bool(rng.random() < 0.5),
             gain=rng.uniform(0.9, 1.1, 3),
             bias=float(rng.uniform(-20, 20)),
@@ -73,6 +76,10 @@ class Degradation:
             downscale=float(rng.uniform(0.4, 0.9)) if rng.random() < 0.4 else 1.0,
             jpeg_quality=int(rng.integers(25, 90)) if rng.random() < 0.6 else None,
         )
+        if erase_prob and rng.random() < erase_prob:
+            side = float(rng.uniform(0.2, 0.4))
+            degradation.erase = (float(rng.uniform(0, 1 - side)), float(rng.uniform(0, 1 - side)), side)
+        return degradation
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = image.astype(np.float32)
@@ -83,6 +90,11 @@ class Degradation:
             out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma * pixel_scale(out))
         if self.noise_sigma:
             out = np.clip(out + rng.normal(0, self.noise_sigma, out.shape), 0, 255)
+        if self.erase:
+            height, width = out.shape[:2]
+            top, left, side = self.erase
+            rows, cols = slice(round(top * height), round((top + side) * height)), slice(round(left * width), round((left + side) * width))
+            out[rows, cols] = out.mean(axis=(0, 1))
         out = out.astype(np.uint8)
         size = out.shape[1], out.shape[0]
         if self.downscale < 1.0:

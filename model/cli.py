@@ -280,6 +280,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--average-from", type=int, default=defaults.average_from, metavar="STEP",
         help="judge and keep the mean of the weights of every step from STEP on (0: the step's own weights)",
     )
+    parser.add_argument(
+        "--erase-prob", type=float, default=defaults.erase_prob, metavar="P",
+        help="hide a square of every frame of this share of the training sequences (cutout; 0: none)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

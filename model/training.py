@@ -67,6 +67,9 @@ class TrainConfig:
     # Izmailov et al., 2018; averaged densely as SWAD, Cha et al., 2021, does for unseen domains):
     # evaluated and kept in place of the step's own weights. 0 = off.
     average_from: int = 0
+    # Share of sequences with a square of every frame hidden (cutout, DeVries & Taylor, 2017), so
+    # that no one part of the face decides alone. 0 = off.
+    erase_prob: float = 0.0
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -152,7 +155,7 @@ class SequenceSampler:
         kind = self.rng.integers(3 if self.config.dataset_fakes and self.by_label["FAKE"] else 2)
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
         blend = SelfBlend.draw(self.rng, self.regions) if kind == 1 else None
-        degrade = Degradation.draw(self.rng)
+        degrade = Degradation.draw(self.rng, self.config.erase_prob)
         jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
         return self._render(crops, marks, blend, degrade, jitter), 0 if kind else 1  # class 0 = FAKE
 
@@ -161,7 +164,7 @@ class SequenceSampler:
         reals = self.by_label["REAL"]
         comp = list(reals)[self.rng.integers(len(reals))]
         crops, marks = self._pick("REAL", comp)
-        degrade = Degradation.draw(self.rng)
+        degrade = Degradation.draw(self.rng, self.config.erase_prob)
         jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
         real = self._render(crops, marks, None, degrade, jitter)
         if self.config.dataset_fakes and comp in self.by_label["FAKE"] and self.rng.random() < 0.5:

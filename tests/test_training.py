@@ -729,6 +729,45 @@ def test_jpeg_degradation_is_a_jpeg_file_of_the_rgb_crop(quality):
     assert np.abs(out - crop).mean() > 1.0  # and the crop was degraded at all
 
 
+def test_erasing_is_drawn_only_when_asked_and_hides_a_square_of_the_mean_colour():
+    from model.augment import Degradation
+
+    plain, asked = np.random.default_rng(7), np.random.default_rng(7)
+    assert Degradation.draw(plain).erase is None
+    Degradation.draw(asked, 0.0)
+    assert plain.random() == asked.random()  # no draw spent: a sampler without the option is unchanged
+    drawn = [Degradation.draw(asked, 0.5).erase for _ in range(400)]
+    assert 0.4 < np.mean([e is not None for e in drawn]) < 0.6
+    top, left, side = next(e for e in drawn if e is not None)
+    neutral = Degradation(flip=False, gain=np.ones(3), bias=0.0, contrast=1.0, blur_sigma=0.0, noise_sigma=0.0, downscale=1.0, jpeg_quality=None)
+    neutral.erase = (top, left, side)
+    for size in (112, 224):
+        crop = cv2.resize(data.astronaut()[0:220, 140:360], (size, size), interpolation=cv2.INTER_AREA)
+        out = neutral.apply(crop, np.random.default_rng(0))
+        changed = (out != crop).any(axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        assert rows[0] == pytest.approx(top * size, abs=1) and cols[0] == pytest.approx(left * size, abs=1)
+        assert len(rows) == pytest.approx(side * size, abs=1) and len(cols) == pytest.approx(side * size, abs=1)
+        hidden = out[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, 3)
+        assert (hidden == hidden[0]).all() and np.abs(hidden[0] - crop.reshape(-1, 3).mean(axis=0)).max() < 1
+        assert (out[~changed] == crop[~changed]).all()  # the rest as it was
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_sampler_erases_with_the_configured_share(paired, monkeypatch):
+    from model.augment import Degradation
+
+    drawn = []
+    draw = Degradation.draw.__func__
+    monkeypatch.setattr("model.training.Degradation.draw", classmethod(lambda cls, rng, *a: drawn.append(draw(cls, rng, *a)) or drawn[-1]))
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "FAKE", "Deepfakes", "1")]
+    data_ = {c.key: [(np.full((6, 112, 112, 3), 90, np.uint8), np.zeros((6, 0, 2), np.float32))] for c in clips}
+    for share in (0.0, 1.0):
+        drawn.clear()
+        SequenceSampler(data_, clips, TrainConfig(manifest="", frames_per_clip=2, paired=paired, erase_prob=share)).batch()
+        assert drawn and all((d.erase is not None) == bool(share) for d in drawn)
+
+
 def test_self_blend_scales_with_the_crop():
     from model.augment import SelfBlend
 
@@ -914,3 +953,9 @@ def test_fit_with_averaged_weights_keeps_their_mean(tiny_dataset, tmp_path):
     assert not np.allclose(fits[1].margins[4]["orig"], fits[0].margins[4]["orig"])
     args = build_parser().parse_args(["crossval", "--manifest", "m.csv", "--average-from", "750"])
     assert _train_config(args).average_from == 750
+
+
+def test_erase_prob_comes_from_the_command_line():
+    for command in ("train", "crossval"):
+        assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--erase-prob", "0.3"])).erase_prob == 0.3
+    assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).erase_prob == 0.0
