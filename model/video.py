@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Protocol, TypeVar
 
+import av
 import cv2
 import numpy as np
 
@@ -23,6 +24,25 @@ Progress = Callable[[float], None]  # called with the fraction of the work done,
 
 class VideoError(ValueError):
     """The file is not a video we can decode."""
+
+
+class _Undecodable(VideoError):
+    """Nothing could be decoded: perhaps a codec that the other decoder knows."""
+
+
+NOT_OPENED = "This file could not be opened as a video."
+NO_FRAMES = "The video has no decodable frames."
+
+
+class Capture(Protocol):
+    """What the readers use of cv2.VideoCapture."""
+
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop: int) -> float: ...
+    def set(self, prop: int, value: float) -> bool: ...
+    def release(self) -> None: ...
 
 
 @dataclass
@@ -65,8 +85,83 @@ def _open(path: str | Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
-        raise VideoError("This file could not be opened as a video.")
+        raise _Undecodable(NOT_OPENED)
     return capture
+
+
+class PyAVCapture:
+    """cv2.VideoCapture's readers' part over PyAV's FFmpeg, for codecs OpenCV's FFmpeg cannot
+    decode: AV1 (what video sites serve and newer phones record), for which OpenCV's build has
+    only the hardware decoder and PyAV's has dav1d. Frames come out as BGR, as OpenCV's do."""
+
+    def __init__(self, path: str | Path):
+        try:
+            self._container = av.open(str(path))
+        except (av.FFmpegError, OSError) as error:
+            raise _Undecodable(NOT_OPENED) from error
+        if not self._container.streams.video:
+            self._container.close()
+            raise _Undecodable(NOT_OPENED)
+        self._stream = self._container.streams.video[0]
+        self._frames = self._container.decode(self._stream)
+        self._frame: av.VideoFrame | None = None
+        self._upright = False
+        self._skip_before: int | None = None  # after a seek: the first presentation time wanted
+
+    def grab(self) -> bool:
+        try:
+            while True:
+                self._frame = next(self._frames)
+                if self._skip_before is None or self._frame.pts is None or self._frame.pts >= self._skip_before:
+                    self._skip_before = None
+                    return True
+        except (StopIteration, av.FFmpegError):
+            self._frame = None
+            return False
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        if self._frame is None:
+            return False, None
+        image = self._frame.to_ndarray(format="bgr24")
+        if self._upright and self._frame.rotation:
+            # rotation: degrees counter-clockwise that the display turns the stored picture
+            image = np.ascontiguousarray(np.rot90(image, round(self._frame.rotation / 90) % 4))
+        return True, image
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.retrieve() if self.grab() else (False, None)
+
+    def get(self, prop: int) -> float:
+        codec = self._stream.codec_context
+        values = {
+            cv2.CAP_PROP_FRAME_WIDTH: codec.width,
+            cv2.CAP_PROP_FRAME_HEIGHT: codec.height,
+            cv2.CAP_PROP_FPS: float(self._stream.average_rate or self._stream.guessed_rate or 0),
+            cv2.CAP_PROP_FRAME_COUNT: self._stream.frames,
+        }
+        return float(values.get(prop, 0))
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop == cv2.CAP_PROP_ORIENTATION_AUTO:
+            self._upright = bool(value)
+        elif prop == cv2.CAP_PROP_POS_FRAMES:
+            # to the key frame before the wanted one, then decode up to it
+            fps = self.get(cv2.CAP_PROP_FPS) or 25.0
+            half_frame = 0.5 / fps
+            start = self._stream.start_time or 0
+            target = start + round((value / fps - half_frame) / self._stream.time_base)
+            self._container.seek(max(target, start), stream=self._stream, backward=True)
+            self._frames = self._container.decode(self._stream)
+            self._skip_before = target
+        else:
+            return False
+        return True
+
+    def release(self) -> None:
+        self._container.close()
+
+
+Opener = Callable[[str | Path], Capture]
 
 
 @dataclass
@@ -85,7 +180,7 @@ class _ToRGB:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _count_frames(capture: cv2.VideoCapture, limit: int | None = None) -> int:
+def _count_frames(capture: Capture, limit: int | None = None) -> int:
     count = 0
     while (limit is None or count < limit) and capture.grab():
         count += 1
@@ -93,7 +188,7 @@ def _count_frames(capture: cv2.VideoCapture, limit: int | None = None) -> int:
 
 
 def _read_sequential(
-    capture: cv2.VideoCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
+    capture: Capture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass; only the chosen frames are converted. Returns frames read and frames seen."""
     targets = set(wanted)
@@ -113,7 +208,7 @@ def _read_sequential(
 
 
 def _read_seeking(
-    capture: cv2.VideoCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
+    capture: Capture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
 ) -> tuple[list[int], list[np.ndarray]]:
     got_idx, got = [], []
     for done, index in enumerate(wanted, 1):
@@ -132,17 +227,21 @@ def probe_video(path: str | Path) -> VideoInfo:
 
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
     refused: the detector judges a face over time, and was calibrated on sequences of frames."""
-    info = _with_capture(path, _info)
+    return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
+
+
+def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
+    info = _with_capture(path, _info, open_capture)
     if info.frame_count <= 1:  # a photo, or a header that does not say: see if a second frame follows
-        decodable = _with_capture(path, lambda capture: _count_frames(capture, limit=2))
+        decodable = _with_capture(path, lambda capture: _count_frames(capture, limit=2), open_capture)
         if decodable == 0:
-            raise VideoError("The video has no decodable frames.")
+            raise _Undecodable(NO_FRAMES)
         if decodable == 1:
             raise VideoError("This file holds a single picture, not a video: the detector judges a face over time.")
     return info
 
 
-def _info(capture: cv2.VideoCapture) -> VideoInfo:
+def _info(capture: Capture) -> VideoInfo:
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -165,45 +264,64 @@ def read_frames(
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames); long ones seek near each chosen frame. A missing or wrong frame count is
-    corrected by counting, and rotation metadata is applied by OpenCV's decoder. `progress`
-    hears how far through the chosen frames the reading is.
+    corrected by counting, and rotation metadata is applied by the decoder. OpenCV decodes;
+    what it cannot (AV1), PyAV does. `progress` hears how far through the chosen frames the
+    reading is.
     """
+    return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, open_capture))
+
+
+def _sample(
+    path: str | Path, count: int, seek_min_gap: int, progress: Progress | None, max_side: int, open_capture: Opener
+) -> SampledFrames:
     to_rgb = _ToRGB(max_side)
-    info = probe_video(path)
+    info = _probe(path, open_capture)
+    with_capture = lambda read: _with_capture(path, read, open_capture)  # noqa: E731
     if info.frame_count <= 0:
-        info.frame_count = _counted(path)
+        info.frame_count = with_capture(_count_frames)
     wanted = sample_indices(info.frame_count, count)
     if not wanted:
-        raise VideoError("The video has no decodable frames.")
+        raise _Undecodable(NO_FRAMES)
     method = "seek" if info.frame_count / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
-        indices, frames = _with_capture(path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
+        indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
-            method, info.frame_count = "sequential", _counted(path)
+            method, info.frame_count = "sequential", with_capture(_count_frames)
             wanted = sample_indices(info.frame_count, count)
+            if not wanted:
+                raise _Undecodable(NO_FRAMES)
     if method == "sequential":
-        indices, frames, seen = _with_capture(path, lambda c: _read_sequential(c, wanted, to_rgb, progress))
+        indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
         if 0 < seen <= max(wanted):
             # Fewer frames than the header said: sample again over what is really there.
             log.info("header said %d frames, stream has %d", info.frame_count, seen)
             info.frame_count = seen
             wanted = sample_indices(seen, count)
-            indices, frames, _ = _with_capture(path, lambda c: _read_sequential(c, wanted, to_rgb, progress))
+            indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
-        raise VideoError("The video has no decodable frames.")
+        raise _Undecodable(NO_FRAMES)
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.duration_s = info.frame_count / info.fps
     return SampledFrames(info, indices, frames, method, frames[0].shape[0] / info.height)
 
 
-def _with_capture(path: str | Path, read: Callable[[cv2.VideoCapture], T]) -> T:
-    capture = _open(path)
+def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:
+    """`attempt` with OpenCV's decoder, and again with PyAV's where OpenCV's decodes nothing."""
+    try:
+        return attempt(_open)
+    except _Undecodable as opencv_error:
+        try:
+            result = attempt(PyAVCapture)
+        except _Undecodable:
+            raise opencv_error from None
+        log.info("decoded with PyAV: OpenCV could not (%s)", opencv_error)
+        return result
+
+
+def _with_capture(path: str | Path, read: Callable[[Capture], T], open_capture: Opener = _open) -> T:
+    capture = open_capture(path)
     try:
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         return read(capture)
     finally:
         capture.release()
-
-
-def _counted(path: str | Path) -> int:
-    return _with_capture(path, _count_frames)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from model.faces import crop_face, detect_faces, expand_box, track_faces
-from model.video import VideoError, read_frames, sample_indices
+from model.video import PyAVCapture, VideoError, read_frames, sample_indices
 
-from media import face_frames, turn_quarter_clockwise_on_display, write_h264
+from media import face_frames, turn_quarter_clockwise_on_display, write_h264, write_video
 
 
 def test_sample_indices_spread_over_whole_video():
@@ -52,16 +52,52 @@ def test_large_frames_are_shrunk_and_the_video_keeps_its_size(media, seek_min_ga
         assert np.abs(small.astype(int) - cv2.resize(large, (320, 180), interpolation=cv2.INTER_AREA)).mean() < 1
 
 
+@pytest.mark.parametrize("codec", ["libx264", "libsvtav1"])  # AV1 is decoded by PyAV, H.264 by OpenCV
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
-def test_a_portrait_video_stored_sideways_is_read_upright(tmp_path, seek_min_gap):
+def test_a_portrait_video_stored_sideways_is_read_upright(tmp_path, seek_min_gap, codec):
     upright = face_frames(12)
     sideways = [np.ascontiguousarray(np.rot90(f)) for f in upright]  # what the phone stores
-    path = turn_quarter_clockwise_on_display(write_h264(tmp_path / "portrait.mp4", sideways))
+    path = turn_quarter_clockwise_on_display(write_video(tmp_path / "portrait.mp4", sideways, codec))
     sampled = read_frames(path, 4, seek_min_gap=seek_min_gap)
     assert (sampled.info.width, sampled.info.height) == (640, 360)
     for index, frame in zip(sampled.indices, sampled.frames):
         assert frame.shape == (360, 640, 3) and np.abs(frame.astype(int) - upright[index]).mean() < 5
     assert detect_faces(sampled.frames[0])  # so the face is found as in any other video
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.webm"])
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_av1_which_opencv_cannot_decode_is_read_through_pyav(tmp_path, name, seek_min_gap):
+    frames = face_frames(12)
+    path = write_video(tmp_path / name, frames, "libsvtav1")
+    capture = cv2.VideoCapture(str(path))
+    assert not capture.read()[0]  # OpenCV's FFmpeg has no AV1 decoder but the hardware one
+    capture.release()
+    sampled = read_frames(path, 5, seek_min_gap=seek_min_gap)
+    assert sampled.indices == sample_indices(12, 5) and sampled.info.frame_count == 12
+    assert (sampled.info.width, sampled.info.height) == (640, 360) and sampled.info.fps == pytest.approx(10)
+    for index, frame in zip(sampled.indices, sampled.frames):
+        assert np.abs(frame.astype(int) - frames[index]).mean() < 5
+
+
+def test_pyav_capture_reads_and_seeks_to_what_opencv_reads(tmp_path):
+    def every_frame(capture):
+        frames = []
+        while (frame := capture.read())[0]:
+            frames.append(frame[1])
+        capture.release()
+        return frames
+
+    path = write_video(tmp_path / "clip.mp4", face_frames(40), "libx264", options={"g": "8"})  # a key frame every 8
+    opencv, pyav = every_frame(cv2.VideoCapture(str(path))), every_frame(PyAVCapture(path))
+    assert len(opencv) == len(pyav) == 40
+    assert all(np.array_equal(a, b) for a, b in zip(opencv, pyav))  # BGR both, the same decoder
+    capture = PyAVCapture(path)
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 40 and capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
+    for index in (37, 5, 0, 21, 8, 39):  # forwards and back, on and between key frames
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        assert np.array_equal(capture.read()[1], opencv[index]), index
+    capture.release()
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])

@@ -146,6 +146,7 @@ def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_en
         ("camera.mkv", "mjpeg", "yuvj420p"),
         ("old.avi", "mpeg4", "yuv420p"),
         ("phone.mkv", "hevc", "yuv420p"),
+        ("site.webm", "libsvtav1", "yuv420p"),  # AV1, as video sites serve it: decoded by PyAV
     ],
 )
 def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, pix_fmt):
