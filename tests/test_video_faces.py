@@ -220,14 +220,32 @@ def test_detection_scale_lies_on_the_full_resolution_grid():
 def test_wrong_or_missing_frame_count_is_corrected(media, monkeypatch, header_count):
     import model.video as video
 
-    real_probe = video.probe_video
+    real_probe, lies = video._probe, []
 
-    def lying_probe(path):
-        info = real_probe(path)
+    def lying_probe(path, open_capture):
+        info = real_probe(path, open_capture)
         info.frame_count = header_count
+        lies.append(path)
         return info
 
-    monkeypatch.setattr(video, "probe_video", lying_probe)
+    monkeypatch.setattr(video, "_probe", lying_probe)
     sampled = video.read_frames(media["face_h264"], 10)
+    assert lies  # the reader believed the header at first
     assert sampled.info.frame_count == 40
     assert len(sampled.frames) == 10 and sampled.indices[-1] >= 36
+
+
+def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatch):
+    import model.video as video
+
+    real_probe = video._probe
+
+    def long_probe(path, open_capture):
+        info = real_probe(path, open_capture)
+        info.frame_count = 10**6  # long enough to seek
+        return info
+
+    monkeypatch.setattr(video, "_probe", long_probe)
+    monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
+    with pytest.raises(VideoError, match="no decodable frames"):
+        video.read_frames(media["face_h264"], 10, seek_min_gap=1)
