@@ -150,7 +150,11 @@ class PyAVCapture:
             half_frame = 0.5 / fps
             start = self._stream.start_time or 0
             target = start + round((value / fps - half_frame) / self._stream.time_base)
-            self._container.seek(max(target, start), stream=self._stream, backward=True)
+            try:
+                self._container.seek(max(target, start), stream=self._stream, backward=True)
+            except av.FFmpegError:  # an unseekable stream: read nothing, so the reader falls back to one pass
+                self._frames = iter(())
+                return False
             self._frames = self._container.decode(self._stream)
             self._skip_before = target
         else:

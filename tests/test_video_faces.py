@@ -100,6 +100,37 @@ def test_pyav_capture_reads_and_seeks_to_what_opencv_reads(tmp_path):
     capture.release()
 
 
+def test_a_stream_pyav_cannot_seek_is_read_in_one_pass(tmp_path, monkeypatch):
+    import av
+
+    import model.video as video
+
+    class Unseekable:
+        def __init__(self, container):
+            self._container = container
+
+        def seek(self, *args, **kwargs):
+            raise av.FFmpegError(1, "cannot seek")
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+    def unseekable_capture(path):
+        capture = PyAVCapture(path)
+        capture._container = Unseekable(capture._container)
+        return capture
+
+    frames = face_frames(12)
+    path = write_video(tmp_path / "clip.mp4", frames, "libsvtav1")
+    capture = unseekable_capture(path)
+    assert capture.set(cv2.CAP_PROP_POS_FRAMES, 5) is False and capture.read() == (False, None)
+    capture.release()
+    monkeypatch.setattr(video, "PyAVCapture", unseekable_capture)
+    sampled = read_frames(path, 4, seek_min_gap=1)
+    assert sampled.method == "sequential" and sampled.indices == sample_indices(12, 4)
+    assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
+
+
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name
