@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
@@ -235,9 +236,9 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
-    info = _with_capture(path, _info, open_capture)
+    info = _with_capture(open_capture, path, _info)
     if info.frame_count <= 1:  # a photo, or a header that does not say: see if a second frame follows
-        decodable = _with_capture(path, lambda capture: _count_frames(capture, limit=2), open_capture)
+        decodable = _with_capture(open_capture, path, lambda capture: _count_frames(capture, limit=2))
         if decodable == 0:
             raise _Undecodable(NO_FRAMES)
         if decodable == 1:
@@ -280,7 +281,7 @@ def _sample(
 ) -> SampledFrames:
     to_rgb = _ToRGB(max_side)
     info = _probe(path, open_capture)
-    with_capture = lambda read: _with_capture(path, read, open_capture)  # noqa: E731
+    with_capture = partial(_with_capture, open_capture, path)
     if info.frame_count <= 0:
         info.frame_count = with_capture(_count_frames)
     wanted = sample_indices(info.frame_count, count)
@@ -322,7 +323,7 @@ def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:
         return result
 
 
-def _with_capture(path: str | Path, read: Callable[[Capture], T], open_capture: Opener = _open) -> T:
+def _with_capture(open_capture: Opener, path: str | Path, read: Callable[[Capture], T]) -> T:
     capture = open_capture(path)
     try:
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
