@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -12,6 +13,12 @@ import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# OpenCV's FFmpeg writes its complaints straight to stderr (an AV1 stream it has only a
+# hardware decoder for, a truncated upload's missing index), bypassing logging; every such
+# failure reaches the caller as a VideoError instead. Read at the first capture; a value the
+# user set is kept.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 # Past this many frames between two chosen frames, seeking to each one is cheaper
 # than decoding through (bench/pipeline.py measures the crossover).

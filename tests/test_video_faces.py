@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -78,6 +83,29 @@ def test_av1_which_opencv_cannot_decode_is_read_through_pyav(tmp_path, name, see
     assert (sampled.info.width, sampled.info.height) == (640, 360) and sampled.info.fps == pytest.approx(10)
     for index, frame in zip(sampled.indices, sampled.frames):
         assert np.abs(frame.astype(int) - frames[index]).mean() < 5
+
+
+def test_ffmpeg_keeps_quiet_on_stderr_and_failures_are_still_raised(tmp_path):
+    av1 = write_video(tmp_path / "clip.mp4", face_frames(6), "libsvtav1")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(write_h264(tmp_path / "whole.mp4", face_frames(6)).read_bytes()[:2000])
+    script = (
+        "import sys\n"
+        "from model.video import VideoError, read_frames\n"
+        "print(len(read_frames(sys.argv[1], 3).frames))\n"
+        "try:\n"
+        "    read_frames(sys.argv[2], 3)\n"
+        "except VideoError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}  # a fresh process, as served
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(av1), str(truncated)], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "3" and "video" in run.stdout.splitlines()[1]
+    assert " @ 0x" not in run.stderr, run.stderr  # FFmpeg's "[av1 @ 0x…] …" lines
 
 
 def test_pyav_capture_reads_and_seeks_to_what_opencv_reads(tmp_path):
