@@ -23,7 +23,6 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
@@ -43,6 +42,16 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most this often
 IMAGE_JPEG_QUALITY = 90  # the face crops and heatmaps a report names
+
+# Scripts, styles, images and requests from this server only; no plugins, no framing by other
+# sites. A result's address is the only key to it, so it is never sent on to another site.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 bp = Blueprint("detect", __name__)
 
@@ -84,31 +93,33 @@ def _not_a_video(error: VideoError) -> AnalysisError:
     return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV or WebM).")
 
 
-def _save_upload(upload: FileStorage | None) -> Path:
-    if upload is None or not upload.filename:
-        raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
-    name = secure_filename(upload.filename) or "video"
-    path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{name}"
-    upload.save(path)
+def _check_saved_upload(path: Path) -> None:
+    """Refuse what cannot even be opened before it waits in the queue."""
     if path.stat().st_size == 0:
-        path.unlink()
         raise AnalysisError(400, "empty_file", "The uploaded file is empty.")
     try:
-        probe_video(path)  # refuse what cannot even be opened before it waits in the queue
+        probe_video(path)
     except VideoError as error:
-        path.unlink()
         raise _not_a_video(error) from error
-    return path
 
 
 def accept_upload() -> Job:
-    """Check the request, save the video and record a queued job for it."""
+    """Check the request, save the video and record a queued job for it; whatever fails on the
+    way, the saved file is deleted."""
     get_detector()
     options = _options(request.form)
     upload = request.files.get("video")
-    path = _save_upload(upload)
-    purge_expired()
-    return store().create(upload.filename, path, options)
+    if upload is None or not upload.filename:
+        raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
+    path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{secure_filename(upload.filename) or 'video'}"
+    try:
+        upload.save(path)
+        _check_saved_upload(path)
+        purge_expired()
+        return store().create(upload.filename, path, options)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def run_now(job: Job) -> Job:
@@ -330,6 +341,12 @@ def _error_response(status: int, code: str, message: str):
     return render_template("error.html", message=message), status
 
 
+def _add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(AnalysisError)
     def analysis_error(error: AnalysisError):
@@ -379,6 +396,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["job_worker"] = JobWorker(jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"])
 
     app.register_blueprint(bp)
+    app.after_request(_add_security_headers)
     app.add_template_filter(score_segments)
     _register_errors(app)
     return app

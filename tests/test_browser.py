@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,11 +60,23 @@ def browser():
         browser.close()
 
 
+@contextmanager
+def policed_page(browser, **options) -> Iterator[Page]:
+    """A page in a fresh context; afterwards, fails if the server's Content-Security-Policy
+    refused anything on it (Chromium reports each refusal on the console)."""
+    context = browser.new_context(**options)
+    page = context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    yield page
+    context.close()
+    assert refused == []
+
+
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    yield context.new_page()
-    context.close()
+    with policed_page(browser, viewport={"width": 1100, "height": 900}) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -142,28 +156,26 @@ def test_non_video_shows_the_error(server, page, tmp_path):
 
 
 def test_keyboard_only_upload_on_a_phone(server, browser, media):
-    context = browser.new_context(viewport=PHONE, is_mobile=True)
-    page = context.new_page()
-    # Playwright turns on file chooser interception without waiting for the browser to confirm;
-    # a listener added before the page loads has it on well before the key press.
-    page.on("filechooser", lambda chooser: None)
-    page.goto(server["url"])
-    assert no_horizontal_scroll(page)
-    page.keyboard.press("Tab")  # the skip link
-    page.keyboard.press("Tab")  # the brand link
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.id") == "video"
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
-    chooser.value.set_files(media["face_h264"])
-    page.keyboard.press("Tab")
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.textContent") == "Check the video"
-    page.keyboard.press("Enter")
+    with policed_page(browser, viewport=PHONE, is_mobile=True) as page:
+        # Playwright turns on file chooser interception without waiting for the browser to confirm;
+        # a listener added before the page loads has it on well before the key press.
+        page.on("filechooser", lambda chooser: None)
+        page.goto(server["url"])
+        assert no_horizontal_scroll(page)
+        page.keyboard.press("Tab")  # the skip link
+        page.keyboard.press("Tab")  # the brand link
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "video"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Space")
+        chooser.value.set_files(media["face_h264"])
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Check the video"
+        page.keyboard.press("Enter")
 
-    expect(page.locator("#result-title")).to_be_focused(timeout=60_000)  # announced to screen readers
-    verdict = page.locator(".verdict").text_content()
-    assert "REAL" in verdict or "FAKE" in verdict  # in words, not colour alone
-    assert page.locator(".verdict .icon").text_content() in ("✓", "⚠")
-    assert no_horizontal_scroll(page)
-    context.close()
+        expect(page.locator("#result-title")).to_be_focused(timeout=60_000)  # announced to screen readers
+        verdict = page.locator(".verdict").text_content()
+        assert "REAL" in verdict or "FAKE" in verdict  # in words, not colour alone
+        assert page.locator(".verdict .icon").text_content() in ("✓", "⚠")
+        assert no_horizontal_scroll(page)

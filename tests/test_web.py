@@ -33,6 +33,8 @@ def test_index_page(client):
     # the frames field says what more frames buy, and is tied to that hint for screen readers
     assert b'aria-describedby="sequence-length-hint"' in page.data
     assert b'id="sequence-length-hint"' in page.data and b"no more accurate with 60 frames" in page.data
+    icon = re.search(rb'<link rel="icon" href="([^"]+)"', page.data).group(1).decode()
+    assert client.get(icon).status_code == 200  # so browsers do not ask for /favicon.ico and get a 404
 
 
 def test_healthz(client):
@@ -256,6 +258,33 @@ def test_internal_error_has_no_traceback(app, client, media, monkeypatch):
     response = post(client, "/api/v1/detect", media["face_h264"])
     assert response.status_code == 500
     assert "secret" not in json.dumps(response.get_json())
+
+
+@pytest.mark.parametrize("failing", ["app.probe_video", "model.jobs.JobStore.create"])
+def test_an_upload_is_deleted_whatever_fails_before_its_job_is_queued(client, media, monkeypatch, failing):
+    def boom(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(failing, boom)
+    response = post(client, "/api/v1/detect", media["face_h264"])
+    assert response.status_code == 500 and response.get_json()["error"]["code"] == "internal_error"
+    # the upload_dir fixture checks that uploaded_files/ is empty afterwards
+
+
+def test_every_response_carries_the_security_headers(client, media):
+    from app import SECURITY_HEADERS
+
+    responses = {
+        "page": client.get("/"),
+        "static": client.get("/static/app.js"),
+        "api": client.get("/healthz"),
+        "error page": client.get("/results/nothing"),
+        "api error": post(client, "/api/v1/detect", media["not_video"]),
+    }
+    for what, response in responses.items():
+        assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, what
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
 
 
 def test_timeline_line_breaks_where_the_face_was_missing():
