@@ -108,7 +108,14 @@ def accept_upload() -> Job:
     way, the saved file is deleted."""
     get_detector()
     options = _options(request.form)
-    upload = request.files.get("video")
+    uploads = request.files.getlist("video")
+    if len(uploads) > 1:
+        raise AnalysisError(
+            400, "several_files",
+            "Send one video a request: for several, create a job for each (POST /api/v1/jobs), or choose them"
+            " on the page with JavaScript on, which checks them one after another.",
+        )  # fmt: skip
+    upload = uploads[0] if uploads else None
     if upload is None or not upload.filename:
         raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
     path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{secure_filename(upload.filename) or 'video'}"

@@ -1,5 +1,6 @@
-// Upload with progress, follow the analysis job, then show the result without reloading the page.
-// Without JavaScript the form posts to /detect and the server answers with the result page.
+// Upload with progress, follow the analysis job, then show the result without reloading the page;
+// several videos are checked one after another, each row of a list linking to its result.
+// Without JavaScript the form posts one video to /detect and the server answers with its result page.
 (function () {
   "use strict";
 
@@ -16,9 +17,12 @@
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const megabytes = (bytes) => (bytes / 1048576).toFixed(1);
 
+  const stageText = (stage, percent, detail) => `${STAGES[stage] || stage}: ${percent}%${detail ? ` (${detail})` : ""}`;
+  const uploaded = (loaded, total) => [Math.round((100 * loaded) / total), `${megabytes(loaded)} of ${megabytes(total)} MB`];
+
   function showProgress(stage, percent, detail) {
     byId("progress").hidden = false;
-    byId("progress-stage").textContent = `${STAGES[stage] || stage}: ${percent}%${detail ? ` (${detail})` : ""}`;
+    byId("progress-stage").textContent = stageText(stage, percent, detail);
     byId("progress-bar").value = percent;
     const items = [...document.querySelectorAll("[data-stage]")];
     const at = items.findIndex((item) => item.dataset.stage === stage);
@@ -40,17 +44,15 @@
     if (button) button.disabled = false;
   }
 
-  function upload(form) {
+  // Creates an analysis job for the video in `data`; `onProgress(loaded, total)` hears the bytes sent.
+  function upload(url, data, onProgress) {
     return new Promise((resolve, reject) => {
       const request = new XMLHttpRequest();
-      request.open("POST", form.dataset.jobsUrl);
+      request.open("POST", url);
       request.responseType = "json";
       request.setRequestHeader("Accept", "application/json");
       request.upload.addEventListener("progress", (event) => {
-        if (event.lengthComputable) {
-          const percent = Math.round((100 * event.loaded) / event.total);
-          showProgress("uploading", percent, `${megabytes(event.loaded)} of ${megabytes(event.total)} MB`);
-        }
+        if (event.lengthComputable) onProgress(event.loaded, event.total);
       });
       request.addEventListener("load", () => {
         const body = request.response || {};
@@ -58,18 +60,19 @@
         else reject(new Error((body.error && body.error.message) || `The upload failed (HTTP ${request.status}).`));
       });
       request.addEventListener("error", () => reject(new Error("The upload failed. Check the connection and try again.")));
-      request.send(new FormData(form));
+      request.send(data);
     });
   }
 
-  async function follow(statusUrl) {
+  // The finished job; `onProgress(stage, percent)` hears each state on the way.
+  async function follow(statusUrl, onProgress) {
     for (;;) {
       const response = await fetch(statusUrl, { headers: { Accept: "application/json" } });
       const job = await response.json();
       if (!response.ok) throw new Error(job.error ? job.error.message : `HTTP ${response.status}`);
       if (job.status === "failed") throw new Error(job.error.message);
       if (job.status === "done") return job;
-      showProgress(job.stage, job.progress);
+      onProgress(job.stage, job.progress);
       await sleep(POLL_MS);
     }
   }
@@ -83,22 +86,85 @@
     byId("result-title").focus();
   }
 
+  const tooLarge = (form) => `The file is larger than the ${megabytes(form.dataset.maxBytes)} MB limit.`;
+
   async function check(form) {
-    const file = form.elements.video.files[0];
-    if (file && file.size > Number(form.dataset.maxBytes)) {
-      showError(`The file is larger than the ${megabytes(form.dataset.maxBytes)} MB limit.`);
+    const files = [...form.elements.video.files];
+    if (files.length > 1) return checkSeveral(form, files);
+    if (files[0] && files[0].size > Number(form.dataset.maxBytes)) {
+      showError(tooLarge(form));
       return;
     }
     byId("upload-error").hidden = true;
     form.querySelector("button").disabled = true;
     showProgress("uploading", 0);
     try {
-      const job = await upload(form);
+      const job = await upload(form.dataset.jobsUrl, new FormData(form), (loaded, total) =>
+        showProgress("uploading", ...uploaded(loaded, total)),
+      );
       showProgress(job.stage, job.progress);
-      await showResult(await follow(job.status_url));
+      await showResult(await follow(job.status_url, showProgress));
     } catch (error) {
       showError(error.message);
     }
+  }
+
+  function showVerdict(cell, job) {
+    const report = job.result;
+    const link = document.createElement("a");
+    link.href = job.result_url;
+    if (report.label === "NO_FACE") {
+      link.textContent = "No face found";
+    } else {
+      const tag = document.createElement("span");
+      tag.className = `tag tag-${report.label.toLowerCase()}`;
+      tag.textContent = `${report.label === "FAKE" ? "⚠" : "✓"} ${report.label} ${report.confidence.toFixed(1)}% confidence`;
+      link.append(tag);
+    }
+    cell.replaceChildren(link);
+    const notes = report.caveats.map((caveat) =>
+      caveat.code === "uncertain" ? "undecided: verdicts this confident were right no more often than a coin toss" : "read the note on its page",
+    );
+    if (notes.length) cell.append(` (${[...new Set(notes)].join("; ")})`);
+  }
+
+  // One job at a time, as the server runs them: nobody else's videos wait behind a whole batch.
+  async function checkSeveral(form, files) {
+    const button = form.querySelector("button");
+    button.disabled = true;
+    byId("upload-error").hidden = true;
+    const rows = byId("batch-rows");
+    rows.replaceChildren();
+    const cells = files.map((file) => {
+      const row = rows.insertRow();
+      const name = row.insertCell();
+      name.className = "filename";
+      name.textContent = file.name;
+      const cell = row.insertCell();
+      cell.textContent = "Waiting to upload";
+      return cell;
+    });
+    byId("batch").hidden = false;
+    const status = byId("batch-status");
+    for (const [index, file] of files.entries()) {
+      const cell = cells[index];
+      status.textContent = `Checking video ${index + 1} of ${files.length}: ${file.name}`;
+      try {
+        if (file.size > Number(form.dataset.maxBytes)) throw new Error(tooLarge(form));
+        const data = new FormData();
+        data.append("video", file);
+        data.append("sequence_length", form.elements.sequence_length.value);
+        const job = await upload(form.dataset.jobsUrl, data, (loaded, total) => {
+          cell.textContent = stageText("uploading", ...uploaded(loaded, total));
+        });
+        showVerdict(cell, await follow(job.status_url, (stage, percent) => (cell.textContent = stageText(stage, percent))));
+      } catch (error) {
+        cell.textContent = `Not checked: ${error.message}`;
+        cell.classList.add("failed");
+      }
+    }
+    status.textContent = `All ${files.length} videos checked; each result links to its page.`;
+    button.disabled = false;
   }
 
   const form = byId("upload-form");
@@ -111,7 +177,7 @@
 
   const pending = document.querySelector("[data-status-url]");
   if (pending) {
-    follow(pending.dataset.statusUrl).then(showResult).catch((error) => showError(error.message));
+    follow(pending.dataset.statusUrl, showProgress).then(showResult).catch((error) => showError(error.message));
   }
 
   // Printed reports show every crop, folded or not.

@@ -155,6 +155,26 @@ def test_non_video_shows_the_error(server, page, tmp_path):
     assert list(server["uploads"].iterdir()) == []
 
 
+def test_several_videos_are_checked_one_after_another(server, page, media):
+    page.goto(server["url"])
+    page.set_input_files("#video", [media["face_h264"], media["not_video"], media["face_mp4v"]])
+    page.get_by_role("button", name="Check the video").click()
+    expect(page.locator("#batch-status")).to_have_text("All 3 videos checked; each result links to its page.", timeout=90_000)
+    rows = page.locator("#batch-rows tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0).locator("td").first).to_have_text("face.mp4")
+    expect(rows.nth(1)).to_contain_text("Not checked: This file could not be opened as a video.")
+    for good in (0, 2):
+        expect(rows.nth(good).locator("a")).to_have_text(re.compile(r"[✓⚠] (REAL|FAKE) \d+\.\d% confidence"))
+    expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
+    assert list(server["uploads"].iterdir()) == []
+
+    verdict = rows.nth(2).locator("a .tag").text_content()
+    rows.nth(2).locator("a").click()  # each row leads to its video's own result page
+    expect(page.locator("h1")).to_contain_text("face_mp4v.mp4")
+    expect(page.locator(".verdict")).to_have_text(re.compile(re.escape(verdict.split(" ", 1)[1])))
+
+
 def test_keyboard_only_upload_on_a_phone(server, browser, media):
     with policed_page(browser, viewport=PHONE, is_mobile=True) as page:
         # Playwright turns on file chooser interception without waiting for the browser to confirm;

@@ -221,6 +221,16 @@ def test_missing_file_field(client):
     assert response.get_json()["error"]["code"] == "no_file"
 
 
+@pytest.mark.parametrize("url", ["/detect", "/api/v1/detect", "/api/v1/jobs"])
+def test_several_files_in_one_request_are_refused(client, media, url):
+    data = {"video": [(io.BytesIO(media["face_h264"].read_bytes()), f"clip{i}.mp4") for i in range(2)]}
+    response = client.post(url, data=data, content_type="multipart/form-data", headers={"Accept": "application/json"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "several_files" and "one video a request" in error["message"]
+    # the upload_dir fixture checks that nothing was kept
+
+
 def test_over_limit_upload(client):
     big = b"\0" * (6 * 2**20)
     api = post(client, "/api/v1/detect", data=big)
