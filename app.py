@@ -269,6 +269,7 @@ def index():
         max_bytes=current_app.config["MAX_CONTENT_LENGTH"],
         max_faces=DEFAULT_MAX_FACES,
         ttl_hours=current_app.config["RESULT_TTL_HOURS"],
+        deleted=bool(request.args.get("deleted")),
     )
 
 
@@ -311,6 +312,25 @@ def report_api(job_id: str):
     if job.status != "done":
         raise AnalysisError(409, "not_ready", f"The analysis is not finished yet ({job.stage}, {job.progress}%).")
     return jsonify(with_urls(job.result))
+
+
+def delete_result(job_id: str) -> None:
+    job = find_job(job_id)
+    if not job.finished:
+        raise AnalysisError(409, "not_ready", "The analysis is not finished yet: its result can be deleted once it is.")
+    store().delete(job_id)
+
+
+@bp.delete("/api/v1/jobs/<job_id>")
+def delete_job_api(job_id: str):
+    delete_result(job_id)
+    return "", 204
+
+
+@bp.post("/results/<job_id>/delete")
+def delete_result_page(job_id: str):
+    delete_result(job_id)
+    return redirect(url_for("detect.index", deleted=1), 303)
 
 
 @bp.get("/results/<job_id>")

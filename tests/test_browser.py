@@ -173,6 +173,10 @@ def test_several_videos_are_checked_one_after_another(server, page, media):
     rows.nth(2).locator("a").click()  # each row leads to its video's own result page
     expect(page.locator("h1")).to_contain_text("face_mp4v.mp4")
     expect(page.locator(".verdict")).to_have_text(re.compile(re.escape(verdict.split(" ", 1)[1])))
+    result_url = page.url
+    page.get_by_role("button", name="Delete this result").click()
+    expect(page.get_by_text("The result was deleted, with its face images.")).to_be_visible()
+    assert page.goto(result_url).status == 404
 
 
 def test_keyboard_only_upload_on_a_phone(server, browser, media):

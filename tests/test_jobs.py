@@ -76,6 +76,47 @@ def test_job_lifecycle(app, client, media, upload_dir):
     assert b"<html" not in partial and b'id="result-title"' in partial
 
 
+def test_a_result_deleted_through_the_api_is_gone_with_its_images(app, client, media):
+    done = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    crop_url = done["result"]["face_tracks"][0]["frame_scores"][0]["crop_url"]
+    crop = client.get(crop_url).data
+    assert crop[:2] == b"\xff\xd8"  # a JPEG
+
+    response = client.delete(done["status_url"])
+    assert response.status_code == 204
+    for url in (done["status_url"], done["report_url"], crop_url):
+        assert client.get(url, headers={"Accept": "application/json"}).get_json()["error"]["code"] == "not_found", url
+    assert client.delete(done["status_url"]).status_code == 404
+    # gone from the disk too, not only from the tables (on a build of SQLite that leaves deleted
+    # content in free pages, the store's secure_delete is what does it)
+    database = app.config["JOBS_DB"]
+    stored = b"".join(open(f, "rb").read() for f in (database, database + "-wal") if os.path.exists(f))
+    assert crop[200:264] not in stored
+
+
+def test_a_result_deleted_from_its_page_is_gone(app, client, media):
+    done = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    page = client.get(done["result_url"])
+    action = f'action="{done["result_url"]}/delete"'.encode()
+    assert action in page.data and b"Delete this result" in page.data
+    response = client.post(done["result_url"] + "/delete")
+    assert response.status_code == 303 and response.headers["Location"] == "/?deleted=1"
+    assert b"The result was deleted" in client.get(response.headers["Location"]).data
+    assert client.get(done["result_url"]).status_code == 404
+
+
+def test_an_unfinished_job_cannot_be_deleted(app, client, media):
+    gate = Gate()
+    app.extensions["job_worker"].analyse = gate
+    body = submit(client, media["face_h264"]).get_json()
+    assert gate.entered.wait(30)
+    response = client.delete(body["status_url"])
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "not_ready"
+    gate.release.set()
+    assert wait_until_finished(client, body["status_url"])["status"] == "done"
+    assert client.delete(body["status_url"]).status_code == 204
+
+
 def test_progress_is_visible_while_running(app, client, media):
     gate = Gate()
     app.extensions["job_worker"].analyse = gate
