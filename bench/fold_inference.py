@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -29,6 +30,7 @@ from model.dataset import load_cached, read_manifest, shown_path  # noqa: E402
 from model.evaluation import (  # noqa: E402
     balanced_accuracy, bootstrap_interval, expected_calibration_error, fit_calibration_on_qualities, log_loss, recalls, roc_auc,
 )
+from model.images import decode_jpeg, encode_jpeg  # noqa: E402
 from model.network import ClipModel, read_checkpoint, to_input  # noqa: E402
 from model.training import TrainConfig, evenly  # noqa: E402
 
@@ -44,6 +46,15 @@ def sequence_margin(model: ClipModel, crops: np.ndarray, frames: int, mirrored: 
     return float(logits[0] - logits[1])
 
 
+def jpeg_again(crops: np.ndarray, quality: int) -> np.ndarray:
+    return np.stack([decode_jpeg(encode_jpeg(np.ascontiguousarray(crop), quality)) for crop in crops])
+
+
+def half_resolution(crops: np.ndarray) -> np.ndarray:
+    side = crops.shape[1]
+    return np.stack([cv2.resize(cv2.resize(c, (side // 2, side // 2), interpolation=cv2.INTER_AREA), (side, side)) for c in crops])
+
+
 def variant_margins(model: ClipModel, crops: np.ndarray) -> dict[str, float]:
     """Each variant's margin; every sequence goes through the network once."""
     plain = {n: sequence_margin(model, crops, n) for n in (10, 20, 32)}  # 20 as the app judges, 32 every cached crop
@@ -52,10 +63,16 @@ def variant_margins(model: ClipModel, crops: np.ndarray) -> dict[str, float]:
         "frames_20": plain[20], "frames_10": plain[10], "frames_32": plain[32],
         # the mean of the crops' margin and their mirror images'
         "frames_20_flip": float(np.mean([plain[20], mirrored[20]])), "frames_32_flip": float(np.mean([plain[32], mirrored[32]])),
+        # every input brought to one (low) quality first, whatever its own: less for the network to
+        # tell apart between a clean and a heavily compressed upload, and less detail too
+        "frames_20_jpeg_40": sequence_margin(model, jpeg_again(crops, 40), 20),
+        "frames_20_half_resolution": sequence_margin(model, half_resolution(crops), 20),
     }
 
 
-VARIANTS = ("frames_20", "frames_10", "frames_32", "frames_20_flip", "frames_32_flip")
+VARIANTS = (
+    "frames_20", "frames_10", "frames_32", "frames_20_flip", "frames_32_flip", "frames_20_jpeg_40", "frames_20_half_resolution",
+)  # fmt: skip
 BASELINE = "frames_20"
 
 
