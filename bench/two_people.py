@@ -60,20 +60,25 @@ def compose(left: Path, right: Path, out: Path) -> None:
     """The two clips side by side, each scaled to HEIGHT, as long as the shorter (at most MAX_FRAMES)."""
     readers = [cv2.VideoCapture(str(p)) for p in (left, right)]
     fps = readers[0].get(cv2.CAP_PROP_FPS) or 25.0
+
+    def side_by_side() -> np.ndarray | None:
+        frames = [reader.read() for reader in readers]
+        if not all(ok for ok, _ in frames):
+            return None
+        sides = [cv2.resize(f, (round(f.shape[1] * HEIGHT / f.shape[0]) // 2 * 2, HEIGHT), interpolation=cv2.INTER_AREA) for _, f in frames]
+        return cv2.cvtColor(np.hstack(sides), cv2.COLOR_BGR2RGB)
+
+    image = side_by_side()
     with av.open(str(out), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))
+        stream.height, stream.width = image.shape[:2]  # else PyAV's 640×480 default, to which it squeezes every frame
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "23", "preset": "veryfast"}
         for _ in range(MAX_FRAMES):
-            frames = [reader.read() for reader in readers]
-            if not all(ok for ok, _ in frames):
-                break
-            sides = [cv2.resize(f, (round(f.shape[1] * HEIGHT / f.shape[0]) // 2 * 2, HEIGHT), interpolation=cv2.INTER_AREA) for _, f in frames]
-            image = cv2.cvtColor(np.hstack(sides), cv2.COLOR_BGR2RGB)
-            if not stream.width:
-                stream.width, stream.height = image.shape[1], image.shape[0]
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
+            if (image := side_by_side()) is None:
+                break
         for packet in stream.encode():
             container.mux(packet)
     for reader in readers:

@@ -149,7 +149,9 @@ def identity_folds(clips: list[Clip], folds: int, seed: int = 0) -> list[int]:
 def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The detector's face crops for one video, with its landmarks in crop pixels."""
     sampled = read_frames(path, frames)
-    tracks = track_faces(detect_faces_in_frames(sampled.frames))  # exactly as when serving
+    # As when serving, less serving's search for smaller faces beside the ones found
+    # (several_faces): training follows one face, the most often seen.
+    tracks = track_faces(detect_faces_in_frames(sampled.frames))
     if not tracks:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, LANDMARKS, 2), np.float32)
     crops, marks = [], []

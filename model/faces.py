@@ -7,12 +7,22 @@ from dataclasses import dataclass, field
 
 import cv2
 import face_recognition
+import face_recognition.api
 import numpy as np
 
 # A box is (top, right, bottom, left) in pixels, as face_recognition returns it.
 Box = tuple[int, int, int, int]
 
 DETECT_MAX_SIDE = 640  # HOG runs on a copy no longer than this (0.46× of 720p, 0.31× of 1080p)
+# How finely a frame can be searched, coarsest first: (longest side of the copy, HOG's upsamplings).
+# Each level finds faces about half as large as the one before. A frame is searched at the first
+# two until faces are found; a video whose faces neither finds goes on to the third.
+SEARCH_LEVELS = ((DETECT_MAX_SIDE, 0), (DETECT_MAX_SIDE, 1), (2 * DETECT_MAX_SIDE, 1))
+PROBE_FRAMES = 2  # frames searched more ways first, to choose how to search the rest
+# The score a face found beside others by a search one level finer than theirs must reach: at
+# the finer level HOG also finds face-like patterns (a badge on a jacket, 0.1–0.3) that real
+# faces outscore (1.0–1.3 for an 80 px face in 720p video).
+SMALL_FACE_MIN_SCORE = 0.5
 CROP_MARGIN = 0.25  # fraction of the face box added on each side
 MATCH_IOU = 0.3
 STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip detection
@@ -43,14 +53,24 @@ def detection_scale(height: int, width: int, max_side: int = DETECT_MAX_SIDE) ->
     return 2 * (5 / 6) ** math.ceil(math.log(2 / target) / math.log(6 / 5))
 
 
-def detect_faces(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box]:
-    """HOG face boxes in full-resolution coordinates, found on a downscaled copy."""
+def _hog(image: np.ndarray, upsample: int, min_score: float = 0.0) -> list[Box]:
+    """dlib's HOG face boxes (face_recognition's detector) scoring at least `min_score`."""
+    height, width = image.shape[:2]
+    rects, _, _ = face_recognition.api.face_detector.run(image, upsample, min_score)
+    return [(max(0, r.top()), min(width, r.right()), min(height, r.bottom()), max(0, r.left())) for r in rects]
+
+
+def _beside(found: list[Box], boxes: list[Box]) -> list[Box]:
+    """The boxes that overlap none of `found`."""
+    return [box for box in boxes if all(iou(box, other) <= MATCH_IOU for other in found)]
+
+
+def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[Box]:
+    """HOG face boxes in full-resolution coordinates, at one of SEARCH_LEVELS."""
+    max_side, upsample = SEARCH_LEVELS[level]
     height, width = frame.shape[:2]
     scale = detection_scale(height, width, max_side)
     small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    boxes = face_recognition.face_locations(small, number_of_times_to_upsample=0)
-    if not boxes:
-        boxes = face_recognition.face_locations(small, number_of_times_to_upsample=1)
     return [
         (
             max(0, round(t / scale)),
@@ -58,8 +78,20 @@ def detect_faces(frame: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> list[Box
             min(height, round(b / scale)),
             max(0, round(l / scale)),
         )
-        for t, r, b, l in boxes
+        for t, r, b, l in _hog(small, upsample, min_score)
     ]
+
+
+def detect_faces(frame: np.ndarray, deepest: int = 1, look_beside: bool = False) -> list[Box]:
+    """HOG face boxes in full-resolution coordinates: the frame is searched at SEARCH_LEVELS in
+    turn, up to level `deepest`, until faces are found. With `look_beside`, the next level also
+    searches for smaller faces beside those, and adds the ones it is sure of."""
+    for level in range(deepest + 1):
+        if boxes := _search(frame, level):
+            if look_beside and level + 1 < len(SEARCH_LEVELS):
+                boxes += _beside(boxes, _search(frame, level + 1, SMALL_FACE_MIN_SCORE))
+            return boxes
+    return []
 
 
 def expand_box(box: Box, frame_shape: tuple[int, ...], margin: float = CROP_MARGIN) -> Box:
@@ -155,18 +187,46 @@ def _interpolated(before: list[Box], after: list[Box]) -> list[Box] | None:
     return [tuple(int(round((x + y) / 2)) for x, y in zip(a, b)) for a, b in pairs]
 
 
-def detect_faces_in_frames(frames: list[np.ndarray], progress: Callable[[float], None] | None = None) -> list[list[Box]]:
+def _probe_positions(count: int) -> list[int]:
+    """PROBE_FRAMES of the frames always detected (the even ones), spread over the video."""
+    evens = range(0, count, 2)
+    return [evens[(2 * k + 1) * len(evens) // (2 * PROBE_FRAMES)] for k in range(min(PROBE_FRAMES, len(evens)))]
+
+
+def detect_faces_in_frames(
+    frames: list[np.ndarray], progress: Callable[[float], None] | None = None, several_faces: bool = False
+) -> list[list[Box]]:
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
     the same steady faces takes their average box instead, and is detected only when that fails.
-    `progress` hears the fraction of frames done."""
+
+    A few frames are searched first, to choose how to search them all: where they show a face only
+    at the finest of SEARCH_LEVELS, every frame may be searched down to it; with `several_faces`, where a
+    search one level finer than the one that found faces finds more beside them, every frame gets
+    it too (else a face under about half the size of the smallest found is missed beside a larger
+    one). `progress` hears the fraction of frames done."""
     report = progress or (lambda fraction: None)
+    found: dict[tuple[int, int, bool], list[Box]] = {}
+
+    def detect(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
+        if (position, deepest, look_beside) not in found:
+            found[position, deepest, look_beside] = detect_faces(frames[position], deepest, look_beside)
+        return found[position, deepest, look_beside]
+
+    probes = _probe_positions(len(frames))
+    finest = len(SEARCH_LEVELS) - 1
+    deepest, look_beside = 1, False
+    if probes and not any(detect(i) for i in probes) and any(detect(i, finest) for i in probes):
+        deepest = finest
+    if several_faces:
+        look_beside = any(len(detect(i, deepest, look_beside=True)) > len(detect(i, deepest)) for i in probes)
+
     detections: list[list[Box] | None] = [None] * len(frames)
     for i in range(0, len(frames), 2):
-        detections[i] = detect_faces(frames[i])
+        detections[i] = detect(i, deepest, look_beside)
         report(0.8 * (i + 1) / len(frames))
     for i in range(1, len(frames), 2):
         steady = _interpolated(detections[i - 1], detections[i + 1]) if i + 1 < len(frames) else None
-        detections[i] = steady if steady is not None else detect_faces(frames[i])
+        detections[i] = steady if steady is not None else detect(i, deepest, look_beside)
         report(0.8 + 0.2 * (i + 1) / len(frames))
     return detections
 
@@ -176,7 +236,7 @@ def extract_face_crops(
 ) -> list[FaceCrops]:
     """Detect faces in the frames, follow them, and crop each track (the most often seen first);
     empty when no face."""
-    detections = detect_faces_in_frames(frames, progress)
+    detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1)
     tracks = track_faces(detections, max_tracks)
     return [
         FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))

@@ -51,6 +51,24 @@ def two_face_frames(count: int = 20, size: tuple[int, int] = (960, 360)) -> list
     return frames
 
 
+def near_and_far_frames(count: int = 6, far_scale: float = 1.2, size: tuple[int, int] = (1280, 720)) -> list[np.ndarray]:
+    """Two people at different distances: the astronaut close up on the left (a face about 220 px
+    tall at 720p) and, mirrored, farther away on the right (about 90 px at `far_scale` 1.0, 105 px
+    at 1.2), with her suit and its badge in view."""
+    width, height = size
+    photo = data.astronaut()
+    near = cv2.resize(photo, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_AREA)[:height, 625 - width // 4 : 625 + width // 4]
+    far = cv2.resize(photo, None, fx=far_scale, fy=far_scale, interpolation=cv2.INTER_AREA)[:, ::-1]
+    frames = []
+    for i in range(count):
+        canvas = np.full((height, width, 3), 40, np.uint8)
+        canvas[: near.shape[0], : near.shape[1]] = near
+        rows, cols = min(far.shape[0], height - 2 * i), min(far.shape[1], width // 2 - 2 * i)
+        canvas[2 * i : 2 * i + rows, width // 2 + 2 * i : width // 2 + 2 * i + cols] = far[:rows, :cols]  # drifting slowly
+        frames.append(canvas)
+    return frames
+
+
 def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
     """Moving coloured shapes, no face."""
     width, height = size

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from model.faces import crop_face, detect_faces, expand_box, track_faces
+from model.faces import crop_face, detect_faces, expand_box, iou, track_faces
 from model.video import PyAVCapture, VideoError, read_frames, sample_indices
 
-from media import face_frames, turn_quarter_clockwise_on_display, write_h264, write_video
+from media import face_frames, near_and_far_frames, turn_quarter_clockwise_on_display, write_h264, write_video
 
 
 def test_sample_indices_spread_over_whole_video():
@@ -236,7 +236,7 @@ def test_frames_between_steady_detections_are_interpolated(monkeypatch):
     boxes = {0: [(100, 200, 200, 100)], 2: [(104, 204, 204, 104)], 4: [(300, 400, 400, 300)], 3: [(200, 300, 300, 200)]}
     called = []
 
-    def fake_detect(frame):
+    def fake_detect(frame, max_side=faces.DETECT_MAX_SIDE, small_faces=False):
         called.append(int(frame[0, 0, 0]))
         return boxes.get(int(frame[0, 0, 0]), [])
 
@@ -246,6 +246,73 @@ def test_frames_between_steady_detections_are_interpolated(monkeypatch):
     assert detections[1] == [(102, 202, 202, 102)]  # steady neighbours: averaged, not detected
     assert detections[3] == boxes[3]  # the face jumped: frame 3 was really detected
     assert sorted(called) == [0, 2, 3, 4]
+
+
+@pytest.mark.parametrize("far_scale", [1.0, 1.2])
+def test_a_far_face_beside_a_near_one_is_found_when_several_faces_are_wanted(far_scale):
+    import face_recognition
+
+    from model.faces import detect_faces_in_frames, extract_face_crops
+
+    frames = near_and_far_frames(6, far_scale)
+    full = sorted(face_recognition.face_locations(frames[0]), key=lambda b: b[3])  # the original: full resolution
+    assert len(full) == 2 and len(detect_faces(frames[0])) == 1  # the quick search alone misses the far face
+    assert [len(d) for d in detect_faces_in_frames(frames)] == [1] * 6  # one face wanted: the quick search
+    for boxes in detect_faces_in_frames(frames, several_faces=True):
+        # both faces, where the original finds them; nothing on the badge of her suit (far_scale 1.0)
+        assert len(boxes) == 2
+        for found, original in zip(sorted(boxes, key=lambda b: b[3]), full):
+            assert iou(found, original) > 0.5, (found, original)
+    assert len(extract_face_crops(frames, max_tracks=4)) == 2 and len(extract_face_crops(frames, max_tracks=1)) == 1
+
+
+def test_a_face_too_small_for_the_usual_copy_is_found_on_a_finer_one():
+    import face_recognition
+
+    from model.faces import detect_faces_in_frames
+
+    far = near_and_far_frames(4, far_scale=0.8, size=(1920, 1080))
+    frames = [np.where(np.arange(1920)[None, :, None] < 960, 40, f).astype(np.uint8) for f in far]  # the far face alone
+    # the original search (full resolution) finds the face, about 75 px tall, and, at this size, the badge on her suit too
+    originals = sorted(face_recognition.face_locations(frames[0]))
+    assert originals[0][2] - originals[0][0] < 80 and detect_faces(frames[0]) == []  # the usual copy finds nothing
+    for boxes in detect_faces_in_frames(frames):
+        assert len(boxes) == len(originals)
+        assert all(iou(found, original) > 0.5 for found, original in zip(sorted(boxes), originals)), (boxes, originals)
+
+
+def test_the_search_is_chosen_on_a_few_frames_and_each_frame_searched_once(monkeypatch):
+    import model.faces as faces
+
+    near, far = (100, 200, 200, 100), (100, 700, 150, 650)
+    finest = len(faces.SEARCH_LEVELS) - 1
+    calls = []
+
+    def fake_detect(frame, deepest=1, look_beside=False):
+        calls.append((deepest, look_beside))
+        if frame[0, 0, 0] == 1:  # a video whose only face shows at the finest level
+            return [far] if deepest == finest else []
+        return [near, far] if look_beside else [near]
+
+    monkeypatch.setattr(faces, "detect_faces", fake_detect)
+    assert faces._probe_positions(8) == [2, 6]
+    small_face_video = [np.ones((8, 8, 3), np.uint8)] * 8
+    assert faces.detect_faces_in_frames(small_face_video) == [[far]] * 8
+    # both probes as usual, the first then down to the finest level, which finds the face; then each frame
+    # once down to it: the even ones, and the last, with no detected neighbour after it (the others lie
+    # between steady neighbours and take their boxes)
+    assert calls == [(1, False)] * 2 + [(finest, False)] * 5
+
+    video = [np.zeros((8, 8, 3), np.uint8)] * 8
+    calls.clear()
+    assert faces.detect_faces_in_frames(video, several_faces=True) == [[near, far]] * 8
+    # the first probe shows a face, and more beside it one level finer: every frame is searched so
+    assert calls == [(1, False), (1, True)] + [(1, True)] * 4
+    calls.clear()
+    assert faces.detect_faces_in_frames(video) == [[near]] * 8 and calls == [(1, False)] * 5
+    calls.clear()
+    assert faces.detect_faces_in_frames([np.full((8, 8, 3), 2, np.uint8)] * 2) == [[near]] * 2  # one probe: frame 0
+    assert calls == [(1, False)] * 2  # frame 0, then frame 1 (no neighbour after it)
 
 
 def test_fast_boxes_match_full_resolution_detection_on_clip(media):
