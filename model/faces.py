@@ -199,11 +199,11 @@ def detect_faces_in_frames(
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
     the same steady faces takes their average box instead, and is detected only when that fails.
 
-    A few frames are searched first, to choose how to search them all: where they show a face only
-    at the finest of SEARCH_LEVELS, every frame may be searched down to it; with `several_faces`, where a
-    search one level finer than the one that found faces finds more beside them, every frame gets
-    it too (else a face under about half the size of the smallest found is missed beside a larger
-    one). `progress` hears the fraction of frames done."""
+    A few frames are searched first, to choose how to search them all: where they show a face
+    only at the finest of SEARCH_LEVELS, every frame may be searched down to it; with
+    `several_faces`, where a search one level finer than the one that found faces finds more
+    beside them, every frame gets it too (else a face under about half the size of the smallest
+    found is missed beside a larger one). `progress` hears the fraction of frames done."""
     report = progress or (lambda fraction: None)
     found: dict[tuple[int, int, bool], list[Box]] = {}
 
