@@ -315,6 +315,7 @@ def report_api(job_id: str):
 
 
 def delete_result(job_id: str) -> None:
+    """Delete a finished job with its report and images; 409 while it is queued or running."""
     job = find_job(job_id)
     if not job.finished:
         raise AnalysisError(409, "not_ready", "The analysis is not finished yet: its result can be deleted once it is.")
