@@ -56,6 +56,11 @@ def pairs_of_fold(rows: list[dict], rng: np.random.Generator) -> list[tuple[dict
     return pairs
 
 
+def scaled_width(width: int, height: int) -> int:
+    """A clip's width once scaled to HEIGHT (even, as H.264 wants it)."""
+    return round(width * HEIGHT / height) // 2 * 2
+
+
 def compose(left: Path, right: Path, out: Path) -> None:
     """The two clips side by side, each scaled to HEIGHT, as long as the shorter (at most MAX_FRAMES)."""
     readers = [cv2.VideoCapture(str(p)) for p in (left, right)]
@@ -65,7 +70,7 @@ def compose(left: Path, right: Path, out: Path) -> None:
         frames = [reader.read() for reader in readers]
         if not all(ok for ok, _ in frames):
             return None
-        sides = [cv2.resize(f, (round(f.shape[1] * HEIGHT / f.shape[0]) // 2 * 2, HEIGHT), interpolation=cv2.INTER_AREA) for _, f in frames]
+        sides = [cv2.resize(f, (scaled_width(f.shape[1], f.shape[0]), HEIGHT), interpolation=cv2.INTER_AREA) for _, f in frames]
         return cv2.cvtColor(np.hstack(sides), cv2.COLOR_BGR2RGB)
 
     image = side_by_side()
@@ -94,11 +99,13 @@ def judge(pairs: list[tuple[int, dict, dict]], paths: dict[str, Path], models: P
         if not video.exists():
             compose(paths[left["path"]], paths[right["path"]], video)
         detector = detectors.setdefault(fold, Detector(models / f"fold-{fold + 1}.pt", "cpu"))
+        capture = cv2.VideoCapture(str(paths[left["path"]]))  # where the left clip ends
+        border = scaled_width(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        capture.release()
         start = time.perf_counter()
         result = detector.detect(video)
-        middle = result.video.width / 2
         faces = [
-            {"side": "left" if (t.box[1] + t.box[3]) / 2 < middle else "right", "p_fake": round(t.p_fake, 4), "height": t.height}
+            {"side": "left" if (t.box[1] + t.box[3]) / 2 < border else "right", "p_fake": round(t.p_fake, 4), "height": t.height}
             for t in result.tracks
         ]
         judged.append({
