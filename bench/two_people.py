@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fold_inference import auc_difference, fold_arguments, metrics  # noqa: E402  (beside this script)
+from fold_pipeline import logit  # noqa: E402
 from model.dataset import read_manifest, shown_path  # noqa: E402
 from model.detector import Detector, video_p_fake  # noqa: E402
 from model.evaluation import bootstrap_interval, roc_auc  # noqa: E402
@@ -132,7 +133,6 @@ def summary(judged: list[dict], rounds: int) -> dict:
         for face in j["faces"]:
             alone.append(j["alone_p_fake"][face["side"]])
             composite.append(face["p_fake"])
-    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
     return {
         "videos": len(judged), "real_videos": int(sum(j["label"] == "REAL" for j in judged)),
         "fake_videos": int(sum(j["label"] == "FAKE" for j in judged)),

@@ -82,14 +82,24 @@ def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[Box]:
     ]
 
 
-def detect_faces(frame: np.ndarray, deepest: int = 1, look_beside: bool = False) -> list[Box]:
+def detect_faces(
+    frame: np.ndarray, deepest: int = 1, look_beside: bool = False, searched: dict[tuple[int, float], list[Box]] | None = None
+) -> list[Box]:
     """HOG face boxes in full-resolution coordinates: the frame is searched at SEARCH_LEVELS in
     turn, up to level `deepest`, until faces are found. With `look_beside`, the next level also
-    searches for smaller faces beside those, and adds the ones it is sure of."""
+    searches for smaller faces beside those, and adds the ones it is sure of. `searched` keeps
+    each search's boxes for a caller that asks about the same frame more than one way."""
+    searched = {} if searched is None else searched
+
+    def search(level: int, min_score: float = 0.0) -> list[Box]:
+        if (level, min_score) not in searched:
+            searched[level, min_score] = _search(frame, level, min_score)
+        return searched[level, min_score]
+
     for level in range(deepest + 1):
-        if boxes := _search(frame, level):
+        if boxes := search(level):
             if look_beside and level + 1 < len(SEARCH_LEVELS):
-                boxes += _beside(boxes, _search(frame, level + 1, SMALL_FACE_MIN_SCORE))
+                return boxes + _beside(boxes, search(level + 1, SMALL_FACE_MIN_SCORE))
             return boxes
     return []
 
@@ -206,10 +216,13 @@ def detect_faces_in_frames(
     found is missed beside a larger one). `progress` hears the fraction of frames done."""
     report = progress or (lambda fraction: None)
     found: dict[tuple[int, int, bool], list[Box]] = {}
+    searched: dict[int, dict[tuple[int, float], list[Box]]] = {}  # the probes are asked several ways
 
     def detect(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
         if (position, deepest, look_beside) not in found:
-            found[position, deepest, look_beside] = detect_faces(frames[position], deepest, look_beside)
+            found[position, deepest, look_beside] = detect_faces(
+                frames[position], deepest, look_beside, searched.setdefault(position, {})
+            )
         return found[position, deepest, look_beside]
 
     probes = _probe_positions(len(frames))

@@ -236,7 +236,7 @@ def test_frames_between_steady_detections_are_interpolated(monkeypatch):
     boxes = {0: [(100, 200, 200, 100)], 2: [(104, 204, 204, 104)], 4: [(300, 400, 400, 300)], 3: [(200, 300, 300, 200)]}
     called = []
 
-    def fake_detect(frame, max_side=faces.DETECT_MAX_SIDE, small_faces=False):
+    def fake_detect(frame, deepest=1, look_beside=False, searched=None):
         called.append(int(frame[0, 0, 0]))
         return boxes.get(int(frame[0, 0, 0]), [])
 
@@ -288,7 +288,7 @@ def test_the_search_is_chosen_on_a_few_frames_and_each_frame_searched_once(monke
     finest = len(faces.SEARCH_LEVELS) - 1
     calls = []
 
-    def fake_detect(frame, deepest=1, look_beside=False):
+    def fake_detect(frame, deepest=1, look_beside=False, searched=None):
         calls.append((deepest, look_beside))
         if frame[0, 0, 0] == 1:  # a video whose only face shows at the finest level
             return [far] if deepest == finest else []
