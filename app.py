@@ -36,7 +36,7 @@ from model.detector import (
 )
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
-from model.video import VideoError, probe_video
+from model.video import OutsideVideo, TimeRange, VideoError, format_time, parse_time, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -77,30 +77,53 @@ def worker() -> JobWorker:
 
 
 def _options(form: dict) -> dict:
+    """The analysis options a request sets: `sequence_length`, and the part of the video to
+    examine (`start`, `end`: seconds, or minutes and seconds as 1:30), stored in seconds."""
+    options: dict[str, Any] = {}
     raw = (form.get("sequence_length") or "").strip()
-    if not raw:
-        return {}
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if not MIN_SEQUENCE <= value <= MAX_SEQUENCE:
+            raise AnalysisError(400, "bad_sequence_length", f"sequence_length must be a whole number from {MIN_SEQUENCE} to {MAX_SEQUENCE}.")
+        options["sequence_length"] = value
     try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not MIN_SEQUENCE <= value <= MAX_SEQUENCE:
-        raise AnalysisError(400, "bad_sequence_length", f"sequence_length must be a whole number from {MIN_SEQUENCE} to {MAX_SEQUENCE}.")
-    return {"sequence_length": value}
+        start, end = (parse_time(raw) if (raw := (form.get(name) or "").strip()) else None for name in ("start", "end"))
+        part = TimeRange(start or 0.0, end)
+    except ValueError as error:
+        raise AnalysisError(400, "bad_time_range", str(error)) from error
+    if not part.whole:
+        options.update(start_s=part.start_s, end_s=part.end_s)
+    return options
+
+
+def _part(options: dict) -> TimeRange:
+    return TimeRange(options.get("start_s", 0.0), options.get("end_s"))
 
 
 def _not_a_video(error: VideoError) -> AnalysisError:
     return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV or WebM).")
 
 
-def _check_saved_upload(path: Path) -> None:
-    """Refuse what cannot even be opened before it waits in the queue."""
+def _outside_video(error: OutsideVideo) -> AnalysisError:
+    return AnalysisError(400, "bad_time_range", f"{error} Leave the start empty to examine the whole video.")
+
+
+def _check_saved_upload(path: Path, part: TimeRange) -> None:
+    """Refuse what cannot even be opened, or has no such part, before it waits in the queue."""
     if path.stat().st_size == 0:
         raise AnalysisError(400, "empty_file", "The uploaded file is empty.")
     try:
-        probe_video(path)
+        info = probe_video(path)
     except VideoError as error:
         raise _not_a_video(error) from error
+    if info.frame_count > 0:  # else its frames are counted as it is read, and the part checked then
+        try:
+            part.frames(info.frame_count, info.fps)
+        except OutsideVideo as error:
+            raise _outside_video(error) from error
 
 
 def accept_upload() -> Job:
@@ -121,7 +144,7 @@ def accept_upload() -> Job:
     path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{secure_filename(upload.filename) or 'video'}"
     try:
         upload.save(path)
-        _check_saved_upload(path)
+        _check_saved_upload(path, _part(options))
         purge_expired()
         return store().create(upload.filename, path, options)
     except BaseException:
@@ -170,7 +193,11 @@ def analyse_job(app: Flask) -> Callable[[Job, Callable[[str, int], None]], tuple
         with app.app_context():
             detector = get_detector()
         try:
-            result = detector.detect(job.upload, job.options.get("sequence_length"), explain=True, progress=progress)
+            result = detector.detect(
+                job.upload, job.options.get("sequence_length"), explain=True, progress=progress, part=_part(job.options)
+            )
+        except OutsideVideo as error:
+            raise _outside_video(error) from error
         except VideoError as error:
             raise _not_a_video(error) from error
         return build_report(job, result, detector.describe())
@@ -426,6 +453,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(bp)
     app.after_request(_add_security_headers)
     app.add_template_filter(score_segments)
+    app.add_template_filter(format_time)
     _register_errors(app)
     return app
 

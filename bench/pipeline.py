@@ -143,6 +143,24 @@ def measure_crossover(clip: Path, counts: tuple[int, ...] = (2, 4, 8, 16, 30)) -
     return rows
 
 
+def measure_parts(clip: Path, count: int = 20) -> list[dict]:
+    """Decode time of `count` frames from a part of a long video: near its start and near its
+    end, read with a seek to the part (as the detector reads it) or decoded from the video's start."""
+    from model.video import SEEK_MIN_GAP_FRAMES, TimeRange, probe_video, read_frames
+
+    duration = probe_video(clip).duration_s
+    rows = []
+    for start in (30.0, duration - 60):
+        part = TimeRange(start, start + 30)
+        times = {}
+        for how, gap in (("seek_to_part", SEEK_MIN_GAP_FRAMES), ("decode_from_start", 10**9)):
+            begun = time.perf_counter()
+            read_frames(clip, count, seek_min_gap=gap, part=part)
+            times[how] = time.perf_counter() - begun
+        rows.append({"frames": count, "start_s": part.start_s, "end_s": part.end_s, **times})
+    return rows
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line with the peak RSS."""
     logging.disable(logging.WARNING)
@@ -227,6 +245,11 @@ def main() -> None:
     log.info("decode only, %s: seconds for one sequential pass vs seeking to each frame", crossover_clip.name)
     for row in report["seek_crossover"]:
         log.info(f"  {row['frames']:>3} frames, gap {row['gap_frames']:>6.1f}: sequential {row['sequential']:.3f}  seek {row['seek']:.3f}")
+    if "1080p_10min" in args.clips:
+        report["parts"] = measure_parts(clips["1080p_10min"])
+        log.info("decode only, %s: seconds for 20 frames of a 30 s part", clips["1080p_10min"].name)
+        for row in report["parts"]:
+            log.info(f"  from {row['start_s']:.0f} s: seeking to the part {row['seek_to_part']:.2f}  decoding from the start {row['decode_from_start']:.2f}")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -48,10 +48,11 @@ class ProgressBar:
 
 def _detect(args: argparse.Namespace) -> int:
     from .detector import Detector, validate_sequence_length
-    from .video import VideoError
+    from .video import OutsideVideo, TimeRange, VideoError
 
     if args.sequence_length is not None:
         validate_sequence_length(args.sequence_length)
+    part = TimeRange(args.start if args.start is not None else 0.0, args.end)
     detector = Detector(args.weights, args.device)
     bar = ProgressBar(len(args.videos)) if len(args.videos) > 1 else None
     failures = 0
@@ -60,12 +61,12 @@ def _detect(args: argparse.Namespace) -> int:
         name = Path(path).name
         progress = partial(bar.update, number, name) if bar else None
         try:
-            result = detector.detect(path, args.sequence_length, progress=progress)
-        except (VideoError, OSError) as error:
+            result = detector.detect(path, args.sequence_length, progress=progress, part=part)
+        except (VideoError, OutsideVideo, OSError) as error:
             failures += 1
             line = json.dumps({"path": path, "error": str(error)}) if args.json else f"{path}: ERROR {error}"
         else:
-            line = _result_line(path, result, round(time.perf_counter() - start, 3), args.json)
+            line = _result_line(path, result, round(time.perf_counter() - start, 3), args.json, part.whole)
         if bar:
             bar.file_done(number + 1, name)
         print(line, flush=True)
@@ -74,13 +75,16 @@ def _detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _result_line(path: str, result, seconds: float, as_json: bool) -> str:
+def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) -> str:
+    from .video import format_time
+
     if as_json:
         return json.dumps({"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds})
     verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
+    span = "" if whole else " from {} to {}".format(*map(format_time, result.span_s))
     faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
     notes = "".join(f" Note: {c['message']}" for c in result.caveats)
-    return f"{path}: {verdict} (frames {result.frames}{faces}, {seconds:.2f} s){notes}"
+    return f"{path}: {verdict} (frames {result.frames}{span}{faces}, {seconds:.2f} s){notes}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -306,6 +310,15 @@ def _crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time(text: str) -> float:
+    from .video import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .dataset import QUALITIES
     from .detector import DEFAULT_WEIGHTS
@@ -319,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("videos", nargs="+", metavar="VIDEO")
     detect.add_argument("--json", action="store_true", help="one JSON object per line")
     detect.add_argument("--sequence-length", type=int, default=None)
+    detect.add_argument("--start", type=_time, default=None, metavar="TIME", help="examine from this time (seconds, or 1:30)")
+    detect.add_argument("--end", type=_time, default=None, metavar="TIME", help="examine up to this time (default: the end)")
     detect.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     detect.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     detect.set_defaults(run=_detect)

@@ -16,7 +16,7 @@ import torch
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
 from .network import ClipModel, read_checkpoint, to_input
-from .video import SampledFrames, VideoInfo, read_frames
+from .video import SampledFrames, TimeRange, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
 MIN_SEQUENCE, MAX_SEQUENCE = 10, 100
@@ -90,6 +90,7 @@ class DetectionResult:
     frames: int  # frames sampled
     faces: int  # frames in which the deciding face was judged
     video: VideoInfo
+    span_s: tuple[float, float]  # the part of the video the frames were sampled from, in seconds
     seconds: dict[str, float]
     tracks: list[TrackResult] = field(default_factory=list)
     deciding_track: int | None = None
@@ -112,6 +113,7 @@ class DetectionResult:
             "frames": self.frames,
             "faces": self.faces,
             "video": self.video.as_dict(),
+            "span_s": [round(t, 3) for t in self.span_s],
             "seconds": self.seconds,
             "frame_scores": self.frame_scores,
             "deciding_track": self.deciding_track,
@@ -200,23 +202,31 @@ class Detector:
         max_faces: int = DEFAULT_MAX_FACES,
         explain: bool = False,
         progress: Progress | None = None,
+        part: TimeRange = TimeRange(),
     ) -> DetectionResult:
-        """Judge one video: up to `max_faces` faces, each on its own. `explain` adds Grad-CAM
-        heatmaps for each face's most suspicious frames; `progress(stage, percent)` hears how far
-        the analysis is. Analyses run one at a time (2 cores are not shared well); the wait is
-        reported as `seconds["queue"]`."""
+        """Judge one video, or a `part` of it: up to `max_faces` faces, each on its own. `explain`
+        adds Grad-CAM heatmaps for each face's most suspicious frames; `progress(stage, percent)`
+        hears how far the analysis is. Analyses run one at a time (2 cores are not shared well);
+        the wait is reported as `seconds["queue"]`."""
         count = validate_sequence_length(sequence_length or self.config.sequence_length)
         arrived = time.perf_counter()
         with self._lock:
             seconds = {"queue": time.perf_counter() - arrived}
-            return self._analyse(path, count, max_faces, explain, progress or (lambda stage, percent: None), seconds)
+            return self._analyse(path, count, max_faces, explain, progress or (lambda stage, percent: None), part, seconds)
 
     def _analyse(
-        self, path: str | Path, count: int, max_faces: int, explain: bool, progress: Progress, seconds: dict[str, float]
+        self,
+        path: str | Path,
+        count: int,
+        max_faces: int,
+        explain: bool,
+        progress: Progress,
+        part: TimeRange,
+        seconds: dict[str, float],
     ) -> DetectionResult:
         start = time.perf_counter()
         progress("decoding", 0)
-        sampled = read_frames(path, count, progress=_stage(progress, "decoding"))
+        sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
 
         mark = time.perf_counter()
@@ -227,7 +237,7 @@ class Detector:
         faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
         if not faces:
             seconds["total"] = time.perf_counter() - start
-            return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, _rounded(seconds))
+            return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds))
 
         mark = time.perf_counter()
         report = _stage(progress, "scoring")
@@ -251,6 +261,7 @@ class Detector:
             frames,
             len(deciding.crops),
             sampled.info,
+            sampled.span_s,
             _rounded(seconds),
             tracks,
             deciding.track_id,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,6 +40,10 @@ class _Undecodable(VideoError):
     """Nothing could be decoded: perhaps a codec that the other decoder knows."""
 
 
+class OutsideVideo(ValueError):
+    """The part of the video asked for begins after the video ends."""
+
+
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
 
@@ -71,6 +77,60 @@ class VideoInfo:
         }
 
 
+_TIME = re.compile(r"(?:(\d+):)??(?:(\d+):)?(\d+(?:\.\d*)?|\.\d+)")
+
+
+def parse_time(text: str) -> float:
+    """Seconds from "90", "90.5", "1:30" or "1:02:03.5"; ValueError for anything else."""
+    match = _TIME.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"'{text}' is not a time: write seconds (90) or minutes and seconds (1:30).")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    if (match.group(2) and seconds >= 60) or (match.group(1) and minutes >= 60):
+        raise ValueError(f"'{text}' is not a time: minutes and seconds after a colon run from 0 to 59.")
+    return 3600 * hours + 60 * minutes + seconds
+
+
+def format_time(seconds: float) -> str:
+    """'1:30', '1:30.5' or '1:02:03' for a number of seconds (to a tenth)."""
+    whole, tenth = divmod(round(seconds * 10), 10)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return text + (f".{tenth}" if tenth else "")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """The part of a video to examine, in seconds from its start; `end_s` None: to its end."""
+
+    start_s: float = 0.0
+    end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_s) and self.start_s >= 0):
+            raise ValueError("The start of the part to examine must be a time from 0 on.")
+        if self.end_s is not None and not (math.isfinite(self.end_s) and self.end_s > self.start_s):
+            raise ValueError("The end of the part to examine must come after its start.")
+
+    @property
+    def whole(self) -> bool:
+        return self.start_s == 0 and self.end_s is None
+
+    def frames(self, frame_count: int, fps: float) -> tuple[int, int]:
+        """The first frame of this part and the frame after its last, in a video of
+        `frame_count` frames at `fps`; OutsideVideo where the part begins after the video ends."""
+        first = math.floor(self.start_s * fps + 1e-9)
+        if first >= frame_count:
+            raise OutsideVideo(
+                f"The video is {format_time(frame_count / fps)} long: the part to examine must start before its end, not at"
+                f" {format_time(self.start_s)}."
+            )
+        if self.end_s is None:
+            return first, frame_count
+        return first, min(frame_count, max(first + 1, math.ceil(self.end_s * fps - 1e-9)))
+
+
 @dataclass
 class SampledFrames:
     info: VideoInfo
@@ -78,15 +138,22 @@ class SampledFrames:
     frames: list[np.ndarray] = field(default_factory=list)  # RGB uint8, H×W×3
     method: str = "sequential"
     scale: float = 1.0  # frame pixels per video pixel: below 1 where frames were shrunk
+    span: tuple[int, int] = (0, 0)  # the frames sampled from: first, and the one after the last
+
+    @property
+    def span_s(self) -> tuple[float, float]:
+        """The part of the video sampled from, in seconds."""
+        return self.span[0] / self.info.fps, self.span[1] / self.info.fps
 
 
-def sample_indices(frame_count: int, count: int) -> list[int]:
-    """`count` frame indices spread evenly over `frame_count` frames (centre of each slice)."""
-    if frame_count <= 0 or count <= 0:
+def sample_indices(frame_count: int, count: int, start: int = 0) -> list[int]:
+    """`count` frame indices spread evenly over frames `start` to `frame_count` − 1 (centre of each slice)."""
+    span = frame_count - start
+    if span <= 0 or count <= 0:
         return []
-    count = min(count, frame_count)
-    step = frame_count / count
-    return sorted({min(frame_count - 1, int(step * (i + 0.5))) for i in range(count)})
+    count = min(count, span)
+    step = span / count
+    return sorted({min(frame_count - 1, start + int(step * (i + 0.5))) for i in range(count)})
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -200,13 +267,14 @@ def _count_frames(capture: Capture, limit: int | None = None) -> int:
 
 
 def _read_sequential(
-    capture: Capture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
+    capture: Capture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None, seek_first: bool = False
 ) -> tuple[list[int], list[np.ndarray], int]:
-    """One decoding pass; only the chosen frames are converted. Returns frames read and frames seen."""
+    """One decoding pass, from the start or (`seek_first`) from the first wanted frame; only the
+    wanted frames are converted. Returns the frames read and the index the pass ended at."""
     targets = set(wanted)
-    last = max(wanted)
+    first, last = wanted[0], wanted[-1]
+    index = first if seek_first and capture.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
     got_idx, got = [], []
-    index = 0
     while index <= last and capture.grab():
         if index in targets:
             ok, frame = capture.retrieve()
@@ -214,7 +282,7 @@ def _read_sequential(
                 got_idx.append(index)
                 got.append(to_rgb(frame))
                 if progress:
-                    progress(index / last if last else 1.0)
+                    progress((index - first) / (last - first) if last > first else 1.0)
         index += 1
     return got_idx, got, index
 
@@ -270,51 +338,64 @@ def read_frames(
     seek_min_gap: int = SEEK_MIN_GAP_FRAMES,
     progress: Progress | None = None,
     max_side: int = MAX_FRAME_SIDE,
+    part: TimeRange = TimeRange(),
 ) -> SampledFrames:
-    """Decode `count` frames spread evenly over the whole video, as RGB arrays no larger than
-    `max_side` on their longest side (`scale` says how much they were shrunk).
+    """Decode `count` frames spread evenly over the whole video, or over a `part` of it, as RGB
+    arrays no larger than `max_side` on their longest side (`scale` says how much they were shrunk).
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
-    frames); long ones seek near each chosen frame. A missing or wrong frame count is
-    corrected by counting, and rotation metadata is applied by the decoder. OpenCV decodes;
-    what it cannot (AV1), PyAV does. `progress` hears how far through the chosen frames the
-    reading is.
+    frames; a part far into the video is seeked to first); long ones seek near each chosen frame.
+    A missing or wrong frame count is corrected by counting, and rotation metadata is applied by
+    the decoder. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
+    through the chosen frames the reading is. OutsideVideo where the part begins after the end.
     """
-    return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, open_capture))
+    return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture))
+
+
+def _wanted(frame_count: int, fps: float, count: int, part: TimeRange) -> tuple[list[int], tuple[int, int]]:
+    """The frames to read and the span they are spread over."""
+    if frame_count <= 0:
+        raise _Undecodable(NO_FRAMES)
+    span = part.frames(frame_count, fps)
+    return sample_indices(span[1], count, span[0]), span
 
 
 def _sample(
-    path: str | Path, count: int, seek_min_gap: int, progress: Progress | None, max_side: int, open_capture: Opener
+    path: str | Path,
+    count: int,
+    seek_min_gap: int,
+    progress: Progress | None,
+    max_side: int,
+    part: TimeRange,
+    open_capture: Opener,
 ) -> SampledFrames:
     to_rgb = _ToRGB(max_side)
     info = _probe(path, open_capture)
     with_capture = partial(_with_capture, open_capture, path)
     if info.frame_count <= 0:
         info.frame_count = with_capture(_count_frames)
-    wanted = sample_indices(info.frame_count, count)
-    if not wanted:
-        raise _Undecodable(NO_FRAMES)
-    method = "seek" if info.frame_count / len(wanted) >= seek_min_gap else "sequential"
+    wanted, span = _wanted(info.frame_count, info.fps, count, part)
+    method = "seek" if (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, info.frame_count = "sequential", with_capture(_count_frames)
-            wanted = sample_indices(info.frame_count, count)
-            if not wanted:
-                raise _Undecodable(NO_FRAMES)
+            wanted, span = _wanted(info.frame_count, info.fps, count, part)
     if method == "sequential":
-        indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
-        if 0 < seen <= max(wanted):
-            # Fewer frames than the header said: sample again over what is really there.
-            log.info("header said %d frames, stream has %d", info.frame_count, seen)
-            info.frame_count = seen
-            wanted = sample_indices(seen, count)
+        seek_first = wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
+        indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
+        if seen <= wanted[-1]:
+            # Fewer frames than the header said: sample again over what is really there (counted
+            # afresh where the pass began with a seek, which may itself have missed).
+            info.frame_count = with_capture(_count_frames) if seek_first else seen
+            log.info("the header's frame count was wrong: the stream has %d frames", info.frame_count)
+            wanted, span = _wanted(info.frame_count, info.fps, count, part)
             indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise _Undecodable(NO_FRAMES)
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.duration_s = info.frame_count / info.fps
-    return SampledFrames(info, indices, frames, method, frames[0].shape[0] / info.height)
+    return SampledFrames(info, indices, frames, method, frames[0].shape[0] / info.height, span)
 
 
 def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:

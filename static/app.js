@@ -151,9 +151,8 @@
       status.textContent = `Checking video ${index + 1} of ${files.length}: ${file.name}`;
       try {
         if (file.size > Number(form.dataset.maxBytes)) throw new Error(tooLarge(form));
-        const data = new FormData();
-        data.append("video", file);
-        data.append("sequence_length", form.elements.sequence_length.value);
+        const data = new FormData(form); // every option the form sets, with this one video
+        data.set("video", file);
         const job = await upload(form.dataset.jobsUrl, data, (loaded, total) => {
           cell.textContent = stageText("uploading", ...uploaded(loaded, total));
         });

@@ -158,6 +158,8 @@ def test_non_video_shows_the_error(server, page, tmp_path):
 def test_several_videos_are_checked_one_after_another(server, page, media):
     page.goto(server["url"])
     page.set_input_files("#video", [media["face_h264"], media["not_video"], media["face_mp4v"]])
+    page.fill("#start", "1")
+    page.fill("#end", "0:03.5")  # each video is examined over this part
     page.get_by_role("button", name="Check the video").click()
     expect(page.locator("#batch-status")).to_have_text("All 3 videos checked; each result links to its page.", timeout=90_000)
     rows = page.locator("#batch-rows tr")
@@ -173,6 +175,7 @@ def test_several_videos_are_checked_one_after_another(server, page, media):
     rows.nth(2).locator("a").click()  # each row leads to its video's own result page
     expect(page.locator("h1")).to_contain_text("face_mp4v.mp4")
     expect(page.locator(".verdict")).to_have_text(re.compile(re.escape(verdict.split(" ", 1)[1])))
+    expect(page.locator(".facts")).to_contain_text("0:01 to 0:03.5 (of 0:04)")
     result_url = page.url
     page.get_by_role("button", name="Delete this result").click()
     expect(page.get_by_text("The result was deleted, with its face images.")).to_be_visible()
@@ -193,8 +196,8 @@ def test_keyboard_only_upload_on_a_phone(server, browser, media):
         with page.expect_file_chooser() as chooser:
             page.keyboard.press("Space")
         chooser.value.set_files(media["face_h264"])
-        page.keyboard.press("Tab")
-        page.keyboard.press("Tab")
+        for _ in range(4):  # the frames to examine, and the part of the video: from, to
+            page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent") == "Check the video"
         page.keyboard.press("Enter")
 

@@ -42,6 +42,26 @@ def test_detect_rejects_bad_sequence_length(media, tiny_weights):
     assert "sequence_length" in done.stderr
 
 
+def test_detect_a_part_of_each_video(media, tiny_weights):
+    files = [media["face_h264"], media["face_mp4v"]]
+    text = run_cli("detect", "--sequence-length", "10", "--start", "1.2", "--end", "0:03", "--weights", str(tiny_weights), *map(str, files))
+    assert text.returncode == 0, text.stderr
+    assert all("frames 10 from 0:01.2 to 0:03," in line for line in text.stdout.splitlines()), text.stdout
+    done = run_cli("detect", "--json", "--start", "2", "--weights", str(tiny_weights), str(media["face_h264"]))
+    line = json.loads(done.stdout)
+    assert line["span_s"] == [2.0, 4.0] and all(s["time_s"] >= 2.0 for s in line["frame_scores"])
+
+
+def test_detect_a_part_past_the_end_or_no_time_at_all(media, tiny_weights):
+    past = run_cli("detect", "--start", "9", "--weights", str(tiny_weights), str(media["face_h264"]), str(media["face_mp4v"]))
+    assert past.returncode == 1  # an error line for each video, none of them a traceback
+    assert past.stdout.count("ERROR The video is 0:04 long: the part to examine must start before its end") == 2
+    for args in (["--start", "1:75"], ["--start", "3", "--end", "2"]):
+        refused = run_cli("detect", *args, "--weights", str(tiny_weights), str(media["face_h264"]))
+        assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+        assert ("from 0 to 59" in refused.stderr) or ("must come after its start" in refused.stderr), refused.stderr
+
+
 def test_missing_weights_is_a_clear_error(media, tmp_path):
     done = run_cli("detect", "--weights", str(tmp_path / "none.pt"), str(media["face_h264"]))
     assert done.returncode == 2

@@ -282,3 +282,20 @@ def test_killed_server_fails_its_job_on_restart(tiny_weights, tmp_path, media):
     finally:
         server.terminate()
         server.wait()
+
+
+def test_a_part_past_the_end_of_a_video_of_unknown_length_fails_its_job_clearly(client, media, monkeypatch):
+    from model.video import VideoInfo
+
+    monkeypatch.setattr("app.probe_video", lambda path: VideoInfo(640, 360, 10.0, 0, 0.0))  # a header without a length
+    response = submit(client, media["face_h264"], start="9")
+    assert response.status_code == 202  # the length is only known once the video is read
+    done = wait_until_finished(client, response.get_json()["status_url"])
+    assert done["status"] == "failed"
+    assert done["error"] == {
+        "code": "bad_time_range",
+        "message": "The video is 0:04 long: the part to examine must start before its end, not at 0:09."
+        " Leave the start empty to examine the whole video.",
+    }
+    report = client.get(done["report_url"])
+    assert report.status_code == 400 and report.get_json()["error"]["code"] == "bad_time_range"

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from model.faces import crop_face, detect_faces, expand_box, iou, track_faces
-from model.video import PyAVCapture, VideoError, read_frames, sample_indices
+from model.video import (
+    OutsideVideo,
+    PyAVCapture,
+    TimeRange,
+    VideoError,
+    format_time,
+    parse_time,
+    read_frames,
+    sample_indices,
+)
 
 from media import face_frames, near_and_far_frames, turn_quarter_clockwise_on_display, write_h264, write_video
 
@@ -26,6 +35,57 @@ def test_sample_indices_spread_over_whole_video():
 def test_sample_indices_short_video():
     assert sample_indices(5, 20) == [0, 1, 2, 3, 4]
     assert sample_indices(0, 20) == []
+
+
+def test_sample_indices_over_a_part():
+    assert sample_indices(30, 5, start=10) == [12, 16, 20, 24, 28]
+    assert sample_indices(12, 20, start=10) == [10, 11]
+    assert sample_indices(10, 20, start=10) == []
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 90), ("90.5", 90.5), (".5", 0.5), ("1:30", 90), (" 2:05 ", 125), ("0:59.25", 59.25), ("1:02:03.5", 3723.5)],
+)
+def test_times_are_read_as_seconds_or_minutes_and_seconds(text, seconds):
+    assert parse_time(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "1e3", "1:60", "1:60:00", "1::2", "1:2:3:4", "1:30s"])
+def test_what_is_not_a_time_is_refused(text):
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0:00"), (5, "0:05"), (90.5, "1:30.5"), (59.96, "1:00"), (3725, "1:02:05")])
+def test_times_are_written_as_minutes_and_seconds(seconds, text):
+    assert format_time(seconds) == text
+
+
+@pytest.mark.parametrize("start, end", [(-1, None), (float("nan"), None), (5, 5), (5, 2), (0, float("inf"))])
+def test_a_part_must_start_at_zero_or_later_and_end_after_it_starts(start, end):
+    with pytest.raises(ValueError, match="part to examine"):
+        TimeRange(start, end)
+
+
+@pytest.mark.parametrize("seek_min_gap", [10**9, 10, 1])  # from the first frame; seeking to the part; seeking to each frame
+def test_a_part_of_the_video_is_sampled_and_read_as_the_whole_reads_it(media, seek_min_gap):
+    whole = read_frames(media["face_h264"], 40)
+    sampled = read_frames(media["face_h264"], 6, seek_min_gap=seek_min_gap, part=TimeRange(1.2, 3.0))
+    assert sampled.method == ("seek" if seek_min_gap == 1 else "sequential")
+    assert sampled.span == (12, 30) and sampled.span_s == pytest.approx((1.2, 3.0))
+    assert sampled.indices == sample_indices(30, 6, start=12) and len(sampled.indices) == 6
+    assert sampled.info.frame_count == 40  # the video's facts stay the whole video's
+    for index, frame in zip(sampled.indices, sampled.frames):
+        assert np.abs(frame.astype(int) - whole.frames[index].astype(int)).mean() < 2
+
+
+def test_a_part_from_a_time_to_the_end_and_one_past_the_end(media):
+    sampled = read_frames(media["face_h264"], 10, part=TimeRange(2.5))
+    assert sampled.span == (25, 40) and sampled.indices[0] >= 25 and sampled.indices[-1] >= 38
+    assert read_frames(media["face_h264"], 10, part=TimeRange(3.0, 60.0)).span == (30, 40)
+    with pytest.raises(OutsideVideo, match="0:04 long"):
+        read_frames(media["face_h264"], 10, part=TimeRange(4.0))
 
 
 @pytest.mark.parametrize("clip", ["face_h264", "face_mp4v"])
@@ -375,3 +435,31 @@ def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatc
     monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
     with pytest.raises(VideoError, match="no decodable frames"):
         video.read_frames(media["face_h264"], 10, seek_min_gap=1)
+
+
+@pytest.mark.parametrize("seek_min_gap", [10**9, 10])
+def test_a_part_past_the_end_of_a_video_whose_header_lies_is_found_outside_it(media, monkeypatch, seek_min_gap):
+    import model.video as video
+
+    real_probe = video._probe
+
+    def lying_probe(path, open_capture):
+        info = real_probe(path, open_capture)
+        info.frame_count = 400  # ten times the frames there are
+        return info
+
+    monkeypatch.setattr(video, "_probe", lying_probe)
+    with pytest.raises(OutsideVideo, match="0:04 long"):
+        video.read_frames(media["face_h264"], 10, seek_min_gap=seek_min_gap, part=TimeRange(20.0))
+    sampled = video.read_frames(media["face_h264"], 10, seek_min_gap=seek_min_gap, part=TimeRange(2.0))
+    assert sampled.info.frame_count == 40 and sampled.span == (20, 40) and len(sampled.frames) == 10
+
+
+def test_pyav_reads_a_part_as_opencv_does(media):
+    import model.video as video
+
+    args = (media["face_h264"], 6, 10, None, video.MAX_FRAME_SIDE, TimeRange(1.2, 3.0))
+    opencv, pyav = video._sample(*args, video._open), video._sample(*args, PyAVCapture)
+    assert pyav.indices == opencv.indices and pyav.span == opencv.span == (12, 30)
+    for a, b in zip(opencv.frames, pyav.frames):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 2

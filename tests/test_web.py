@@ -74,6 +74,40 @@ def test_api_rejects_bad_sequence_length(client, media, value):
     assert response.get_json()["error"]["code"] == "bad_sequence_length"
 
 
+def test_a_part_of_the_video_is_examined_and_shown_as_such(client, media):
+    body = post(client, "/api/v1/detect", media["face_h264"], sequence_length="10", start="1.2", end="0:03").get_json()
+    assert body["options"] == {"max_faces": 4, "sequence_length": 10, "start_s": 1.2, "end_s": 3.0}
+    assert body["span_s"] == [1.2, 3.0] and body["video"]["duration_s"] == 4.0
+    assert body["frames"] == 10 and all(1.2 <= s["time_s"] < 3.0 for s in body["frame_scores"])
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "<dt>Part examined</dt><dd>0:01.2 to 0:03 (of 0:04)</dd>" in html
+    assert ">1.2 s</text>" in html and ">3.0 s</text>" in html  # the chart spans the part
+    xs = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', html)]
+    assert min(xs) >= 0 and max(xs) <= 600 and max(xs) - min(xs) > 500
+    whole = post(client, "/api/v1/detect", media["face_h264"], sequence_length="10", start="", end="").get_json()
+    assert whole["options"] == {"max_faces": 4, "sequence_length": 10} and whole["span_s"] == [0.0, 4.0]
+    assert "Part examined" not in client.get(f"/results/{whole['id']}").data.decode()
+
+
+@pytest.mark.parametrize(
+    "form, message",
+    [
+        ({"start": "abc"}, "is not a time"),
+        ({"start": "1:75"}, "from 0 to 59"),
+        ({"start": "3", "end": "2"}, "must come after its start"),
+        ({"start": "0:10"}, "The video is 0:04 long: the part to examine must start before its end, not at 0:10."),
+    ],
+)
+def test_a_part_that_is_no_part_of_the_video_gets_a_clear_error(client, media, form, message):
+    api = post(client, "/api/v1/detect", media["face_h264"], **form)
+    assert api.status_code == 400
+    error = api.get_json()["error"]
+    assert error["code"] == "bad_time_range" and message in error["message"]
+    page = post(client, "/detect", media["face_h264"], **form)
+    assert page.status_code == 400 and message.encode() in page.data.replace(b"&#39;", b"'")
+    # the upload_dir fixture checks that nothing was kept
+
+
 def test_page_without_script_redirects_to_result_permalink(client, media):
     response = post(client, "/detect", media["face_h264"])
     assert response.status_code == 303
