@@ -29,6 +29,8 @@ SMALL_FACE_PX = 80
 # The validation quality with faces that small (their box at a median 74 px), whose figures a
 # checkpoint may state under validation["other_qualities"]
 SMALL_FACE_QUALITY = "crf23_240p"
+# Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
+SPARSE_FRAMES_S = 10.0
 
 Progress = Callable[[str, int], None]  # (stage, percent of the whole analysis)
 
@@ -265,12 +267,13 @@ class Detector:
             _rounded(seconds),
             tracks,
             deciding.track_id,
-            self._caveats(label, confidence, tracks),
+            self._caveats(label, confidence, tracks, sampled),
         )
 
-    def _caveats(self, label: str, confidence: float, tracks: list[TrackResult]) -> list[dict]:
+    def _caveats(self, label: str, confidence: float, tracks: list[TrackResult], sampled: SampledFrames) -> list[dict]:
         """What makes this verdict say less than the validation's headline figures suggest."""
-        return [c for c in (self._uncertain_caveat(confidence), self._small_face_caveat(label, tracks)) if c]
+        caveats = (self._uncertain_caveat(confidence), self._small_face_caveat(label, tracks), _sparse_caveat(sampled))
+        return [c for c in caveats if c]
 
     def _uncertain_caveat(self, confidence: float) -> dict | None:
         """A verdict as confident as verdicts that, on people the recipe never saw, were right no
@@ -340,6 +343,21 @@ class Detector:
             face.crops,
             heatmaps,
         )
+
+
+def _sparse_caveat(sampled: SampledFrames) -> dict | None:
+    """Frames so far apart in a long video that a manipulated stretch may lie between them."""
+    start, end = sampled.span_s
+    apart = (end - start) / len(sampled.frames)
+    if apart <= SPARSE_FRAMES_S:
+        return None
+    return {
+        "code": "sparse_frames",
+        "message": (
+            f"The frames examined lie about {apart:.0f} s apart: a manipulated stretch shorter than that may fall "
+            "between them. To look closer, examine the part you doubt, or more frames."
+        ),
+    }
 
 
 # Where each stage's progress lies on the 0–100 scale (measured shares of a 720p analysis).

@@ -25,6 +25,11 @@ PROBE_FRAMES = 2  # frames searched more ways first, to choose how to search the
 SMALL_FACE_MIN_SCORE = 0.5
 CROP_MARGIN = 0.25  # fraction of the face box added on each side
 MATCH_IOU = 0.3
+# Two tracks never in the same frame whose faces' encodings (face_recognition's 128-d) lie closer
+# than this show one person: 0.6 is face_recognition's usual tolerance, stricter here, as a
+# merge is not undone.
+SAME_FACE_DISTANCE = 0.5
+MERGE_CANDIDATES = 8  # tracks, the most often seen first, that merging considers
 STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip detection
 
 
@@ -147,8 +152,9 @@ def _affinity(previous: Box, box: Box, gap: int = 1) -> float:
     return MATCH_IOU * max(0.0, 1 - distance / reach)  # below any real overlap; nearer scores higher
 
 
-def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTrack]:
-    """Link per-frame boxes into tracks; the most consistently seen (then largest) first."""
+def track_faces(detections: list[list[Box]], max_tracks: int | None = 1) -> list[FaceTrack]:
+    """Link per-frame boxes into tracks; the most consistently seen (then largest) first (all of
+    them where `max_tracks` is None)."""
     tracks: list[FaceTrack] = []
     for position, boxes in enumerate(detections):
         free = list(range(len(tracks)))
@@ -166,6 +172,47 @@ def track_faces(detections: list[list[Box]], max_tracks: int = 1) -> list[FaceTr
                 tracks[best].boxes.append(box)
     tracks.sort(key=lambda t: t.score, reverse=True)
     return tracks[:max_tracks]
+
+
+def face_encoding(frames: list[np.ndarray], track: FaceTrack) -> np.ndarray | None:
+    """The identity encoding of a track's face, at its middle frame."""
+    middle = len(track.boxes) // 2
+    found = face_recognition.face_encodings(frames[track.frame_positions[middle]], [track.boxes[middle]])
+    return found[0] if found else None
+
+
+def merge_same_faces(tracks: list[FaceTrack], frames: list[np.ndarray]) -> list[FaceTrack]:
+    """Join the tracks that follow one person: a face that jumps between sampled frames (a camera
+    cut, or frames seconds apart in a long video) starts a new track, which tells nothing about
+    a second face. Tracks are joined when they share no frame and their faces' encodings lie
+    within SAME_FACE_DISTANCE; encodings are computed only for such pairs. The most often seen
+    first, as from track_faces."""
+    candidates = {id(t) for t in tracks[:MERGE_CANDIDATES] if len(t.boxes) >= 2}
+    if len(candidates) < 2:
+        return tracks
+    encodings: dict[int, np.ndarray | None] = {}  # by track, at its middle frame before any merge
+
+    def encoding(track: FaceTrack) -> np.ndarray | None:
+        if id(track) not in encodings:
+            encodings[id(track)] = face_encoding(frames, track)
+        return encodings[id(track)]
+
+    def same_person(a: FaceTrack, b: FaceTrack) -> bool:
+        if not {id(a), id(b)} <= candidates or not set(a.frame_positions).isdisjoint(b.frame_positions):
+            return False
+        first, second = encoding(a), encoding(b)
+        return first is not None and second is not None and float(np.linalg.norm(first - second)) < SAME_FACE_DISTANCE
+
+    kept: list[FaceTrack] = []
+    for track in tracks:
+        same = next((k for k in kept if same_person(k, track)), None)
+        if same is None:
+            kept.append(track)
+            continue
+        joined = sorted(zip(same.frame_positions + track.frame_positions, same.boxes + track.boxes))
+        same.frame_positions, same.boxes = [p for p, _ in joined], [b for _, b in joined]
+    kept.sort(key=lambda t: t.score, reverse=True)
+    return kept
 
 
 LANDMARKS = 72  # face_recognition's parts of dlib's 68-point model, the lips' corners counted twice
@@ -247,10 +294,10 @@ def detect_faces_in_frames(
 def extract_face_crops(
     frames: list[np.ndarray], size: int = 112, max_tracks: int = 1, progress: Callable[[float], None] | None = None
 ) -> list[FaceCrops]:
-    """Detect faces in the frames, follow them, and crop each track (the most often seen first);
-    empty when no face."""
+    """Detect faces in the frames, follow them (a person's tracks joined, `merge_same_faces`), and
+    crop each track (the most often seen first); empty when no face."""
     detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1)
-    tracks = track_faces(detections, max_tracks)
+    tracks = merge_same_faces(track_faces(detections, max_tracks=None), frames)[:max_tracks]
     return [
         FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))
         for track in tracks

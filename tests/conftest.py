@@ -35,6 +35,15 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def two_minutes(tmp_path_factory) -> Path:
+    """The astronaut clip at one frame a second for two minutes, her face moving back and forth
+    every 20 s: frames 12 s apart find it in one place or another, 60 px apart."""
+    from media import iter_face_frames
+
+    return write_h264(tmp_path_factory.mktemp("long") / "long.mp4", iter_face_frames(120, (640, 360), period=20), fps=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A small randomly initialised checkpoint: exercises the plumbing, says nothing about faces."""
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import torch
 
 from model.detector import SMALL_FACE_PX, Detector, pick_device, video_p_fake
 from model.network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
-from model.video import read_frames
+from model.video import TimeRange, read_frames
 
 
 def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights):
@@ -213,3 +213,16 @@ def test_a_real_verdict_on_a_small_face_says_it_means_less(tiny_weights, media, 
     if caveat:  # small faces let fakes pass as REAL; they do not make real faces look fake
         assert caveats[0]["message"].startswith(f"The face is only about {track.height} px tall")
         assert caveats[0]["message"].endswith("says less than usual.")  # this checkpoint states no validation
+
+
+@pytest.mark.parametrize("count, part, apart", [(10, TimeRange(), 12), (20, TimeRange(), None), (10, TimeRange(30, 90), None)])
+def test_frames_far_apart_in_a_long_video_are_said_to_be(tiny_weights, two_minutes, monkeypatch, count, part, apart):
+    scoring_faces_as(monkeypatch, 0.9)  # a verdict that carries no other caveat
+    result = Detector(tiny_weights).detect(two_minutes, count, max_faces=1, part=part)
+    assert result.frames == count and result.label == "FAKE"
+    expected = [] if apart is None else [{
+        "code": "sparse_frames",
+        "message": f"The frames examined lie about {apart} s apart: a manipulated stretch shorter than that may fall "
+        "between them. To look closer, examine the part you doubt, or more frames.",
+    }]  # fmt: skip
+    assert result.caveats == expected

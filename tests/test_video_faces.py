@@ -9,7 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
-from model.faces import crop_face, detect_faces, expand_box, iou, track_faces
+from model.faces import (
+    FaceTrack,
+    crop_face,
+    detect_faces,
+    detect_faces_in_frames,
+    expand_box,
+    extract_face_crops,
+    iou,
+    merge_same_faces,
+    track_faces,
+)
 from model.video import (
     OutsideVideo,
     PyAVCapture,
@@ -21,7 +31,7 @@ from model.video import (
     sample_indices,
 )
 
-from media import face_frames, near_and_far_frames, turn_quarter_clockwise_on_display, write_h264, write_video
+from media import face_frames, near_and_far_frames, turn_quarter_clockwise_on_display, two_face_frames, write_h264, write_video
 
 
 def test_sample_indices_spread_over_whole_video():
@@ -463,3 +473,40 @@ def test_pyav_reads_a_part_as_opencv_does(media):
     assert pyav.indices == opencv.indices and pyav.span == opencv.span == (12, 30)
     for a, b in zip(opencv.frames, pyav.frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+def test_a_face_that_jumps_between_sampled_frames_is_followed_as_one_person(two_minutes):
+    frames = read_frames(two_minutes, 10).frames
+    split = track_faces(detect_faces_in_frames(frames, several_faces=True), max_tracks=None)
+    assert len(split) == 2  # the boxes 12 s apart do not overlap: the tracker alone starts a second face
+    (face,) = extract_face_crops(frames, max_tracks=4)
+    assert face.track.frame_positions == list(range(10)) and len(face.crops) == 10
+
+
+def test_two_faces_in_the_same_frames_stay_two_and_are_not_compared(monkeypatch):
+    import model.faces as faces
+
+    compared = []
+    monkeypatch.setattr(faces, "face_encoding", lambda frames, track: compared.append(track) or np.zeros(128))
+    frames = two_face_frames(8)  # the astronaut and her mirror image: one identity to face_recognition
+    tracks = track_faces(detect_faces_in_frames(frames, several_faces=True), max_tracks=None)
+    assert len(tracks) >= 2 and len(tracks[1].boxes) >= 4
+    assert [face.track for face in extract_face_crops(frames, max_tracks=4)] == tracks
+    assert compared == []  # seen together, they are two people whatever their faces
+
+
+@pytest.mark.parametrize("distance, merged", [(0.3, True), (0.7, False)])
+def test_tracks_apart_in_time_are_joined_only_when_their_faces_match(monkeypatch, distance, merged):
+    import model.faces as faces
+
+    box = (10, 60, 60, 10)
+    first, second = FaceTrack([0, 1, 2], [box] * 3), FaceTrack([3, 4], [box] * 2)
+    lone, overlapping = FaceTrack([5], [box]), FaceTrack([2, 5], [box] * 2)
+    vectors = {id(first): np.zeros(128), id(second): np.full(128, distance / np.sqrt(128))}
+    monkeypatch.setattr(faces, "face_encoding", lambda frames, track: vectors.get(id(track), np.zeros(128)))
+    tracks = merge_same_faces([first, second, overlapping, lone], frames=[])
+    if merged:
+        assert [t.frame_positions for t in tracks] == [[0, 1, 2, 3, 4], [2, 5], [5]]
+    else:
+        assert [t.frame_positions for t in tracks] == [[0, 1, 2], [3, 4], [2, 5], [5]]
+    # a track seen once is never joined (it is dropped unless it is the only face), nor one that shares a frame
