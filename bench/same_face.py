@@ -4,10 +4,11 @@ faces the app follows: what `model.faces.SAME_FACE_DISTANCE` is chosen from.
     python bench/same_face.py --manifest weights/ffpp_c23_train_clips.csv --root DATA \\
         [--out bench/results/same-face-DATE.json]
 
-For each clip, 20 frames are sampled and its main face followed as the app does; the face is
+For each clip, 20 frames are sampled and its faces followed as the app does; the main face is
 encoded once in the first third of its frames and once in the last third. "One person" is those
 two encodings of each clip; "two people" is the first encodings of every two clips without a
-person in common. Only distances are written.
+person in common. Also counted: the clips where `merge_same_faces` joins any of the tracks.
+Only figures are written.
 """
 from __future__ import annotations
 
@@ -26,21 +27,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.dataset import read_manifest, shown_path  # noqa: E402
-from model.faces import SAME_FACE_DISTANCE, FaceTrack, detect_faces_in_frames, face_encoding, track_faces  # noqa: E402
+from model.faces import (  # noqa: E402
+    SAME_FACE_DISTANCE,
+    FaceTrack,
+    detect_faces_in_frames,
+    face_encoding,
+    merge_same_faces,
+    track_faces,
+)
 from model.video import read_frames  # noqa: E402
 
 log = logging.getLogger("bench")
 
 
-def encodings_a_third_apart(path: Path, frames_to_sample: int = 20) -> tuple[np.ndarray | None, np.ndarray | None]:
+def study(path: Path, frames_to_sample: int = 20) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """The main face's encodings a third of the clip apart, and how many tracks merging joins."""
     frames = read_frames(path, frames_to_sample).frames
-    tracks = track_faces(detect_faces_in_frames(frames), 1)
+    tracks = track_faces(detect_faces_in_frames(frames, several_faces=True), max_tracks=None)
     if not tracks:
-        return None, None
+        return None, None, 0
     track, third = tracks[0], max(1, len(tracks[0].boxes) // 3)
     early = FaceTrack(track.frame_positions[:third], track.boxes[:third])
     late = FaceTrack(track.frame_positions[-third:], track.boxes[-third:])
-    return face_encoding(frames, early), face_encoding(frames, late)
+    encodings = face_encoding(frames, early), face_encoding(frames, late)
+    return *encodings, len(tracks) - len(merge_same_faces(tracks, frames))
 
 
 def describe(distances: list[float]) -> dict:
@@ -64,10 +74,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     clips = read_manifest(args.manifest, args.root)
-    encoded = []
+    encoded, joined = [], []
     for clip in clips:
-        early, late = encodings_a_third_apart(clip.path)
+        early, late, merges = study(clip.path)
         encoded.append((clip, early, late))
+        if merges:
+            joined.append(shown_path(clip, args.manifest, args.root))
     one = [float(np.linalg.norm(e - l)) for _, e, l in encoded if e is not None and l is not None]
     two = [
         float(np.linalg.norm(a[1] - b[1]))
@@ -80,6 +92,7 @@ def main() -> None:
         "threshold": SAME_FACE_DISTANCE,
         "one_person_a_third_of_a_clip_apart": describe(one),
         "two_people": describe(two),
+        "clips_with_tracks_joined": joined,
         "not_encoded": [shown_path(c, args.manifest, args.root) for c, e, l in encoded if e is None or l is None],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
