@@ -15,6 +15,8 @@ from typing import TextIO
 import numpy as np
 
 log = logging.getLogger("model")
+# What a folder given to `detect` is searched for (files named on the command line are all tried)
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"}
 
 
 class ProgressBar:
@@ -46,6 +48,24 @@ class ProgressBar:
             self.stream.write("\n")
 
 
+def videos_in(paths: list[str]) -> list[str]:
+    """The paths given, each folder replaced by the videos in it and its subfolders (by suffix,
+    hidden ones left out), in name order."""
+    found = []
+    for path in paths:
+        if not Path(path).is_dir():
+            found.append(path)
+            continue
+        inside = sorted(
+            str(p) for p in Path(path).rglob("*")
+            if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )  # fmt: skip
+        if not inside:
+            raise ValueError(f"{path} holds no video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        found.extend(inside)
+    return found
+
+
 def _detect(args: argparse.Namespace) -> int:
     from .detector import Detector, validate_sequence_length
     from .video import OutsideVideo, TimeRange, VideoError
@@ -53,10 +73,11 @@ def _detect(args: argparse.Namespace) -> int:
     if args.sequence_length is not None:
         validate_sequence_length(args.sequence_length)
     part = TimeRange(args.start if args.start is not None else 0.0, args.end)
+    videos = videos_in(args.videos)
     detector = Detector(args.weights, args.device)
-    bar = ProgressBar(len(args.videos)) if len(args.videos) > 1 else None
+    bar = ProgressBar(len(videos)) if len(videos) > 1 else None
     failures = 0
-    for number, path in enumerate(args.videos):
+    for number, path in enumerate(videos):
         start = time.perf_counter()
         name = Path(path).name
         progress = partial(bar.update, number, name) if bar else None
@@ -329,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     detect = commands.add_parser("detect", help="judge one or more videos")
-    detect.add_argument("videos", nargs="+", metavar="VIDEO")
+    detect.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders of them (searched with their subfolders)")
     detect.add_argument("--json", action="store_true", help="one JSON object per line")
     detect.add_argument("--sequence-length", type=int, default=None)
     detect.add_argument("--start", type=_time, default=None, metavar="TIME", help="examine from this time (seconds, or 1:30)")

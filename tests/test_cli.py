@@ -62,6 +62,26 @@ def test_detect_a_part_past_the_end_or_no_time_at_all(media, tiny_weights):
         assert ("from 0 to 59" in refused.stderr) or ("must come after its start" in refused.stderr), refused.stderr
 
 
+def test_detect_every_video_in_a_folder(media, tiny_weights, tmp_path):
+    import shutil
+
+    folder = tmp_path / "clips"
+    (folder / "more").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    shutil.copy(media["face_h264"], folder / "b.mp4")
+    shutil.copy(media["face_mp4v"], folder / "more" / "a.MOV")
+    shutil.copy(media["face_h264"], folder / ".hidden" / "c.mp4")
+    (folder / "notes.txt").write_text("not a video")
+    done = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(tiny_weights), str(folder), str(media["no_face"]))
+    assert done.returncode == 0, done.stderr
+    paths = [json.loads(line)["path"] for line in done.stdout.splitlines()]
+    assert paths == [str(folder / "b.mp4"), str(folder / "more" / "a.MOV"), str(media["no_face"])]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run_cli("detect", "--weights", str(tiny_weights), str(empty))
+    assert refused.returncode == 2 and "holds no video file" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_missing_weights_is_a_clear_error(media, tmp_path):
     done = run_cli("detect", "--weights", str(tmp_path / "none.pt"), str(media["face_h264"]))
     assert done.returncode == 2
