@@ -15,8 +15,6 @@ from typing import TextIO
 import numpy as np
 
 log = logging.getLogger("model")
-# What a folder given to `detect` is searched for (files named on the command line are all tried)
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"}
 
 
 class ProgressBar:
@@ -49,20 +47,17 @@ class ProgressBar:
 
 
 def videos_in(paths: list[str]) -> list[str]:
-    """The paths given, each folder replaced by the videos in it and its subfolders (by suffix,
-    hidden ones left out), in name order."""
+    """The paths given, each folder replaced by the videos in it and its subfolders."""
+    from .video import VIDEO_SUFFIXES, videos_in_folder
+
     found = []
     for path in paths:
         if not Path(path).is_dir():
             found.append(path)
-            continue
-        inside = sorted(
-            str(p) for p in Path(path).rglob("*")
-            if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )  # fmt: skip
-        if not inside:
+        elif inside := videos_in_folder(path):
+            found.extend(map(str, inside))
+        else:
             raise ValueError(f"{path} holds no video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
-        found.extend(inside)
     return found
 
 

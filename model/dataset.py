@@ -18,7 +18,7 @@ import numpy as np
 
 from .augment import reencode_h264
 from .faces import LANDMARKS, crop_face, detect_faces_in_frames, expand_box, face_landmarks_points, track_faces
-from .video import VideoError, read_frames
+from .video import VideoError, read_frames, videos_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ QUALITIES: dict[str, tuple[int, int] | None] = {
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).
 CROPS_VERSION = 1
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 @dataclass
@@ -72,9 +71,8 @@ def read_manifest(source: str | Path, root: str | Path | None = None) -> list[Cl
     clips = []
     if source.is_dir():
         for label in ("real", "fake"):
-            for path in sorted((source / label).rglob("*")):
-                if path.suffix.lower() in VIDEO_SUFFIXES:
-                    clips.append(Clip(str(path), label.upper(), "original" if label == "real" else "unknown", path.stem))
+            for path in videos_in_folder(source / label):
+                clips.append(Clip(str(path), label.upper(), "original" if label == "real" else "unknown", path.stem))
         return clips
     with open(source, newline="") as handle:
         for row in csv.DictReader(handle):

@@ -28,6 +28,9 @@ SEEK_MIN_GAP_FRAMES = 150
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
+# What a folder of videos is searched for; a file named outright is tried whatever its name
+# (uploads are checked by decoding them).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"})
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 
@@ -154,6 +157,15 @@ def sample_indices(frame_count: int, count: int, start: int = 0) -> list[int]:
     count = min(count, span)
     step = span / count
     return sorted({min(frame_count - 1, start + int(step * (i + 0.5))) for i in range(count)})
+
+
+def videos_in_folder(folder: str | Path) -> list[Path]:
+    """The videos in a folder and its subfolders, by suffix, hidden ones left out, in path order."""
+    folder = Path(folder)
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts)
+    )  # fmt: skip
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
