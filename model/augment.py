@@ -21,13 +21,20 @@ def pixel_scale(image: np.ndarray) -> float:
     return image.shape[1] / REFERENCE_SIZE
 
 
-def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480) -> None:
-    """Re-encode a video with libx264 at `crf`, optionally downscaled: the heavy compression of uploads.
+# Encoder options that give the same file on every run (the re-encodes are scored, so every run
+# must score the same pixels). x264 runs its C code on one thread: with its assembly code, or
+# with several threads, re-encodes of one clip differed from run to run (with both, five runs
+# gave five files for a 1280×720 clip brought down to 852×480), and so did the scores on them;
+# a clip takes 1.3–1.8× as long. SVT-AV1 gave the same file on every run as it is.
+ENCODER_OPTIONS = {
+    "libx264": {"preset": "veryfast", "threads": "1", "x264-params": "asm=0"},
+    "libsvtav1": {"preset": "8"},
+}
 
-    x264 runs its C code on one thread: with its assembly code, or with several threads, re-encodes
-    of one clip differed from run to run (with both, five runs gave five files for a 1280×720 clip
-    brought down to 852×480), and so did the scores on them. Only without either does a clip give
-    the same file every time; a clip takes 1.3–1.8× as long to re-encode."""
+
+def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480, codec: str = "libx264") -> None:
+    """Re-encode a video at `crf` with `codec` (libx264 or libsvtav1), optionally downscaled: the
+    compression of uploads, the same file on every run."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
@@ -35,9 +42,9 @@ def reencode_h264(src: str | Path, dst: str | Path, crf: int = 40, max_height: i
         if max_height and height > max_height:
             width, height = round(width * max_height / height), max_height
         width, height = width - width % 2, height - height % 2
-        stream = out.add_stream("libx264", rate=rate)
+        stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "asm=0"}  # for the same file every run
+        stream.options = {"crf": str(crf), **ENCODER_OPTIONS[codec]}
         for frame in inp.decode(stream_in):
             image = frame.to_ndarray(format="rgb24")
             if image.shape[:2] != (height, width):

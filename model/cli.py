@@ -190,13 +190,13 @@ def _verdict_in_process(task: tuple[str, str, int | None]) -> dict:
 
 def _verdict(detector, path: str, quality: str, sequence_length: int | None) -> dict:
     """The detector's verdict on a video re-encoded at `quality` (dataset.QUALITIES), as the report lists it."""
-    from .augment import reencode_h264
+    from .augment import reencode
     from .dataset import QUALITIES
 
     with tempfile.TemporaryDirectory() as tmp:
         if QUALITIES[quality] is not None:
             encoded = str(Path(tmp) / "clip.mp4")
-            reencode_h264(path, encoded, *QUALITIES[quality])
+            reencode(path, encoded, *QUALITIES[quality])
             path = encoded
         result = detector.detect(path, sequence_length)
     return {
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--quality", nargs="+", default=["orig", "crf40_480p"], choices=list(QUALITIES),
-        help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p",
+        help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p, av1_crf45_480p (SVT-AV1 CRF 45, 480p)",
     )
     evaluate.add_argument(
         "--unseen-only", action="store_true",

@@ -13,23 +13,35 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from .augment import reencode_h264
+from .augment import reencode
 from .faces import LANDMARKS, crop_face, detect_faces_in_frames, expand_box, face_landmarks_points, track_faces
 from .video import VideoError, read_frames, videos_in_folder
 
 log = logging.getLogger(__name__)
 
-# name → (crf, max height) of an H.264 re-encode; None keeps the file as it is.
-QUALITIES: dict[str, tuple[int, int] | None] = {
+class Reencode(NamedTuple):
+    """How a quality re-encodes a clip (`augment.reencode`'s arguments)."""
+
+    crf: int
+    max_height: int
+    codec: str = "libx264"
+
+
+# name → how the clip is re-encoded; None keeps the file as it is.
+QUALITIES: dict[str, Reencode | None] = {
     "orig": None,
-    "crf40_480p": (40, 480),  # the hard validation: like FF++ c40, and a phone-sized upload
-    "crf32_360p": (32, 360),
+    "crf40_480p": Reencode(40, 480),  # the hard validation: like FF++ c40, and a phone-sized upload
+    "crf32_360p": Reencode(32, 360),
     # lightly compressed but small: faces of about 50–100 px, to see how face size alone tells
-    "crf23_360p": (23, 360),
-    "crf23_240p": (23, 240),
+    "crf23_360p": Reencode(23, 360),
+    "crf23_240p": Reencode(23, 240),
+    # AV1, as video sites serve it and newer phones record it (SVT-AV1): blur and ringing rather
+    # than H.264's blocks, which training never showed
+    "av1_crf45_480p": Reencode(45, 480, "libsvtav1"),
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).
@@ -177,10 +189,9 @@ def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:
         if QUALITIES[quality] is None:
             crops, marks = crops_for_video(clip.path, frames, size)
         else:
-            crf, height = QUALITIES[quality]
             with tempfile.TemporaryDirectory() as tmp:
                 encoded = Path(tmp) / "clip.mp4"
-                reencode_h264(clip.path, encoded, crf, height)
+                reencode(clip.path, encoded, *QUALITIES[quality])
                 crops, marks = crops_for_video(encoded, frames, size)
     except (VideoError, OSError, ValueError) as error:  # av raises OSError subclasses
         log.warning("skipping %s (%s): %s", clip.path, quality, error)

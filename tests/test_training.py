@@ -836,13 +836,13 @@ def test_blend_regions_are_drawn_only_when_asked():
 
 
 def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(tmp_path):
-    from model.augment import reencode_h264
+    from model.augment import reencode
     from model.video import probe_video
 
     source = write_h264(tmp_path / "source.mp4", face_frames(30, (1280, 720)))
     outputs = [tmp_path / f"hard{i}.mp4" for i in range(3)]
     for path in outputs:
-        reencode_h264(source, path, crf=40, max_height=480)
+        reencode(source, path, crf=40, max_height=480)
     info = probe_video(outputs[0])
     assert (info.width, info.height, info.frame_count) == (852, 480, 30)  # 853 made even
     assert outputs[0].stat().st_size < source.stat().st_size
@@ -853,8 +853,22 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     small = write_h264(tmp_path / "small.mp4", face_frames(24))
     outputs = [tmp_path / f"small{i}.mp4" for i in range(10)]
     for path in outputs:
-        reencode_h264(small, path, crf=40, max_height=480)
+        reencode(small, path, crf=40, max_height=480)
     assert len({path.read_bytes() for path in outputs}) == 1
+
+
+def test_the_av1_quality_is_an_av1_file_the_same_every_time_and_read_as_a_video(tmp_path):
+    from model.augment import reencode
+    from model.dataset import QUALITIES
+    from model.video import read_frames
+
+    source = write_h264(tmp_path / "source.mp4", face_frames(24, (1280, 720)))
+    outputs = [tmp_path / f"av1-{i}.mp4" for i in range(2)]
+    for path in outputs:
+        reencode(source, path, *QUALITIES["av1_crf45_480p"])
+    assert outputs[0].read_bytes() == outputs[1].read_bytes() and b"av01" in outputs[0].read_bytes()
+    sampled = read_frames(outputs[0], 6)  # through PyAV: OpenCV's FFmpeg has no AV1 software decoder
+    assert len(sampled.frames) == 6 and sampled.frames[0].shape == (480, 852, 3)
 
 
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
