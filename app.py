@@ -89,8 +89,9 @@ def _options(form: dict) -> dict:
         if not MIN_SEQUENCE <= value <= MAX_SEQUENCE:
             raise AnalysisError(400, "bad_sequence_length", f"sequence_length must be a whole number from {MIN_SEQUENCE} to {MAX_SEQUENCE}.")
         options["sequence_length"] = value
+    texts = [(form.get(name) or "").strip() for name in ("start", "end")]
     try:
-        start, end = (parse_time(raw) if (raw := (form.get(name) or "").strip()) else None for name in ("start", "end"))
+        start, end = (parse_time(text) if text else None for text in texts)
         part = TimeRange(start or 0.0, end)
     except ValueError as error:
         raise AnalysisError(400, "bad_time_range", str(error)) from error

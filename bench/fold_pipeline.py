@@ -58,10 +58,11 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def compare(reports: list[dict], crossval: dict, group_of: dict[str, int], rounds: int) -> dict:
     """Per quality: the pooled metrics of the served verdicts, and how they differ clip by clip
-    from the cross-validation's (which judged the same clips with the same models from the cache)."""
+    from the cross-validation's (which judged the same clips with the same models from the cache)
+    and from the served verdicts at the first quality judged."""
     stated = {**crossval["qualities"], **crossval.get("other_qualities", {})}
     fold_of = {r["path"]: r["fold"] for r in next(iter(stated.values()))["clips"]}
-    out = {}
+    out, served_at = {}, {}
     for quality in reports[0]["qualities"]:
         rows = [row for fold, report in enumerate(reports) for row in report["qualities"][quality]["clips"] if fold_of[row["path"]] == fold]
         if len(rows) != sum(len(r["qualities"][quality]["clips"]) for r in reports):
@@ -84,6 +85,15 @@ def compare(reports: list[dict], crossval: dict, group_of: dict[str, int], round
                 "logit_correlation": round(float(np.corrcoef(logit(crossval_p), logit(served_p))[0, 1]), 4),
                 "mean_abs_p_fake_difference": round(float(np.mean(np.abs(served_p - crossval_p))), 4),
                 "same_label": round(float(np.mean((crossval_p >= 0.5) == (served_p >= 0.5))), 4),
+            }
+        served_at[quality] = {r["path"]: (r["label"] == "FAKE", r["p_fake"]) for r in served}
+        first = next(iter(served_at))
+        if quality != first:  # the same clips served at the first quality judged
+            both = sorted(served_at[first].keys() & served_at[quality].keys())
+            y_both = np.array([served_at[first][path][0] for path in both])
+            part[f"against_{first}"] = {
+                "clips": len(both),
+                **auc_difference(y_both, *(np.array([served_at[q][path][1] for path in both]) for q in (first, quality)), rounds),
             }
         out[quality] = part
     return out
