@@ -55,6 +55,12 @@ def half_resolution(crops: np.ndarray) -> np.ndarray:
     return np.stack([cv2.resize(cv2.resize(c, (side // 2, side // 2), interpolation=cv2.INTER_AREA), (side, side)) for c in crops])
 
 
+def middle(crops: np.ndarray, count: int) -> np.ndarray:
+    """`count` crops one after another from the middle of the clip: a face seen only briefly."""
+    first = (len(crops) - count) // 2
+    return crops[first : first + count]
+
+
 def variant_margins(model: ClipModel, crops: np.ndarray) -> dict[str, float]:
     """Each variant's margin; every sequence goes through the network once."""
     plain = {n: sequence_margin(model, crops, n) for n in (10, 20, 32)}  # 20 as the app judges, 32 every cached crop
@@ -67,11 +73,15 @@ def variant_margins(model: ClipModel, crops: np.ndarray) -> dict[str, float]:
         # tell apart between a clean and a heavily compressed upload, and less detail too
         "frames_20_jpeg_40": sequence_margin(model, jpeg_again(crops, 40), 20),
         "frames_20_half_resolution": sequence_margin(model, half_resolution(crops), 20),
+        # the face found in only a few frames (the app judges the main face however few)
+        **{f"frames_{n}_together": sequence_margin(model, middle(crops, n), n) for n in FEW},
     }
 
 
+FEW = (1, 3, 5)
 VARIANTS = (
     "frames_20", "frames_10", "frames_32", "frames_20_flip", "frames_32_flip", "frames_20_jpeg_40", "frames_20_half_resolution",
+    *(f"frames_{n}_together" for n in FEW),
 )  # fmt: skip
 BASELINE = "frames_20"
 

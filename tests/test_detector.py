@@ -226,3 +226,18 @@ def test_frames_far_apart_in_a_long_video_are_said_to_be(tiny_weights, two_minut
         "between them. To look closer, examine the part you doubt, or more frames.",
     }]  # fmt: skip
     assert result.caveats == expected
+
+
+def test_a_face_found_in_only_a_few_frames_is_said_to_be(tiny_weights, media, tmp_path, monkeypatch):
+    from media import blank_frames, face_frames, write_h264
+
+    faces, blank = face_frames(40), blank_frames(40, (640, 360))
+    brief = write_h264(tmp_path / "brief.mp4", [faces[i] if 18 <= i <= 21 else blank[i] for i in range(40)])
+    scoring_faces_as(monkeypatch, 0.9, 0.9)
+    result = Detector(tiny_weights).detect(brief, 20)
+    assert result.faces == 2 and result.caveats == [{
+        "code": "few_frames",
+        "message": "The face was found in only 2 of the 20 frames examined. Judged on 5 or fewer frames of a face, the detector "
+        "told fakes from real videos less well than on 20 frames across the video, so this verdict says less than usual.",
+    }]  # fmt: skip
+    assert Detector(tiny_weights).detect(media["face_h264"], 20).caveats == []  # found in every frame
