@@ -25,16 +25,18 @@ def pixel_scale(image: np.ndarray) -> float:
 # must score the same pixels). x264 runs its C code on one thread: with its assembly code, or
 # with several threads, re-encodes of one clip differed from run to run (with both, five runs
 # gave five files for a 1280×720 clip brought down to 852×480), and so did the scores on them;
-# a clip takes 1.3–1.8× as long. SVT-AV1 gave the same file on every run as it is.
+# a clip takes 1.3–1.8× as long. SVT-AV1 gave the same file on every run as it is, libvpx's VP9
+# on one thread (in MP4: WebM files carry a random id). VP9 needs no bit rate for `crf` to rule.
 ENCODER_OPTIONS = {
     "libx264": {"preset": "veryfast", "threads": "1", "x264-params": "asm=0"},
     "libsvtav1": {"preset": "8"},
+    "libvpx-vp9": {"b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"},
 }
 
 
 def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480, codec: str = "libx264") -> None:
-    """Re-encode a video at `crf` with `codec` (libx264 or libsvtav1), optionally downscaled: the
-    compression of uploads, the same file on every run."""
+    """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), optionally
+    downscaled: the compression of uploads, the same file on every run (in MP4)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)

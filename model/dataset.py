@@ -42,6 +42,7 @@ QUALITIES: dict[str, Reencode | None] = {
     # AV1, as video sites serve it and newer phones record it (SVT-AV1): blur and ringing rather
     # than H.264's blocks, which training never showed
     "av1_crf45_480p": Reencode(45, 480, "libsvtav1"),
+    "vp9_crf45_480p": Reencode(45, 480, "libvpx-vp9"),  # YouTube's other codec, and what browsers record
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).
