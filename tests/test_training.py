@@ -857,17 +857,18 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     assert len({path.read_bytes() for path in outputs}) == 1
 
 
-def test_the_av1_quality_is_an_av1_file_the_same_every_time_and_read_as_a_video(tmp_path):
+@pytest.mark.parametrize("quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09")])
+def test_the_other_codecs_qualities_are_the_same_file_every_time_and_read_as_videos(tmp_path, quality, fourcc):
     from model.augment import reencode
     from model.dataset import QUALITIES
     from model.video import read_frames
 
     source = write_h264(tmp_path / "source.mp4", face_frames(24, (1280, 720)))
-    outputs = [tmp_path / f"av1-{i}.mp4" for i in range(2)]
+    outputs = [tmp_path / f"{quality}-{i}.mp4" for i in range(2)]
     for path in outputs:
-        reencode(source, path, *QUALITIES["av1_crf45_480p"])
-    assert outputs[0].read_bytes() == outputs[1].read_bytes() and b"av01" in outputs[0].read_bytes()
-    sampled = read_frames(outputs[0], 6)  # through PyAV: OpenCV's FFmpeg has no AV1 software decoder
+        reencode(source, path, *QUALITIES[quality])
+    assert outputs[0].read_bytes() == outputs[1].read_bytes() and fourcc in outputs[0].read_bytes()
+    sampled = read_frames(outputs[0], 6)  # AV1 through PyAV: OpenCV's FFmpeg has no AV1 software decoder
     assert len(sampled.frames) == 6 and sampled.frames[0].shape == (480, 852, 3)
 
 
