@@ -400,10 +400,8 @@ def _sample(
             # Fewer frames than the header said: sample again over what is really there (counted
             # afresh where the pass began with a seek, which may itself have missed).
             info.frame_count = with_capture(_count_frames) if seek_first else seen
-            if info.frame_count == 0:  # nothing decodes: no header's fault
-                raise _Undecodable(NO_FRAMES)
+            wanted, span = _wanted(info.frame_count, info.fps, count, part)  # none left: nothing decodes
             log.info("the header's frame count was wrong: the stream has %d frames", info.frame_count)
-            wanted, span = _wanted(info.frame_count, info.fps, count, part)
             indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise _Undecodable(NO_FRAMES)
