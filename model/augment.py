@@ -11,6 +11,7 @@ import numpy as np
 
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
+from .video import VideoError, upright
 
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112
@@ -34,27 +35,38 @@ ENCODER_OPTIONS = {
 }
 
 
-def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_height: int | None = 480, codec: str = "libx264") -> None:
-    """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), optionally
-    downscaled: the compression of uploads, the same file on every run (in MP4)."""
+def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264") -> None:
+    """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), upright, and
+    downscaled to `max_lines` on its shorter side (480p: 854×480 landscape, 480×854 portrait)
+    when larger: the compression of uploads, the same file on every run (in MP4)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
-        width, height = stream_in.codec_context.width, stream_in.codec_context.height
-        if max_height and height > max_height:
-            width, height = round(width * max_height / height), max_height
-        width, height = width - width % 2, height - height % 2
-        stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), **ENCODER_OPTIONS[codec]}
+        stream = None
         for frame in inp.decode(stream_in):
-            image = frame.to_ndarray(format="rgb24")
+            # The rotation is applied, not copied: the file written carries no rotation of its own.
+            image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            if stream is None:
+                width, height = reencoded_size(image.shape[1], image.shape[0], max_lines)
+                stream = out.add_stream(codec, rate=rate)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.options = {"crf": str(crf), **ENCODER_OPTIONS[codec]}
             if image.shape[:2] != (height, width):
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
+        if stream is None:
+            raise VideoError(f"{src}: no frame to re-encode")
         for packet in stream.encode():
             out.mux(packet)
+
+
+def reencoded_size(width: int, height: int, max_lines: int | None) -> tuple[int, int]:
+    """Width and height with the shorter side at most `max_lines`, both even (as yuv420p needs)."""
+    shorter = min(width, height)
+    if max_lines and shorter > max_lines:
+        width, height = round(width * max_lines / shorter), round(height * max_lines / shorter)
+    return width - width % 2, height - height % 2
 
 
 @dataclass

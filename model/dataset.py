@@ -27,7 +27,7 @@ class Reencode(NamedTuple):
     """How a quality re-encodes a clip (`augment.reencode`'s arguments)."""
 
     crf: int
-    max_height: int
+    max_lines: int  # on the shorter side
     codec: str = "libx264"
 
 
@@ -46,7 +46,9 @@ QUALITIES: dict[str, Reencode | None] = {
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).
-CROPS_VERSION = 1
+# 2: re-encodes upright, 480p on the shorter side (2026-11-28; the same files for landscape
+# clips stored upright, as all of FF++'s are).
+CROPS_VERSION = 2
 
 
 @dataclass

@@ -35,6 +35,14 @@ T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 
 
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """The picture as it is displayed: `rotation` is PyAV's frame rotation, the degrees
+    counter-clockwise that the display turns the stored picture (a phone's portrait video)."""
+    if not rotation:
+        return image
+    return np.ascontiguousarray(np.rot90(image, round(rotation / 90) % 4))
+
+
 class VideoError(ValueError):
     """The file is not a video we can decode."""
 
@@ -210,10 +218,7 @@ class PyAVCapture:
         if self._frame is None:
             return False, None
         image = self._frame.to_ndarray(format="bgr24")
-        if self._upright and self._frame.rotation:
-            # rotation: degrees counter-clockwise that the display turns the stored picture
-            image = np.ascontiguousarray(np.rot90(image, round(self._frame.rotation / 90) % 4))
-        return True, image
+        return True, upright(image, self._frame.rotation) if self._upright else image
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         return self.retrieve() if self.grab() else (False, None)

@@ -6,11 +6,12 @@ import math
 import multiprocessing
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 import torch
-from media import face_frames, write_h264
+from media import face_frames, turn_quarter_clockwise_on_display, write_h264
 from skimage import data
 
 from model.cli import _format_summary, _train_config, build_parser
@@ -842,7 +843,7 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     source = write_h264(tmp_path / "source.mp4", face_frames(30, (1280, 720)))
     outputs = [tmp_path / f"hard{i}.mp4" for i in range(3)]
     for path in outputs:
-        reencode(source, path, crf=40, max_height=480)
+        reencode(source, path, crf=40, max_lines=480)
     info = probe_video(outputs[0])
     assert (info.width, info.height, info.frame_count) == (852, 480, 30)  # 853 made even
     assert outputs[0].stat().st_size < source.stat().st_size
@@ -853,8 +854,34 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     small = write_h264(tmp_path / "small.mp4", face_frames(24))
     outputs = [tmp_path / f"small{i}.mp4" for i in range(10)]
     for path in outputs:
-        reencode(small, path, crf=40, max_height=480)
+        reencode(small, path, crf=40, max_lines=480)
     assert len({path.read_bytes() for path in outputs}) == 1
+
+
+def test_a_portrait_video_is_reencoded_upright_at_480_lines_across(tmp_path):
+    """480p bounds the shorter side: a phone's portrait clip keeps its faces' size as a landscape
+    clip does (bounding the height shrank a 1080×1920 clip to 270×480, where faces were lost)."""
+    from model.augment import reencode
+    from model.video import probe_video, read_frames
+
+    # portrait, 720×1280: the astronaut above and below a grey band
+    upright = [np.pad(f, ((437, 438), (0, 0), (0, 0)), constant_values=40) for f in face_frames(6, (720, 405))]
+    stored = write_h264(tmp_path / "portrait.mp4", upright)
+    sideways = turn_quarter_clockwise_on_display(
+        write_h264(tmp_path / "sideways.mp4", [np.ascontiguousarray(np.rot90(f)) for f in upright])
+    )
+    for source in (stored, sideways):
+        target = tmp_path / f"{source.stem}-hard.mp4"
+        reencode(source, target, crf=23, max_lines=480)
+        info = probe_video(target)
+        assert (info.width, info.height, info.frame_count) == (480, 852, 6)  # 853 made even
+        # stored upright: read without applying any rotation, the picture is the right way up
+        with av.open(str(target)) as container:
+            frame = next(container.decode(video=0))
+            assert frame.rotation == 0 and (frame.width, frame.height) == (480, 852)
+        sampled = read_frames(target, 1)
+        expected = cv2.resize(upright[sampled.indices[0]], (480, 852), interpolation=cv2.INTER_AREA)
+        assert np.abs(sampled.frames[0].astype(int) - expected).mean() < 6
 
 
 @pytest.mark.parametrize("quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09")])
