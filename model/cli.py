@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -150,8 +151,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             p.append(verdict["p_fake"])
             methods.append(clip.method)
             groups.append(group_of[clip.path])
+        no_face = sum(r["p_fake"] is None for r in rows)
+        if not y:
+            report["qualities"][quality] = {"metrics": {"clips": 0, "no_face_clips": no_face}, "clips": rows}
+            print(f"{quality}: no face found in any of the {len(rows)} clips: nothing to measure", flush=True)
+            continue
         summary = summarise(np.array(y), np.array(p), methods, detector.config.threshold, np.array(groups))
-        summary["no_face_clips"] = sum(r["p_fake"] is None for r in rows)
+        summary["no_face_clips"] = no_face
         report["qualities"][quality] = {"metrics": summary, "clips": rows}
         curves[quality] = (*roc_curve(np.array(y), np.array(p)), summary["auc"])
         print(_format_summary(quality, summary), flush=True)
@@ -207,21 +213,30 @@ def _verdict(detector, path: str, quality: str, sequence_length: int | None) -> 
 
 def _write_report(report: dict, curves: dict, path: Path) -> None:
     """The JSON report, and the ROC curves as roc.png beside it."""
-    from .evaluation import plot_roc
+    from .evaluation import json_safe, plot_roc
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
+    path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     plot_roc(curves, path.parent / "roc.png")
     print(f"wrote {path} and {path.parent / 'roc.png'}")
 
 
+def _figure(value: float, interval: list[float] | None = None) -> str:
+    """A metric with its interval; n/a where the clips cannot give it (an AUC needs both labels)."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
 def _format_summary(name: str, s: dict) -> str:
-    ci = lambda k: f"[{s[k + '_ci95'][0]:.3f}, {s[k + '_ci95'][1]:.3f}]"
+    fig = lambda k: _figure(s[k], s.get(k + "_ci95"))  # noqa: E731
     lines = [
         f"{name}: {s['clips']} clips ({s['fake_clips']} fake, {s['real_clips']} real)",
-        f"  AUC {s['auc']:.3f} {ci('auc')}  balanced accuracy {s['balanced_accuracy']:.3f} {ci('balanced_accuracy')}",
-        f"  log loss {s['log_loss']:.3f} {ci('log_loss')}  ECE {s['ece']:.3f} {ci('ece')}  recall FAKE {s['recall_fake']:.3f} REAL {s['recall_real']:.3f}",
+        f"  AUC {fig('auc')}  balanced accuracy {fig('balanced_accuracy')}",
+        f"  log loss {fig('log_loss')}  ECE {fig('ece')}  recall FAKE {fig('recall_fake')} REAL {fig('recall_real')}",
     ]
+    if not s["fake_clips"] or not s["real_clips"]:
+        lines.append(f"  only {'real' if s['real_clips'] else 'fake'} clips: AUC and balanced accuracy need both")
     if "ece_if_calibrated" in s:
         floor = s["ece_if_calibrated"]
         lines.append(f"  ECE a calibrated detector would show on these clips: {floor['mean']:.3f} on average, 95% below {floor['p95']:.3f}")
@@ -229,9 +244,9 @@ def _format_summary(name: str, s: dict) -> str:
         right = [f"{b['confidence'][0]:.0%}–{b['confidence'][1]:.0%} {b['right']}/{b['judged']}" for b in s["reliability"] if b["judged"]]
         lines.append(f"  verdicts right, by confidence: {', '.join(right)}")
     if "within_group_auc" in s:
-        lines.append(f"  AUC within identity groups {s['within_group_auc']:.3f} ({s['identity_groups']} groups: fakes against real clips of the same people)")
+        lines.append(f"  AUC within identity groups {_figure(s['within_group_auc'])} ({s['identity_groups']} groups: fakes against real clips of the same people)")
     for method, m in s["auc_by_method"].items():
-        lines.append(f"  {method}: AUC {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] ({m['fake_clips']} fake)")
+        lines.append(f"  {method}: AUC {_figure(m['auc'], m['auc_ci95'])} ({m['fake_clips']} fake)")
     return "\n".join(lines)
 
 

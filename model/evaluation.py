@@ -1,8 +1,9 @@
 """Video-level metrics with bootstrap intervals, calibration fitting, and the ROC plot."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -215,6 +216,18 @@ def fit_calibration_on_qualities(margins: list[np.ndarray], y_fake: np.ndarray) 
     return fit_calibration(np.concatenate(margins), np.tile(np.asarray(y_fake), len(margins)))
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN (a metric the clips cannot give, such as an AUC without fake clips)
+    made None, so that reports are JSON that every parser reads (json writes NaN, which is not JSON)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> None:
     """One ROC line per named evaluation, AUC in the legend."""
     import matplotlib
@@ -224,10 +237,11 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str 
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for name, (fpr, tpr, auc) in curves.items():
-        ax.step(fpr, tpr, where="post", label=f"{name} (AUC {auc:.3f})")
+        ax.step(fpr, tpr, where="post", label=f"{name} (AUC {'n/a' if math.isnan(auc) else f'{auc:.3f}'})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set(xlabel="false positive rate (REAL called FAKE)", ylabel="true positive rate (FAKE caught)", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
+    if curves:  # none where no clip had a face
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -545,6 +545,31 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert report["clips_of_people_seen_in_training"] == 0  # the checkpoint lists no training people
 
 
+def test_evaluate_on_real_clips_alone_or_on_clips_without_faces_writes_json_any_reader_takes(tiny_dataset, tiny_weights, tmp_path, capsys):
+    """Checking for false alarms on one's own real footage is an evaluation too: the metrics that
+    need fake clips are null in the report (json writes NaN, which is not JSON) and n/a on screen."""
+    base = tiny_dataset.parent
+    only_real = tmp_path / "real.csv"
+    only_real.write_text(f"path,label\n{base / '001.mp4'},REAL\n{base / '002.mp4'},REAL\n")
+    args = ["evaluate", "--weights", str(tiny_weights), "--sequence-length", "10", "--quality", "orig"]
+    assert cli_main([*args, "--manifest", str(only_real), "--out", str(tmp_path / "real")]) == 0
+    text = (tmp_path / "real" / "evaluation.json").read_text()
+    metrics = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the report"))["qualities"]["orig"]["metrics"]
+    assert metrics["real_clips"] == 2 and metrics["auc"] is None and metrics["auc_ci95"] == [None, None]
+    assert metrics["recall_fake"] is None and metrics["recall_real"] in (0.0, 0.5, 1.0)
+    out = capsys.readouterr().out
+    assert "AUC n/a  balanced accuracy n/a" in out and "only real clips: AUC and balanced accuracy need both" in out
+    assert (tmp_path / "real" / "roc.png").stat().st_size > 1000
+
+    write_h264(tmp_path / "blank.mp4", [np.full((180, 320, 3), 90, np.uint8)] * 12)
+    no_faces = tmp_path / "blank.csv"
+    no_faces.write_text("path,label\nblank.mp4,REAL\n")
+    assert cli_main([*args, "--manifest", str(no_faces), "--out", str(tmp_path / "blank")]) == 0
+    report = json.loads((tmp_path / "blank" / "evaluation.json").read_text())
+    assert report["qualities"]["orig"]["metrics"] == {"clips": 0, "no_face_clips": 1}
+    assert "orig: no face found in any of the 1 clips: nothing to measure" in capsys.readouterr().out
+
+
 def test_evaluate_in_parallel_processes_gives_the_same_report(tiny_dataset, tiny_weights, tmp_path, capsys):
     # clips that differ in what is found in them, so that a verdict given to the wrong clip shows
     write_h264(tmp_path / "small.mp4", face_frames(12, (320, 180)))
