@@ -88,6 +88,8 @@ def read_manifest(source: str | Path, root: str | Path | None = None) -> list[Cl
         for label in ("real", "fake"):
             for path in videos_in_folder(source / label):
                 clips.append(Clip(str(path), label.upper(), "original" if label == "real" else "unknown", path.stem))
+        if not clips:
+            raise ValueError(f"no videos in {source}/real or {source}/fake")
         return clips
     with open(source, newline="") as handle:
         for row in csv.DictReader(handle):
@@ -103,6 +105,8 @@ def read_manifest(source: str | Path, root: str | Path | None = None) -> list[Cl
                     row.get("group") or row.get("source_ids") or path.stem,
                 )
             )
+    if not clips:
+        raise ValueError(f"{source} lists no clips")
     return clips
 
 

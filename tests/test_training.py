@@ -633,6 +633,19 @@ def test_manifest_from_folder(tmp_path):
     assert sorted(shown_path(c, tmp_path) for c in clips) == ["fake/b.mp4", "real/a.mp4"]
 
 
+def test_a_manifest_without_clips_is_refused_with_a_reason(tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "notes.txt").write_text("no video here")
+    (tmp_path / "clips.csv").write_text("path,label\n")
+    with pytest.raises(ValueError, match="no videos in .*real or .*fake"):
+        read_manifest(tmp_path)
+    with pytest.raises(ValueError, match="clips.csv lists no clips"):
+        read_manifest(tmp_path / "clips.csv")
+    # evaluate said "no face found in any of the 0 clips" and wrote an empty report
+    assert cli_main(["evaluate", "--manifest", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "no videos in" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_reports_name_clips_as_the_manifest_does(tmp_path):
     # Two methods' fakes of the same pair of people share a file name; the report must tell them apart.
     (tmp_path / "clips.csv").write_text("path,label,method\nA/c23/1_2.mp4,FAKE,A\nB/c23/1_2.mp4,FAKE,B\n")
