@@ -105,30 +105,13 @@ def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .dataset import identity_components, read_manifest, shown_path, split_by_identity
+    from .dataset import identity_components, shown_path
     from .detector import Detector
     from .evaluation import roc_curve, summarise
 
     detector = Detector(args.weights, args.device)
-    clips = read_manifest(args.manifest, args.root)
-    if args.split == "validation":
-        clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
+    clips, seen = _clips_to_judge(args, detector.metadata)
     group_of = dict(zip((c.path for c in clips), identity_components(clips)))
-    people_seen = set(detector.metadata.get("trained_on_identities", []))
-    seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
-    if args.unseen_only:
-        if "trained_on_identities" not in detector.metadata:
-            raise ValueError(f"{Path(args.weights).name} does not list the people it was trained on: --unseen-only cannot tell them")
-        clips = [c for c in clips if c.path not in seen]
-        print(f"{len(seen)} clips of people the model was trained on left out, {len(clips)} judged", flush=True)
-        if not clips:
-            raise ValueError("every clip of the manifest shows people the model was trained on")
-        seen = set()
-    if seen:
-        print(
-            f"note: {len(seen)} of these {len(clips)} clips show people the model was trained on; for them the figures "
-            "say how well it fits its training data, not how it does on people it never saw", flush=True,
-        )
     report: dict = {
         "weights": Path(args.weights).name, "manifest": Path(args.manifest).name, "split": args.split,
         "unseen_only": args.unseen_only, "clips_of_people_seen_in_training": len(seen), "qualities": {},
@@ -163,6 +146,32 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(_format_summary(quality, summary), flush=True)
     _write_report(report, curves, Path(args.out) / "evaluation.json")
     return 0
+
+
+def _clips_to_judge(args: argparse.Namespace, metadata: dict) -> tuple[list, set[str]]:
+    """The manifest's clips that `evaluate` judges, and the paths of those whose people the
+    checkpoint (its `metadata`) was trained on; with --unseen-only those are left out."""
+    from .dataset import read_manifest, split_by_identity
+
+    clips = read_manifest(args.manifest, args.root)
+    if args.split == "validation":
+        clips = split_by_identity(clips, args.val_fraction, args.seed)[1]
+    people_seen = set(metadata.get("trained_on_identities", []))
+    seen = {c.path for c in clips if c.group and people_seen.intersection(c.identities)}
+    if args.unseen_only:
+        if "trained_on_identities" not in metadata:
+            raise ValueError(f"{Path(args.weights).name} does not list the people it was trained on: --unseen-only cannot tell them")
+        clips = [c for c in clips if c.path not in seen]
+        print(f"{len(seen)} clips of people the model was trained on left out, {len(clips)} judged", flush=True)
+        if not clips:
+            raise ValueError("every clip of the manifest shows people the model was trained on")
+        seen = set()
+    if seen:
+        print(
+            f"note: {len(seen)} of these {len(clips)} clips show people the model was trained on; for them the figures "
+            "say how well it fits its training data, not how it does on people it never saw", flush=True,
+        )
+    return clips, seen
 
 
 def _verdicts(detector, tasks: list[tuple[str, str, int | None]], jobs: int, weights: str, device: str | None) -> list[dict]:
