@@ -328,6 +328,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--erase-prob", type=float, default=defaults.erase_prob, metavar="P",
         help="hide a square of every frame of this share of the training sequences (cutout; 0: none)",
     )
+    parser.add_argument(
+        "--glasses-prob", type=float, default=defaults.glasses_prob, metavar="P",
+        help="draw spectacles on every frame of this share of the training sequences, real and fake alike (0: none)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import BLEND_REGIONS, Degradation, SelfBlend, pixel_scale
+from .augment import BLEND_REGIONS, Degradation, Glasses, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from .evaluation import fit_calibration_on_qualities, log_loss, roc_auc
 from .network import ClipModel, DeepfakeNet, EnsembleNet, NetworkConfig, save_checkpoint, to_input
@@ -70,6 +70,9 @@ class TrainConfig:
     # Share of sequences with a square of every frame hidden (cutout, DeVries & Taylor, 2017), so
     # that no one part of the face decides alone. 0 = off.
     erase_prob: float = 0.0
+    # Share of sequences, real and fake alike, with spectacles drawn on every frame
+    # (augment.Glasses), so that the rims around the eyes are not taken for a blend's seam. 0 = off.
+    glasses_prob: float = 0.0
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -142,13 +145,23 @@ class SequenceSampler:
         warp[:, 2] += np.multiply((dx, dy), pixel_scale(image))
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
-    def _render(self, crops: np.ndarray, marks: np.ndarray, blend: SelfBlend | None, degrade: Degradation, jitter: tuple) -> np.ndarray:
+    def _render(
+        self, crops: np.ndarray, marks: np.ndarray, blend: SelfBlend | None, degrade: Degradation, jitter: tuple, glasses: Glasses | None
+    ) -> np.ndarray:
         frames = []
         for image, points in zip(crops, marks):
             if blend is not None:
                 image = blend.apply(image, points)
+            if glasses is not None:  # worn over the face, whether the face is real or not
+                image = glasses.apply(image, points)
             frames.append(degrade.apply(self._jitter(image, *jitter), self.rng))
         return np.stack(frames)
+
+    def _draw_glasses(self) -> Glasses | None:
+        """Glasses for a share `glasses_prob` of sequences; drawn only when asked for, so the default draws stay as they were."""
+        if self.config.glasses_prob and self.rng.random() < self.config.glasses_prob:
+            return Glasses.draw(self.rng)
+        return None
 
     def sequence(self) -> tuple[np.ndarray, int]:
         # With every method's fakes excluded, the fakes are self-blended ones only.
@@ -157,7 +170,7 @@ class SequenceSampler:
         blend = SelfBlend.draw(self.rng, self.regions) if kind == 1 else None
         degrade = Degradation.draw(self.rng, self.config.erase_prob)
         jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
-        return self._render(crops, marks, blend, degrade, jitter), 0 if kind else 1  # class 0 = FAKE
+        return self._render(crops, marks, blend, degrade, jitter, self._draw_glasses()), 0 if kind else 1  # class 0 = FAKE
 
     def pair(self) -> list[tuple[np.ndarray, int]]:
         """A real sequence and a fake one of the same identity group, augmented alike."""
@@ -166,11 +179,12 @@ class SequenceSampler:
         crops, marks = self._pick("REAL", comp)
         degrade = Degradation.draw(self.rng, self.config.erase_prob)
         jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
-        real = self._render(crops, marks, None, degrade, jitter)
+        glasses = self._draw_glasses()
+        real = self._render(crops, marks, None, degrade, jitter, glasses)
         if self.config.dataset_fakes and comp in self.by_label["FAKE"] and self.rng.random() < 0.5:
-            fake = self._render(*self._pick("FAKE", comp), None, degrade, jitter)
+            fake = self._render(*self._pick("FAKE", comp), None, degrade, jitter, glasses)
         else:
-            fake = self._render(crops, marks, SelfBlend.draw(self.rng, self.regions), degrade, jitter)
+            fake = self._render(crops, marks, SelfBlend.draw(self.rng, self.regions), degrade, jitter, glasses)
         return [(real, 1), (fake, 0)]
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:

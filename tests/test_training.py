@@ -807,6 +807,76 @@ def test_sampler_erases_with_the_configured_share(paired, monkeypatch):
         assert drawn and all((d.erase is not None) == bool(share) for d in drawn)
 
 
+def _eye_landmarks(size: int) -> np.ndarray:
+    """Landmarks with only what glasses are placed by: eyes at a third of the height, ears beside them."""
+    points = np.zeros((LANDMARKS, 2), np.float32)
+    unit = size / 112
+    for first, centre_x in ((36, 40), (42, 72)):
+        corners = [(-7, 0), (-3, -2), (3, -2), (7, 0), (3, 2), (-3, 2)]  # dlib's order: outer corner first, clockwise
+        points[first : first + 6] = [((centre_x + dx) * unit, (40 + dy) * unit) for dx, dy in corners]
+    points[0], points[16] = (8 * unit, 44 * unit), (104 * unit, 44 * unit)
+    return points
+
+
+@pytest.mark.parametrize("size", [112, 224])
+def test_glasses_are_drawn_over_the_eyes_and_nowhere_else(size):
+    from model.augment import Glasses
+
+    crop = np.full((size, size, 3), 200, np.uint8)
+    glasses = Glasses(width=1.7, height=1.1, thickness=1.5, colour=(20, 20, 20), tint=0.2, round_lenses=True)
+    out = glasses.apply(crop, _eye_landmarks(size))
+    changed = (out != crop).any(axis=2)
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    # lenses 1.7 eye widths (14 px) wide and 1.1 high round eyes at x 40 and 72, y 40; arms out to the ears
+    assert 28 * size / 112 <= rows[0] and rows[-1] <= 50 * size / 112
+    assert cols[0] <= 10 * size / 112 and cols[-1] >= 102 * size / 112
+    for centre_x in (40, 72):  # inside each lens, darkened by the tint
+        inside = out[round(40 * size / 112), round(centre_x * size / 112)]
+        assert inside.tolist() == [160, 160, 160]
+    assert out[round(37 * size / 112) : round(41 * size / 112), round(56 * size / 112)].min() < 100  # the bridge between them
+    assert (out[round(60 * size / 112) :] == 200).all()  # nothing below the eyes
+    assert Glasses(1.7, 1.1, 1.5, (20, 20, 20), 0.0, False).apply(crop, _eye_landmarks(size))[round(40 * size / 112), round(40 * size / 112)].tolist() == [200] * 3
+
+
+def test_glasses_need_landmarks_to_be_placed_by():
+    from model.augment import Glasses
+
+    crop = data.astronaut()[:112, :112]
+    glasses = Glasses.draw(np.random.default_rng(0))
+    assert glasses.apply(crop, np.zeros((0, 2), np.float32)) is crop
+    assert glasses.apply(crop, np.zeros((LANDMARKS, 2), np.float32)) is crop  # landmarks not found: all zero
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_sampler_puts_glasses_on_real_and_fake_sequences_alike(paired, monkeypatch):
+    from model.augment import Glasses
+
+    def mark(self: Glasses, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return np.full_like(image, 255)
+
+    monkeypatch.setattr(Glasses, "apply", mark)
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "FAKE", "Deepfakes", "1")]
+    data_ = {c.key: [(np.full((6, 112, 112, 3), 90, np.uint8), np.zeros((6, 0, 2), np.float32))] for c in clips}
+    for share in (0.0, 0.5, 1.0):
+        config = TrainConfig(manifest="", frames_per_clip=2, clips_per_batch=64, paired=paired, glasses_prob=share)
+        sequences, labels = SequenceSampler(data_, clips, config).batch()
+        marked = sequences.mean(axis=(2, 3, 4)) > 170  # per frame: 255 before the degradation's colour changes, else 90
+        worn = marked.all(axis=1)
+        assert (marked.any(axis=1) == worn).all()  # every frame of a sequence, or none
+        for label in (0, 1):
+            assert worn[labels == label].mean() == pytest.approx(share, abs=0.25)
+        if paired:  # a pair is augmented alike: both wear them, or neither
+            assert (worn[0::2] == worn[1::2]).all()
+    # without the option, no random draw is spent on it: the batches are those of a sampler without glasses
+    config = TrainConfig(manifest="", paired=paired, glasses_prob=0.0)
+    sampler = SequenceSampler(data_, clips, config)
+    asked = [sampler.batch() for _ in range(3)]
+    monkeypatch.setattr(SequenceSampler, "_draw_glasses", lambda self: None)
+    sampler = SequenceSampler(data_, clips, config)
+    plain = [sampler.batch() for _ in range(3)]
+    assert all(np.array_equal(a, b) for pair in zip(asked, plain) for a, b in zip(*pair))
+
+
 def test_self_blend_scales_with_the_crop():
     from model.augment import SelfBlend
 
@@ -1039,3 +1109,9 @@ def test_erase_prob_comes_from_the_command_line():
     for command in ("train", "crossval"):
         assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--erase-prob", "0.3"])).erase_prob == 0.3
     assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).erase_prob == 0.0
+
+
+def test_glasses_prob_comes_from_the_command_line():
+    for command in ("train", "crossval"):
+        assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--glasses-prob", "0.25"])).glasses_prob == 0.25
+    assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).glasses_prob == 0.0
