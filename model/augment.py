@@ -268,7 +268,8 @@ class Glasses:
         if self.tint:
             inside = np.zeros(image.shape[:2], np.uint8)
             cv2.fillPoly(inside, lenses, 1)
-            out[inside > 0] = (out[inside > 0] * (1 - self.tint)).astype(np.uint8)
+            inside = inside.astype(bool)
+            out[inside] = (out[inside] * (1 - self.tint)).astype(np.uint8)
         thickness = max(1, round(self.thickness * pixel_scale(image)))
         cv2.polylines(out, lenses, True, self.colour, thickness, cv2.LINE_AA)
         (right, left), ears = lenses, landmarks[[_RIGHT_EAR, _LEFT_EAR]].round().astype(int)
