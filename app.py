@@ -36,7 +36,7 @@ from model.detector import (
 )
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
-from model.video import OutsideVideo, TimeRange, VideoError, format_time, parse_time, probe_video
+from model.video import OutsideVideo, TimeRange, Timeline, VideoError, format_time, parse_time, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -122,7 +122,7 @@ def _check_saved_upload(path: Path, part: TimeRange) -> None:
         raise _not_a_video(error) from error
     if info.frame_count > 0:  # else its frames are counted as it is read, and the part checked then
         try:
-            part.frames(info.frame_count, info.fps)
+            part.frames(Timeline(info.fps, info.frame_count))
         except OutsideVideo as error:
             raise _outside_video(error) from error
 

@@ -331,10 +331,9 @@ class Detector:
     def _judge(self, track_id: int, face: FaceCrops, sampled: SampledFrames, explain: bool) -> TrackResult:
         features = self.encode(face.crops)
         p_fake, per_frame = self.score_features(features)
-        fps = sampled.info.fps
         frame_scores = [
-            {"index": sampled.indices[pos], "time_s": round(sampled.indices[pos] / fps, 3), "p_fake": round(float(p), 4)}
-            for pos, p in zip(face.track.frame_positions, per_frame)
+            {"index": index, "time_s": round(sampled.timeline.time_s(index), 3), "p_fake": round(float(p), 4)}
+            for index, p in zip((sampled.indices[pos] for pos in face.track.frame_positions), per_frame)
         ]
         heatmaps = {}
         if explain:

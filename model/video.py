@@ -128,23 +128,68 @@ class TimeRange:
     def whole(self) -> bool:
         return self.start_s == 0 and self.end_s is None
 
-    def frames(self, frame_count: int, fps: float) -> tuple[int, int]:
-        """The first frame of this part and the frame after its last, in a video of
-        `frame_count` frames at `fps`; OutsideVideo where the part begins after the video ends."""
-        first = math.floor(self.start_s * fps + 1e-9)
-        if first >= frame_count:
+    def frames(self, timeline: Timeline) -> tuple[int, int]:
+        """The first frame of this part and the frame after its last; OutsideVideo where the part
+        begins after the video ends."""
+        first = timeline.frame_at(self.start_s)
+        if first >= timeline.frame_count or self.start_s >= timeline.duration_s:
             raise OutsideVideo(
-                f"The video is {format_time(frame_count / fps)} long: the part to examine must start before its end, not at"
+                f"The video is {format_time(timeline.duration_s)} long: the part to examine must start before its end, not at"
                 f" {format_time(self.start_s)}."
             )
         if self.end_s is None:
-            return first, frame_count
-        return first, min(frame_count, max(first + 1, math.ceil(self.end_s * fps - 1e-9)))
+            return first, timeline.frame_count
+        return first, min(timeline.frame_count, max(first + 1, timeline.first_from(self.end_s)))
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each frame is shown: frame number / average frame rate, or, where the frame rate
+    varies (phones in low light, screen recordings) and that is off by more than half a frame,
+    the container's own presentation times (`shown_s`, seconds from the first frame)."""
+
+    fps: float
+    frame_count: int
+    shown_s: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, fps: float, frame_count: int, shown_s: np.ndarray | None = None) -> Timeline:
+        """The timeline of `frame_count` frames at an average `fps`, with the container's times
+        where they are there for every frame and depart from that average."""
+        if shown_s is None or len(shown_s) != frame_count:
+            return cls(fps, frame_count)
+        off = np.abs(shown_s - np.arange(frame_count) / fps).max(initial=0.0)
+        return cls(fps, frame_count, shown_s if off > 0.5 / fps else None)
+
+    @property
+    def duration_s(self) -> float:
+        if self.shown_s is None or self.frame_count < 2:
+            return self.frame_count / self.fps
+        return float(2 * self.shown_s[-1] - self.shown_s[-2])  # the last frame lasts as long as the one before
+
+    def time_s(self, index: int) -> float:
+        """When frame `index` is shown (the frame count: when the video ends)."""
+        if self.shown_s is None:
+            return index / self.fps
+        return float(self.shown_s[index]) if index < self.frame_count else self.duration_s
+
+    def frame_at(self, seconds: float) -> int:
+        """The frame on show at `seconds`."""
+        if self.shown_s is None:
+            return math.floor(seconds * self.fps + 1e-9)
+        return int(np.searchsorted(self.shown_s, seconds + 1e-9, side="right")) - 1
+
+    def first_from(self, seconds: float) -> int:
+        """The first frame shown at `seconds` or later."""
+        if self.shown_s is None:
+            return math.ceil(seconds * self.fps - 1e-9)
+        return int(np.searchsorted(self.shown_s, seconds - 1e-9, side="left"))
 
 
 @dataclass
 class SampledFrames:
     info: VideoInfo
+    timeline: Timeline  # when each of the video's frames is shown
     indices: list[int] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)  # RGB uint8, H×W×3
     method: str = "sequential"
@@ -154,7 +199,7 @@ class SampledFrames:
     @property
     def span_s(self) -> tuple[float, float]:
         """The part of the video sampled from, in seconds."""
-        return self.span[0] / self.info.fps, self.span[1] / self.info.fps
+        return self.timeline.time_s(self.span[0]), self.timeline.time_s(self.span[1])
 
 
 def sample_indices(frame_count: int, count: int, start: int = 0) -> list[int]:
@@ -174,6 +219,35 @@ def videos_in_folder(folder: str | Path) -> list[Path]:
         path for path in folder.rglob("*")
         if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts)
     )  # fmt: skip
+
+
+def _packet_times(container: av.container.InputContainer) -> np.ndarray | None:
+    """The video stream's presentation times in display order, in its time base, from its
+    packets alone (nothing is decoded); None where they are missing or unreadable."""
+    stream = container.streams.video[0]
+    try:
+        times = [packet.pts for packet in container.demux(stream) if packet.size and not packet.is_discard]
+    except av.FFmpegError:
+        return None
+    if not times or None in times:
+        return None
+    return np.sort(np.array(times, dtype=np.int64))
+
+
+def presentation_times(path: str | Path) -> np.ndarray | None:
+    """When each frame of the video is shown, in seconds from the first frame, in display order,
+    as the container records it; None where it does not."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            times = _packet_times(container)
+            time_base = container.streams.video[0].time_base
+    except (av.FFmpegError, OSError):
+        return None
+    if times is None or time_base is None:
+        return None
+    return (times - times[0]) * float(time_base)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -202,6 +276,8 @@ class PyAVCapture:
         self._frame: av.VideoFrame | None = None
         self._upright = False
         self._skip_before: int | None = None  # after a seek: the first presentation time wanted
+        self._path = path
+        self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
 
     def grab(self) -> bool:
         try:
@@ -238,10 +314,18 @@ class PyAVCapture:
             self._upright = bool(value)
         elif prop == cv2.CAP_PROP_POS_FRAMES:
             # to the key frame before the wanted one, then decode up to it
-            fps = self.get(cv2.CAP_PROP_FPS) or 25.0
-            half_frame = 0.5 / fps
+            index = int(value)
+            if self._shown is None:
+                with av.open(str(self._path)) as container:
+                    self._shown = _packet_times(container)
+                if self._shown is None:
+                    self._shown = np.empty(0, dtype=np.int64)  # not to be read again
             start = self._stream.start_time or 0
-            target = start + round((value / fps - half_frame) / self._stream.time_base)
+            if index < len(self._shown):
+                target = int(self._shown[index])
+            else:
+                fps = self.get(cv2.CAP_PROP_FPS) or 25.0
+                target = start + round((index - 0.5) / fps / self._stream.time_base)
             try:
                 self._container.seek(max(target, start), stream=self._stream, backward=True)
             except av.FFmpegError:  # an unseekable stream: read nothing, so the reader falls back to one pass
@@ -363,17 +447,18 @@ def read_frames(
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame.
     A missing or wrong frame count is corrected by counting, and rotation metadata is applied by
-    the decoder. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
+    the decoder. Where the frame rate varies, a part and the frames' times (`timeline`) follow
+    the container's presentation times rather than the average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
     through the chosen frames the reading is. OutsideVideo where the part begins after the end.
     """
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture))
 
 
-def _wanted(frame_count: int, fps: float, count: int, part: TimeRange) -> tuple[list[int], tuple[int, int]]:
+def _wanted(timeline: Timeline, count: int, part: TimeRange) -> tuple[list[int], tuple[int, int]]:
     """The frames to read and the span they are spread over."""
-    if frame_count <= 0:
+    if timeline.frame_count <= 0:
         raise _Undecodable(NO_FRAMES)
-    span = part.frames(frame_count, fps)
+    span = part.frames(timeline)
     return sample_indices(span[1], count, span[0]), span
 
 
@@ -389,30 +474,35 @@ def _sample(
     to_rgb = _ToRGB(max_side)
     info = _probe(path, open_capture)
     with_capture = partial(_with_capture, open_capture, path)
-    if info.frame_count <= 0:
-        info.frame_count = with_capture(_count_frames)
-    wanted, span = _wanted(info.frame_count, info.fps, count, part)
+    shown_s = presentation_times(path)
+
+    def counted(frame_count: int) -> Timeline:
+        info.frame_count = frame_count
+        return Timeline.of(info.fps, frame_count, shown_s)
+
+    timeline = counted(info.frame_count if info.frame_count > 0 else with_capture(_count_frames))
+    wanted, span = _wanted(timeline, count, part)
     method = "seek" if (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
-            method, info.frame_count = "sequential", with_capture(_count_frames)
-            wanted, span = _wanted(info.frame_count, info.fps, count, part)
+            method, timeline = "sequential", counted(with_capture(_count_frames))
+            wanted, span = _wanted(timeline, count, part)
     if method == "sequential":
         seek_first = wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
         indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted
             # afresh where the pass began with a seek, which may itself have missed).
-            info.frame_count = with_capture(_count_frames) if seek_first else seen
-            wanted, span = _wanted(info.frame_count, info.fps, count, part)  # none left: nothing decodes
+            timeline = counted(with_capture(_count_frames) if seek_first else seen)
+            wanted, span = _wanted(timeline, count, part)  # none left: nothing decodes
             log.info("the header's frame count was wrong: the stream has %d frames", info.frame_count)
             indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise _Undecodable(NO_FRAMES)
     info.height, info.width = to_rgb.decoded_shape  # after rotation
-    info.duration_s = info.frame_count / info.fps
-    return SampledFrames(info, indices, frames, method, frames[0].shape[0] / info.height, span)
+    info.duration_s = timeline.duration_s
+    return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span)
 
 
 def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:

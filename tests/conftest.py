@@ -9,7 +9,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from media import blank_frames, face_frames, write_h264, write_mp4v  # noqa: E402
+from media import (  # noqa: E402
+    VARIABLE_RATE_TIMES_S,
+    blank_frames,
+    face_frames,
+    iter_face_frames,
+    stamp_number,
+    write_h264,
+    write_mp4v,
+    write_video,
+)
 
 from app import create_app  # noqa: E402
 from model.network import DeepfakeNet, EnsembleNet, NetworkConfig, save_checkpoint  # noqa: E402
@@ -38,9 +47,16 @@ def media(tmp_path_factory) -> dict[str, Path]:
 def two_minutes(tmp_path_factory) -> Path:
     """The astronaut clip at one frame a second for two minutes, her face moving back and forth
     every 20 s: frames 12 s apart find it in one place or another, 60 px apart."""
-    from media import iter_face_frames
-
     return write_h264(tmp_path_factory.mktemp("long") / "long.mp4", iter_face_frames(120, (640, 360), period=20), fps=1)
+
+
+@pytest.fixture(scope="session")
+def variable_rate(tmp_path_factory) -> Path:
+    """The astronaut clip at a frame rate that varies (VARIABLE_RATE_TIMES_S), each frame's
+    number stamped on it (read_stamp)."""
+    count = len(VARIABLE_RATE_TIMES_S)
+    frames = (stamp_number(frame, i) for i, frame in enumerate(iter_face_frames(count, (640, 360))))
+    return write_video(tmp_path_factory.mktemp("vfr") / "vfr.mp4", frames, "libx264", fps=30, times_s=VARIABLE_RATE_TIMES_S)
 
 
 @pytest.fixture(scope="session")

@@ -85,9 +85,16 @@ def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: 
 
 
 def write_video(
-    path: Path, frames: Iterable[np.ndarray], codec: str, fps: int = 10, pix_fmt: str = "yuv420p", options: dict | None = None
+    path: Path,
+    frames: Iterable[np.ndarray],
+    codec: str,
+    fps: int = 10,
+    pix_fmt: str = "yuv420p",
+    options: dict | None = None,
+    times_s: Iterable[float] | None = None,
 ) -> Path:
-    """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix."""
+    """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix.
+    `times_s`: when each frame is shown, for a frame rate that varies (else one frame each 1/`fps` s)."""
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), "w") as out:
@@ -95,12 +102,37 @@ def write_video(
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt
         stream.options = options or {}
+        if times_s is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 90000)
+            times_s = iter(times_s)
         for frame in itertools.chain([first], frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if times_s is not None:
+                picture.pts, picture.time_base = round(next(times_s) * 90000), stream.time_base
+            for packet in stream.encode(picture):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+# A phone's clip whose frame rate halves half-way: 5 s at 30 frames a second, then 5 s at 15.
+VARIABLE_RATE_TIMES_S = [i / 30 for i in range(150)] + [5 + i / 15 for i in range(75)]
+STAMP_BITS, STAMP_SIDE = 8, 24
+
+
+def stamp_number(frame: np.ndarray, number: int) -> np.ndarray:
+    """A copy of the frame with `number` (0–255) written in its top row as black and white squares,
+    which survive compression, so that a decoded frame tells which one it is."""
+    stamped = frame.copy()
+    for bit in range(STAMP_BITS):
+        stamped[:STAMP_SIDE, bit * STAMP_SIDE : (bit + 1) * STAMP_SIDE] = 255 * ((number >> bit) & 1)
+    return stamped
+
+
+def read_stamp(frame: np.ndarray) -> int:
+    squares = (frame[4 : STAMP_SIDE - 4, bit * STAMP_SIDE + 4 : (bit + 1) * STAMP_SIDE - 4].mean() for bit in range(STAMP_BITS))
+    return sum(1 << bit for bit, value in enumerate(squares) if value > 127)
 
 
 def turn_quarter_clockwise_on_display(path: Path) -> Path:

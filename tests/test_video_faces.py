@@ -24,6 +24,7 @@ from model.video import (
     OutsideVideo,
     PyAVCapture,
     TimeRange,
+    Timeline,
     VideoError,
     format_time,
     parse_time,
@@ -31,7 +32,16 @@ from model.video import (
     sample_indices,
 )
 
-from media import face_frames, near_and_far_frames, turn_quarter_clockwise_on_display, two_face_frames, write_h264, write_video
+from media import (
+    VARIABLE_RATE_TIMES_S,
+    face_frames,
+    near_and_far_frames,
+    read_stamp,
+    turn_quarter_clockwise_on_display,
+    two_face_frames,
+    write_h264,
+    write_video,
+)
 
 
 def test_sample_indices_spread_over_whole_video():
@@ -473,6 +483,45 @@ def test_pyav_reads_a_part_as_opencv_does(media):
     assert pyav.indices == opencv.indices and pyav.span == opencv.span == (12, 30)
     for a, b in zip(opencv.frames, pyav.frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize("reader", ["opencv", "pyav"])
+@pytest.mark.parametrize("seek_min_gap", [10**9, 10, 1])  # from the first frame; seeking to the part; seeking to each frame
+def test_a_part_of_a_video_whose_frame_rate_varies_is_found_by_its_times(variable_rate, reader, seek_min_gap):
+    import model.video as video
+
+    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    sampled = video._sample(variable_rate, 6, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(6.0, 9.0), open_capture)
+    assert sampled.method == ("seek" if seek_min_gap == 1 else "sequential")
+    # 6 s is frame 150 + 15, 9 s frame 150 + 60, at 15 frames a second after the first 5 s at 30
+    assert sampled.span == (165, 210) and sampled.span_s == pytest.approx((6.0, 9.0))
+    assert sampled.indices == sample_indices(210, 6, start=165)
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices  # the very frames, by the number on them
+    times = [sampled.timeline.time_s(index) for index in sampled.indices]
+    assert times == pytest.approx([VARIABLE_RATE_TIMES_S[index] for index in sampled.indices], abs=1e-4)
+    assert sampled.info.frame_count == 225 and sampled.info.duration_s == pytest.approx(10.0)
+
+
+def test_a_whole_video_whose_frame_rate_varies_is_timed_by_its_frames(variable_rate):
+    sampled = read_frames(variable_rate, 10)
+    assert sampled.span_s == pytest.approx((0.0, 10.0))
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices == sample_indices(225, 10)
+    times = [sampled.timeline.time_s(index) for index in sampled.indices]
+    assert times == pytest.approx([VARIABLE_RATE_TIMES_S[index] for index in sampled.indices], abs=1e-4)
+
+
+def test_the_containers_times_are_kept_only_where_the_frame_rate_varies():
+    webm_times = np.round(np.arange(40) / 30, 3)  # a steady 30 frames a second, kept to the millisecond
+    assert Timeline.of(30.0, 40, webm_times).shown_s is None
+    assert Timeline.of(22.5, 224, np.array(VARIABLE_RATE_TIMES_S)).shown_s is None  # not one time a frame
+    varying = Timeline.of(22.5, 225, np.array(VARIABLE_RATE_TIMES_S))
+    assert varying.shown_s is not None and varying.duration_s == pytest.approx(10.0)
+    assert varying.frame_at(6.0) == varying.frame_at(6.06) == 165 and varying.frame_at(4.99) == 149
+    assert varying.first_from(9.0) == 210 and varying.first_from(8.99) == 210 and varying.first_from(9.01) == 211
+    assert varying.time_s(165) == pytest.approx(6.0) and varying.time_s(225) == pytest.approx(10.0)
+    assert TimeRange(6.0, 9.0).frames(varying) == (165, 210) and TimeRange(6.0, 9.0).frames(Timeline(22.5, 225)) == (135, 203)
+    with pytest.raises(OutsideVideo, match="0:10 long"):
+        TimeRange(10.0).frames(varying)
 
 
 def test_a_face_that_jumps_between_sampled_frames_is_followed_as_one_person(two_minutes):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import app_config
-from media import face_frames, two_face_frames, write_h264, write_video
+from media import VARIABLE_RATE_TIMES_S, face_frames, two_face_frames, write_h264, write_video
 
 from app import create_app
 from model.detector import Detector, video_p_fake
@@ -87,6 +87,13 @@ def test_a_part_of_the_video_is_examined_and_shown_as_such(client, media):
     whole = post(client, "/api/v1/detect", media["face_h264"], sequence_length="10", start="", end="").get_json()
     assert whole["options"] == {"max_faces": 4, "sequence_length": 10} and whole["span_s"] == [0.0, 4.0]
     assert "Part examined" not in client.get(f"/results/{whole['id']}").data.decode()
+
+
+def test_times_are_the_videos_own_where_its_frame_rate_varies(client, variable_rate):
+    body = post(client, "/api/v1/detect", variable_rate, sequence_length="10", start="6", end="9").get_json()
+    assert body["span_s"] == [6.0, 9.0] and body["video"]["duration_s"] == 10.0
+    shown = {round(t, 3) for t in VARIABLE_RATE_TIMES_S if 6.0 <= t < 9.0}
+    assert body["frames"] == 10 and {s["time_s"] for s in body["frame_scores"]} <= shown
 
 
 @pytest.mark.parametrize(
