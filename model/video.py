@@ -185,6 +185,17 @@ class Timeline:
             return math.ceil(seconds * self.fps - 1e-9)
         return int(np.searchsorted(self.shown_s, seconds - 1e-9, side="left"))
 
+    def spread(self, span: tuple[int, int], count: int) -> list[int]:
+        """Up to `count` frames spread evenly over the time of frames span[0] to span[1] − 1 (the
+        one on show at the middle of each slice): where the rate varies, a screen recording's
+        still minute gets its share, not only its bursts; a frame on show for several slices
+        is read once."""
+        if self.shown_s is None:
+            return sample_indices(span[1], count, span[0])
+        start, end = self.time_s(span[0]), self.time_s(span[1])
+        step = (end - start) / count
+        return sorted({min(span[1] - 1, max(span[0], self.frame_at(start + step * (i + 0.5)))) for i in range(count)})
+
 
 @dataclass
 class SampledFrames:
@@ -447,8 +458,9 @@ def read_frames(
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame.
     A missing or wrong frame count is corrected by counting, and rotation metadata is applied by
-    the decoder. Where the frame rate varies, a part and the frames' times (`timeline`) follow
-    the container's presentation times rather than the average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
+    the decoder. Where the frame rate varies, the frames are spread evenly in time, and a part
+    and the frames' times (`timeline`) follow the container's presentation times rather than the
+    average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
     through the chosen frames the reading is. OutsideVideo where the part begins after the end.
     """
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture))
@@ -459,7 +471,7 @@ def _wanted(timeline: Timeline, count: int, part: TimeRange) -> tuple[list[int],
     if timeline.frame_count <= 0:
         raise _Undecodable(NO_FRAMES)
     span = part.frames(timeline)
-    return sample_indices(span[1], count, span[0]), span
+    return timeline.spread(span, count), span
 
 
 def _sample(
