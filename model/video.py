@@ -57,6 +57,7 @@ class OutsideVideo(ValueError):
 
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
+SOUND_ONLY = "This file holds sound but no picture."
 
 
 class Capture(Protocol):
@@ -280,8 +281,10 @@ class PyAVCapture:
         except (av.FFmpegError, OSError) as error:
             raise _Undecodable(NOT_OPENED) from error
         if not self._container.streams.video:
+            sound_only = bool(self._container.streams.audio)
             self._container.close()
-            raise _Undecodable(NOT_OPENED)
+            # A recording of sound alone is a mistake worth naming, not a codec to try elsewhere.
+            raise VideoError(SOUND_ONLY) if sound_only else _Undecodable(NOT_OPENED)
         self._stream = self._container.streams.video[0]
         self._frames = self._container.decode(self._stream)
         self._frame: av.VideoFrame | None = None

@@ -17,6 +17,7 @@ from media import (  # noqa: E402
     stamp_number,
     write_h264,
     write_mp4v,
+    write_sound,
     write_video,
 )
 
@@ -40,6 +41,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files["not_video"].write_text("These are plain notes, not a video.\n" * 50)
     files["empty"] = folder / "empty.mp4"
     files["empty"].write_bytes(b"")
+    files["sound_only"] = write_sound(folder / "voice_memo.m4a")
     return files
 
 

@@ -116,6 +116,21 @@ def write_video(
     return path
 
 
+def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100) -> Path:
+    """A recording of a 440 Hz tone and nothing else (AAC; the container follows the suffix)."""
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate)
+        for start in range(0, len(tone), 1024):
+            samples = av.AudioFrame.from_ndarray(tone[None, start : start + 1024].copy(), format="fltp", layout="mono")
+            samples.sample_rate = rate
+            for packet in stream.encode(samples):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 # A phone's clip whose frame rate halves half-way: 5 s at 30 frames a second, then 5 s at 15.
 VARIABLE_RATE_TIMES_S = [i / 30 for i in range(150)] + [5 + i / 15 for i in range(75)]
 STAMP_BITS, STAMP_SIDE = 8, 24

@@ -28,6 +28,7 @@ from model.video import (
     VideoError,
     format_time,
     parse_time,
+    probe_video,
     read_frames,
     sample_indices,
 )
@@ -255,6 +256,12 @@ def test_a_two_frame_video_is_still_a_video(tmp_path):
 def test_unreadable_files_raise(media, clip):
     with pytest.raises(VideoError):
         read_frames(media[clip], 10)
+
+
+def test_a_sound_recording_is_told_apart_from_a_broken_video(media):
+    for read in (probe_video, lambda path: read_frames(path, 10)):
+        with pytest.raises(VideoError, match="sound but no picture"):
+            read(media["sound_only"])
 
 
 def test_expand_box_is_clamped_to_frame():

@@ -244,7 +244,12 @@ def test_no_face_is_a_result_not_a_verdict(client, media):
 
 @pytest.mark.parametrize(
     "clip,status,code",
-    [("not_video", 415, "not_a_video"), ("truncated", 415, "not_a_video"), ("empty", 400, "empty_file")],
+    [
+        ("not_video", 415, "not_a_video"),
+        ("truncated", 415, "not_a_video"),
+        ("empty", 400, "empty_file"),
+        ("sound_only", 415, "not_a_video"),
+    ],
 )
 def test_bad_files_get_clear_errors(client, media, clip, status, code):
     api = post(client, "/api/v1/detect", media[clip])
