@@ -36,6 +36,7 @@ from model.detector import (
 )
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
+from model.network import pick_device
 from model.video import OutsideVideo, TimeRange, Timeline, VideoError, format_time, parse_time, probe_video
 
 log = logging.getLogger(__name__)
@@ -441,6 +442,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         DEVICE=env("DETECTOR_DEVICE") or None,
     )
     app.config.update(config or {})
+    pick_device(app.config["DEVICE"])  # a device name that is none stops the app here, not at every upload
     Path(app.config["UPLOAD_FOLDER"]).mkdir(parents=True, exist_ok=True)
 
     jobs = JobStore(app.config["JOBS_DB"])

@@ -15,7 +15,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
-from .network import ClipModel, read_checkpoint, to_input
+from .network import ClipModel, pick_device, read_checkpoint, to_input
 from .video import SampledFrames, TimeRange, VideoInfo, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
@@ -126,12 +126,6 @@ class DetectionResult:
             "face_tracks": [t.as_dict() for t in self.tracks],
             "caveats": self.caveats,
         }
-
-
-def pick_device(preferred: str | None = None) -> torch.device:
-    if preferred:
-        return torch.device(preferred)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def validate_sequence_length(value: int) -> int:

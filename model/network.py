@@ -5,6 +5,7 @@ raw checkpoints load through `convert_original_state_dict`.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -13,11 +14,28 @@ import torch
 from torch import nn
 from torchvision import models
 
+log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_NAMES = ("FAKE", "REAL")
 ENCODER_CHANNELS = {"resnext50_32x4d": 2048, "mobilenet_v2": 1280}
 
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """The device asked for (`cpu`, `cuda`, `cuda:1`…), else CUDA where present. CUDA asked for
+    where there is none falls back to the CPU with a warning, so that one setting serves
+    machines with and without a GPU."""
+    if not preferred:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preferred)
+    except RuntimeError as error:
+        raise ValueError(f"Unknown device {preferred!r}: use cpu or cuda.") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.warning("%s was asked for, but this machine has no CUDA device: using the CPU", preferred)
+        return torch.device("cpu")
+    return device
 
 @dataclass
 class NetworkConfig:

@@ -16,7 +16,7 @@ from torch import nn
 from .augment import BLEND_REGIONS, Degradation, Glasses, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from .evaluation import fit_calibration_on_qualities, log_loss, roc_auc
-from .network import ClipModel, DeepfakeNet, EnsembleNet, NetworkConfig, save_checkpoint, to_input
+from .network import ClipModel, DeepfakeNet, EnsembleNet, NetworkConfig, pick_device, save_checkpoint, to_input
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def fit(
     train_clips = training_clips(train_clips, config)
     excluded = f" (no {', '.join(config.exclude_methods)} fakes)" if config.exclude_methods else ""
     log.info("training on %d clips%s", len(train_clips), excluded)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(config.device)
     train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
     scored = ("orig", config.hard_quality)  # the qualities that select the step and calibrate

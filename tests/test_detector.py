@@ -7,15 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import SMALL_FACE_PX, Detector, pick_device, video_p_fake
-from model.network import DeepfakeNet, NetworkConfig, save_checkpoint, to_input
+from model.detector import SMALL_FACE_PX, Detector, video_p_fake
+from model.network import DeepfakeNet, NetworkConfig, pick_device, save_checkpoint, to_input
 from model.video import TimeRange, read_frames
 
 
-def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights):
+def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device().type == "cpu"
     assert Detector(tiny_weights).device.type == "cpu"
+    # CUDA asked for by name (DETECTOR_DEVICE=cuda, --device cuda) on a machine without it
+    detector = Detector(tiny_weights, "cuda")
+    assert detector.device.type == "cpu" and "no CUDA device" in caplog.text
+    p_fake, _ = detector.score_crops(np.zeros((4, 112, 112, 3), np.uint8))
+    assert 0.0 <= p_fake <= 1.0
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="use cpu or cuda"):
+        pick_device("gpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

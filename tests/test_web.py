@@ -294,6 +294,11 @@ def test_unknown_route_is_json_under_api(client):
     assert response.get_json()["error"]["code"] == "not_found"
 
 
+def test_a_device_that_is_none_stops_the_app_at_start(tiny_weights, tmp_path):
+    with pytest.raises(ValueError, match="use cpu or cuda"):
+        create_app(app_config(tiny_weights, tmp_path, DEVICE="gpu"))
+
+
 def test_no_model_installed(tmp_path, media):
     app = create_app(app_config(tmp_path / "missing.pt", tmp_path))
     client = app.test_client()
