@@ -161,6 +161,35 @@ def measure_parts(clip: Path, count: int = 20) -> list[dict]:
     return rows
 
 
+def make_recordings(folder: Path, seconds: int = 600, size: tuple[int, int] = (640, 360)) -> dict[str, Path]:
+    """A 10-minute VP8 WebM face clip twice: as a file encoder writes it (duration and index in the
+    header) and as a browser's MediaRecorder writes it (neither: FFmpeg's live mode)."""
+    from media import iter_face_frames, write_video
+
+    paths = {}
+    for name, options in (("indexed", {}), ("browser_recording", {"live": "1"})):
+        path = paths[name] = folder / f"{size[1]}p_10min_{name}.webm"
+        if not path.exists():
+            frames = iter_face_frames(seconds * 30, size, period=90)
+            write_video(path, frames, "libvpx", 30, options={"deadline": "realtime", "cpu-used": "8", "b": "1M"}, container_options=options)
+    return paths
+
+
+def measure_recordings(recordings: dict[str, Path], count: int = 20, runs: int = 3) -> list[dict]:
+    """Decode time of `count` frames of each recording, as the detector reads them (median of `runs`)."""
+    from model.video import read_frames
+
+    rows = []
+    for name, path in recordings.items():
+        times, method = [], ""
+        for _ in range(runs):
+            begun = time.perf_counter()
+            method = read_frames(path, count).method
+            times.append(time.perf_counter() - begun)
+        rows.append({"recording": name, "frames": count, "seconds": statistics.median(times), "method": method})
+    return rows
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line with the peak RSS."""
     logging.disable(logging.WARNING)
@@ -198,7 +227,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
+    parser.add_argument("--clips", nargs="*", default=list(CLIPS), choices=list(CLIPS), help="none: the decoding-only measurements alone")
     parser.add_argument("--sequence-lengths", nargs="+", type=int, default=list(SEQUENCE_LENGTHS))
     parser.add_argument("--clip-dir", default=str(ROOT / "bench" / ".clips"))
     parser.add_argument("--weights", default=str(ROOT / "weights" / "detector.pt"))
@@ -250,6 +279,10 @@ def main() -> None:
         log.info("decode only, %s: seconds for 20 frames of a 30 s part", clips["1080p_10min"].name)
         for row in report["parts"]:
             log.info(f"  from {row['start_s']:.0f} s: seeking to the part {row['seek_to_part']:.2f}  decoding from the start {row['decode_from_start']:.2f}")
+    report["recordings"] = measure_recordings(make_recordings(Path(args.clip_dir)))
+    log.info("decode only, 10-minute 360p VP8 WebM: seconds for 20 frames")
+    for row in report["recordings"]:
+        log.info(f"  {row['recording']:<18} {row['seconds']:.2f} ({row['method']})")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -459,9 +459,10 @@ def read_frames(
     arrays no larger than `max_side` on their longest side (`scale` says how much they were shrunk).
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
-    frames; a part far into the video is seeked to first); long ones seek near each chosen frame.
-    A missing or wrong frame count is corrected by counting, and rotation metadata is applied by
-    the decoder. Where the frame rate varies, the frames are spread evenly in time, and a part
+    frames; a part far into the video is seeked to first); long ones seek near each chosen frame
+    (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame count
+    missing from the header is taken from the container's packets, without decoding; a wrong one is
+    corrected by counting. Rotation metadata is applied by the decoder. Where the frame rate varies, the frames are spread evenly in time, and a part
     and the frames' times (`timeline`) follow the container's presentation times rather than the
     average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
     through the chosen frames the reading is. OutsideVideo where the part begins after the end.
@@ -495,11 +496,19 @@ def _sample(
         info.frame_count = frame_count
         return Timeline.of(info.fps, frame_count, shown_s)
 
-    timeline = counted(info.frame_count if info.frame_count > 0 else with_capture(_count_frames))
+    if info.frame_count > 0:
+        timeline = counted(info.frame_count)
+    elif shown_s is not None:  # no count in the header (a browser's recording): the packets, counted without decoding
+        timeline = counted(len(shown_s))
+    else:
+        timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
     method = "seek" if (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
+        if len(indices) < len(wanted) // 2 and open_capture is not PyAVCapture and shown_s is not None:
+            # OpenCV cannot seek in a container without an index (a browser's WebM recording); PyAV can
+            indices, frames = _with_capture(PyAVCapture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)

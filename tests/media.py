@@ -92,12 +92,13 @@ def write_video(
     pix_fmt: str = "yuv420p",
     options: dict | None = None,
     times_s: Iterable[float] | None = None,
+    container_options: dict | None = None,
 ) -> Path:
     """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix.
     `times_s`: when each frame is shown, for a frame rate that varies (else one frame each 1/`fps` s)."""
     frames = iter(frames)
     first = next(frames)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt

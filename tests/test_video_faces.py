@@ -38,6 +38,7 @@ from media import (
     face_frames,
     near_and_far_frames,
     read_stamp,
+    stamp_number,
     turn_quarter_clockwise_on_display,
     two_face_frames,
     write_h264,
@@ -238,6 +239,27 @@ def test_a_stream_pyav_cannot_seek_is_read_in_one_pass(tmp_path, monkeypatch):
     sampled = read_frames(path, 4, seek_min_gap=1)
     assert sampled.method == "sequential" and sampled.indices == sample_indices(12, 4)
     assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
+
+
+def test_a_recording_without_length_or_index_is_sampled_without_decoding_it_all(tmp_path, monkeypatch):
+    import model.video as video
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(60))]
+    # as a browser records WebM: no duration, no frame count, no index to seek by
+    path = write_video(tmp_path / "recording.webm", frames, "libvpx", container_options={"live": "1"})
+    assert probe_video(path).frame_count == 0
+    counting = video._count_frames
+
+    def count_no_further_than_a_photo_check(capture, limit=None):
+        assert limit is not None, "every frame was decoded to count them"
+        return counting(capture, limit)
+
+    monkeypatch.setattr(video, "_count_frames", count_no_further_than_a_photo_check)
+    for seek_min_gap, method in [(1, "seek"), (10**6, "sequential")]:
+        sampled = read_frames(path, 6, seek_min_gap=seek_min_gap)
+        assert sampled.method == method and sampled.info.frame_count == 60
+        assert sampled.indices == sample_indices(60, 6)
+        assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
