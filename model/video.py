@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, NamedTuple, Protocol, TypeVar
 
 import av
 import cv2
@@ -55,6 +55,8 @@ class OutsideVideo(ValueError):
     """The part of the video asked for begins after the video ends."""
 
 
+# FFmpeg's AVFieldOrder values for interlaced pictures: top or bottom field first, coded in either order
+INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
 SOUND_ONLY = "This file holds sound but no picture."
@@ -249,17 +251,28 @@ def _packet_times(container: av.container.InputContainer) -> np.ndarray | None:
 def presentation_times(path: str | Path) -> np.ndarray | None:
     """When each frame of the video is shown, in seconds from the first frame, in display order,
     as the container records it; None where it does not."""
+    return _container_facts(path).shown_s
+
+
+class _ContainerFacts(NamedTuple):
+    shown_s: np.ndarray | None  # as `presentation_times`
+    interlaced: bool
+
+
+def _container_facts(path: str | Path) -> _ContainerFacts:
+    """What the container tells without decoding the video."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                return None
+                return _ContainerFacts(None, False)
+            stream = container.streams.video[0]
+            interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             times = _packet_times(container)
-            time_base = container.streams.video[0].time_base
     except (av.FFmpegError, OSError):
-        return None
-    if times is None or time_base is None:
-        return None
-    return (times - times[0]) * float(time_base)
+        return _ContainerFacts(None, False)
+    if times is None or stream.time_base is None:
+        return _ContainerFacts(None, interlaced)
+    return _ContainerFacts((times - times[0]) * float(stream.time_base), interlaced)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -360,13 +373,19 @@ Opener = Callable[[str | Path], Capture]
 
 @dataclass
 class _ToRGB:
-    """Decoded BGR frame → RGB, shrunk to `max_side` if larger; remembers the decoded size."""
+    """Decoded BGR frame → RGB, shrunk to `max_side` if larger; remembers the decoded size.
+    With `one_field`, an interlaced picture keeps its top field alone, stretched to full height:
+    its two fields are shot a field apart, and the combs they leave where the face moves would
+    read as the edges of a pasted face (real clips woven so scored higher: model card, "Interlaced video")."""
 
     max_side: int
+    one_field: bool = False
     decoded_shape: tuple[int, int] = (0, 0)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         self.decoded_shape = frame.shape[:2]
+        if self.one_field:
+            frame = cv2.resize(frame[::2], (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
         scale = self.max_side / max(frame.shape[:2])
         if scale < 1:
             size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
@@ -467,7 +486,10 @@ def read_frames(
     average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
     through the chosen frames the reading is. OutsideVideo where the part begins after the end.
     """
-    return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture))
+    facts = _container_facts(path)
+    if facts.interlaced:  # OpenCV's FFmpeg turns interlaced pictures into black ones; PyAV's converts them
+        return _sample(path, count, seek_min_gap, progress, max_side, part, PyAVCapture, facts)
+    return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture, facts))
 
 
 def _wanted(timeline: Timeline, count: int, part: TimeRange) -> tuple[list[int], tuple[int, int]]:
@@ -486,11 +508,12 @@ def _sample(
     max_side: int,
     part: TimeRange,
     open_capture: Opener,
+    facts: _ContainerFacts | None = None,
 ) -> SampledFrames:
-    to_rgb = _ToRGB(max_side)
+    shown_s, interlaced = facts or _container_facts(path)
+    to_rgb = _ToRGB(max_side, one_field=interlaced)
     info = _probe(path, open_capture)
     with_capture = partial(_with_capture, open_capture, path)
-    shown_s = presentation_times(path)
 
     def counted(frame_count: int) -> Timeline:
         info.frame_count = frame_count

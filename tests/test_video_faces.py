@@ -262,6 +262,28 @@ def test_a_recording_without_length_or_index_is_sampled_without_decoding_it_all(
         assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
 
 
+def combing(frame: np.ndarray) -> float:
+    """How far each row is from the mean of its neighbours: high where two fields disagree."""
+    rows = frame.astype(float)
+    return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
+
+
+def test_interlaced_pictures_are_read_one_field_at_a_time(tmp_path):
+    # two fields shot apart: the face has moved 24 px between them
+    shot = face_frames(2)
+    woven = shot[0].copy()
+    woven[1::2] = np.roll(shot[1], 24, axis=1)[1::2]
+    frames = [woven] * 6
+    flagged = write_video(tmp_path / "interlaced.mp4", frames, "libx264", options={"x264-params": "interlaced=1:tff=1"})
+    unflagged = write_video(tmp_path / "progressive.mp4", frames, "libx264")
+    (read,) = read_frames(flagged, 1).frames
+    assert combing(read) < 0.2 * combing(woven)
+    assert np.abs(read.astype(int) - shot[0]).mean() < 8  # the top field's picture
+    # a picture the file does not call interlaced is read as it is, combs and all
+    (as_is,) = read_frames(unflagged, 1).frames
+    assert combing(as_is) > 0.7 * combing(woven)
+
+
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name

@@ -183,18 +183,21 @@ def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_en
 
 
 @pytest.mark.parametrize(
-    "name,codec,pix_fmt",
+    "name,codec,pix_fmt,options",
     [
-        ("browser.webm", "libvpx-vp9", "yuv420p"),  # what a browser records
-        ("old-browser.webm", "libvpx", "yuv420p"),
-        ("camera.mkv", "mjpeg", "yuvj420p"),
-        ("old.avi", "mpeg4", "yuv420p"),
-        ("phone.mkv", "hevc", "yuv420p"),
-        ("site.webm", "libsvtav1", "yuv420p"),  # AV1, as video sites serve it: decoded by PyAV
+        ("browser.webm", "libvpx-vp9", "yuv420p", {}),  # what a browser records
+        ("old-browser.webm", "libvpx", "yuv420p", {}),
+        ("camera.mkv", "mjpeg", "yuvj420p", {}),
+        ("old.avi", "mpeg4", "yuv420p", {}),
+        ("phone.mkv", "hevc", "yuv420p", {}),
+        ("site.webm", "libsvtav1", "yuv420p", {}),  # AV1, as video sites serve it: decoded by PyAV
+        # interlaced, as television and camcorders record it: decoded by PyAV too
+        ("broadcast.ts", "mpeg2video", "yuv420p", {"flags": "+ilme+ildct", "b": "4M"}),
+        ("camcorder.mts", "libx264", "yuv420p", {"x264-params": "interlaced=1:tff=1"}),
     ],
 )
-def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, pix_fmt):
-    path = write_video(tmp_path / name, face_frames(12), codec, pix_fmt=pix_fmt)
+def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, pix_fmt, options):
+    path = write_video(tmp_path / name, face_frames(12), codec, pix_fmt=pix_fmt, options=options)
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
