@@ -21,7 +21,6 @@ CLASS_NAMES = ("FAKE", "REAL")
 ENCODER_CHANNELS = {"resnext50_32x4d": 2048, "mobilenet_v2": 1280}
 
 
-
 def pick_device(preferred: str | None = None) -> torch.device:
     """The device asked for (`cpu`, `cuda`, `cuda:1`…), else CUDA where present. CUDA asked for
     where there is none falls back to the CPU with a warning, so that one setting serves
@@ -36,6 +35,7 @@ def pick_device(preferred: str | None = None) -> torch.device:
         log.warning("%s was asked for, but this machine has no CUDA device: using the CPU", preferred)
         return torch.device("cpu")
     return device
+
 
 @dataclass
 class NetworkConfig:

@@ -479,12 +479,14 @@ def read_frames(
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame
-    (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame count
-    missing from the header is taken from the container's packets, without decoding; a wrong one is
-    corrected by counting. Rotation metadata is applied by the decoder. Where the frame rate varies, the frames are spread evenly in time, and a part
-    and the frames' times (`timeline`) follow the container's presentation times rather than the
-    average rate. OpenCV decodes; what it cannot (AV1), PyAV does. `progress` hears how far
-    through the chosen frames the reading is. OutsideVideo where the part begins after the end.
+    (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
+    count missing from the header is taken from the container's packets, without decoding; a
+    wrong one is corrected by counting. Rotation metadata is applied by the decoder. Where the
+    frame rate varies, the frames are spread evenly in time, and a part and the frames' times
+    (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
+    decodes; what it cannot, PyAV does: AV1, and interlaced pictures, of which only the top field
+    is kept. `progress` hears how far through the chosen frames the reading is. OutsideVideo
+    where the part begins after the end.
     """
     facts = _container_facts(path)
     if facts.interlaced:  # OpenCV's FFmpeg turns interlaced pictures into black ones; PyAV's converts them
@@ -521,7 +523,7 @@ def _sample(
 
     if info.frame_count > 0:
         timeline = counted(info.frame_count)
-    elif shown_s is not None:  # no count in the header (a browser's recording): the packets, counted without decoding
+    elif shown_s is not None:  # no count in the header (a browser's recording): its packets, not decoded
         timeline = counted(len(shown_s))
     else:
         timeline = counted(with_capture(_count_frames))
