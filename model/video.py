@@ -1,6 +1,7 @@
 """Frame sampling: pick frames evenly over a whole video without holding it in memory."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -13,6 +14,7 @@ from typing import Callable, NamedTuple, Protocol, TypeVar
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import Colorspace
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,52 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
         return image
     return np.ascontiguousarray(np.rot90(image, round(rotation / 90) % 4))
 
+
+# HDR video as phones record it (HLG: iPhones; PQ: HDR10) by FFmpeg's AVColorTransferCharacteristic
+HDR_TRANSFERS = {16: "pq", 18: "hlg"}
+BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728], [-0.1246, 1.1329, -0.0083], [-0.0182, -0.1006, 1.1187]], np.float32)
+_HLG_A, _HLG_B, _HLG_C = 0.17883277, 0.28466892, 0.55991073
+_HLG_REFERENCE_WHITE = 0.2647  # scene light at 75% signal, where BT.2408 puts SDR white
+_PQ_REFERENCE_WHITE_NITS = 203.0  # BT.2408
+_KNEE = 0.9  # above this share of SDR white, brighter light is rolled off, not clipped
+_LUT_RANGE = 4.0  # light this many times SDR white and more is shown as white
+
+
+def hdr_to_linear(signal: np.ndarray, transfer: str) -> np.ndarray:
+    """Linear light relative to SDR white (1.0) from HLG or PQ code values in [0, 1]."""
+    signal = signal.astype(np.float32)
+    if transfer == "hlg":
+        scene = np.where(
+            signal <= 0.5, signal**2 / 3, (np.exp((signal - _HLG_C) / _HLG_A) + _HLG_B) / 12
+        )  # fmt: skip
+        return scene / _HLG_REFERENCE_WHITE
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    power = signal ** (1 / m2)
+    nits = 10000 * (np.maximum(power - c1, 0) / (c2 - c3 * power)) ** (1 / m1)
+    return nits / _PQ_REFERENCE_WHITE_NITS
+
+
+def sdr_from_hdr(rgb: np.ndarray, transfer: str) -> np.ndarray:
+    """An HDR picture (BT.2020 RGB, HLG or PQ code values as 16-bit integers) as the 8-bit BT.709
+    picture an SDR video of the scene would hold: the detector learnt from SDR video only, and HDR
+    code values read as they are look flat and dark to it (model card, "HDR video")."""
+    linear = _linear_lut(transfer)[rgb].reshape(-1, 3) @ BT2020_TO_BT709.T
+    # looked up by the square root of light, which keeps the steps near black fine
+    index = np.round(np.sqrt(np.clip(linear, 0, _LUT_RANGE) / _LUT_RANGE) * 65535).astype(np.uint16)
+    return _sdr_lut()[index].reshape(rgb.shape)
+
+
+@functools.cache
+def _linear_lut(transfer: str) -> np.ndarray:
+    return hdr_to_linear(np.arange(65536) / 65535, transfer).astype(np.float32)
+
+
+@functools.cache
+def _sdr_lut() -> np.ndarray:
+    """8-bit SDR code value by the square root of linear light (up to _LUT_RANGE × SDR white)."""
+    linear = (np.arange(65536) / 65535) ** 2 * _LUT_RANGE
+    rolled = np.where(linear <= _KNEE, linear, _KNEE + (1 - _KNEE) * (1 - np.exp(-(linear - _KNEE) / (1 - _KNEE))))
+    return np.round(255 * rolled ** (1 / 2.4)).astype(np.uint8)  # display gamma 2.4, as SDR video is watched
 
 class VideoError(ValueError):
     """The file is not a video we can decode."""
@@ -256,7 +304,8 @@ def presentation_times(path: str | Path) -> np.ndarray | None:
 
 class _ContainerFacts(NamedTuple):
     shown_s: np.ndarray | None  # as `presentation_times`
-    interlaced: bool
+    interlaced: bool = False
+    hdr: str | None = None  # "hlg" or "pq"
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -264,15 +313,17 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                return _ContainerFacts(None, False)
+                return _ContainerFacts(None)
             stream = container.streams.video[0]
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
+            hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
+            time_base = stream.time_base  # read while the container is open
             times = _packet_times(container)
     except (av.FFmpegError, OSError):
-        return _ContainerFacts(None, False)
-    if times is None or stream.time_base is None:
-        return _ContainerFacts(None, interlaced)
-    return _ContainerFacts((times - times[0]) * float(stream.time_base), interlaced)
+        return _ContainerFacts(None)
+    if times is None or time_base is None:
+        return _ContainerFacts(None, interlaced, hdr)
+    return _ContainerFacts((times - times[0]) * float(time_base), interlaced, hdr)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -299,6 +350,7 @@ class PyAVCapture:
             # A recording of sound alone is a mistake worth naming, not a codec to try elsewhere.
             raise VideoError(SOUND_ONLY) if sound_only else _Undecodable(NOT_OPENED)
         self._stream = self._container.streams.video[0]
+        self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
         self._frames = self._container.decode(self._stream)
         self._frame: av.VideoFrame | None = None
         self._upright = False
@@ -320,7 +372,10 @@ class PyAVCapture:
     def retrieve(self) -> tuple[bool, np.ndarray | None]:
         if self._frame is None:
             return False, None
-        image = self._frame.to_ndarray(format="bgr24")
+        if self._hdr:  # 16 bits a channel, left for `_ToRGB` to tone-map, so that it has the stream's 10 bits
+            image = self._frame.reformat(format="bgr48le", src_colorspace=Colorspace.BT2020).to_ndarray()
+        else:
+            image = self._frame.to_ndarray(format="bgr24")
         return True, upright(image, self._frame.rotation) if self._upright else image
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -376,10 +431,12 @@ class _ToRGB:
     """Decoded BGR frame → RGB, shrunk to `max_side` if larger; remembers the decoded size.
     With `one_field`, an interlaced picture keeps its top field alone, stretched to full height:
     its two fields are shot a field apart, and the combs they leave where the face moves would
-    read as the edges of a pasted face (real clips woven so scored higher: model card, "Interlaced video")."""
+    read as the edges of a pasted face (real clips woven so scored higher: model card, "Interlaced video").
+    With `hdr`, the frame holds 16-bit HDR code values (PyAVCapture's), tone-mapped once shrunk."""
 
     max_side: int
     one_field: bool = False
+    hdr: str | None = None
     decoded_shape: tuple[int, int] = (0, 0)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -390,7 +447,8 @@ class _ToRGB:
         if scale < 1:
             size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return sdr_from_hdr(rgb, self.hdr) if self.hdr and rgb.dtype == np.uint16 else rgb
 
 
 def _count_frames(capture: Capture, limit: int | None = None) -> int:
@@ -484,12 +542,13 @@ def read_frames(
     wrong one is corrected by counting. Rotation metadata is applied by the decoder. Where the
     frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
-    decodes; what it cannot, PyAV does: AV1, and interlaced pictures, of which only the top field
-    is kept. `progress` hears how far through the chosen frames the reading is. OutsideVideo
+    decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
+    kept, and HDR ones (HLG, PQ), tone-mapped to SDR. `progress` hears how far through the chosen frames the reading is. OutsideVideo
     where the part begins after the end.
     """
     facts = _container_facts(path)
-    if facts.interlaced:  # OpenCV's FFmpeg turns interlaced pictures into black ones; PyAV's converts them
+    # OpenCV's FFmpeg turns interlaced pictures into black ones, and reads HDR ones without tone mapping
+    if facts.interlaced or facts.hdr:
         return _sample(path, count, seek_min_gap, progress, max_side, part, PyAVCapture, facts)
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture, facts))
 
@@ -512,8 +571,9 @@ def _sample(
     open_capture: Opener,
     facts: _ContainerFacts | None = None,
 ) -> SampledFrames:
-    shown_s, interlaced = facts or _container_facts(path)
-    to_rgb = _ToRGB(max_side, one_field=interlaced)
+    facts = facts or _container_facts(path)
+    shown_s = facts.shown_s
+    to_rgb = _ToRGB(max_side, one_field=facts.interlaced, hdr=facts.hdr)
     info = _probe(path, open_capture)
     with_capture = partial(_with_capture, open_capture, path)
 

@@ -132,6 +132,44 @@ def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100) -> Path:
     return path
 
 
+BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+
+
+def hdr_code_values(frame: np.ndarray, transfer: str) -> np.ndarray:
+    """The 16-bit BT.2020 code values an HDR camera (HLG or PQ) stores for a scene that SDR video
+    shows as `frame` (RGB): SDR white at 75% HLG signal, or 203 nits PQ (BT.2408)."""
+    linear = (frame / 255) ** 2.4 @ BT709_TO_BT2020.T  # SDR white = 1
+    if transfer == "hlg":
+        a, b, c = 0.17883277, 0.28466892, 0.55991073
+        scene = linear * 0.2647
+        signal = np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+    else:
+        m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+        y = (linear * 203 / 10000) ** m1
+        signal = ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+    return np.round(np.clip(signal, 0, 1) * 65535).astype(np.uint16)
+
+
+def write_hdr_video(path: Path, frames: Iterable[np.ndarray], transfer: str, fps: int = 10) -> Path:
+    """10-bit HEVC tagged as an HDR phone tags it (BT.2020; HLG as iPhones record, or PQ)."""
+    from av.video.reformatter import Colorspace
+
+    frames = list(frames)
+    curve = {"hlg": "arib-std-b67", "pq": "smpte2084"}[transfer]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx265", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p10le"
+        stream.options = {"x265-params": f"colorprim=bt2020:transfer={curve}:colormatrix=bt2020nc:log-level=error"}
+        for frame in frames:
+            picture = av.VideoFrame.from_ndarray(hdr_code_values(frame, transfer), format="rgb48le")
+            for packet in stream.encode(picture.reformat(format="yuv420p10le", dst_colorspace=Colorspace.BT2020)):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 # A phone's clip whose frame rate halves half-way: 5 s at 30 frames a second, then 5 s at 15.
 VARIABLE_RATE_TIMES_S = [i / 30 for i in range(150)] + [5 + i / 15 for i in range(75)]
 STAMP_BITS, STAMP_SIDE = 8, 24

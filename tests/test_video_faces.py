@@ -31,17 +31,20 @@ from model.video import (
     probe_video,
     read_frames,
     sample_indices,
+    sdr_from_hdr,
 )
 
 from media import (
     VARIABLE_RATE_TIMES_S,
     face_frames,
+    hdr_code_values,
     near_and_far_frames,
     read_stamp,
     stamp_number,
     turn_quarter_clockwise_on_display,
     two_face_frames,
     write_h264,
+    write_hdr_video,
     write_video,
 )
 
@@ -282,6 +285,23 @@ def test_interlaced_pictures_are_read_one_field_at_a_time(tmp_path):
     # a picture the file does not call interlaced is read as it is, combs and all
     (as_is,) = read_frames(unflagged, 1).frames
     assert combing(as_is) > 0.7 * combing(woven)
+
+
+@pytest.mark.parametrize("transfer", ["hlg", "pq"])
+def test_hdr_code_values_are_tone_mapped_to_the_sdr_picture_of_the_scene(transfer):
+    picture = face_frames(1)[0]
+    mapped = sdr_from_hdr(hdr_code_values(picture, transfer), transfer)
+    assert np.abs(mapped.astype(int) - picture).mean() < 1.0
+
+
+def test_an_iphone_hdr_video_is_read_as_sdr_video_of_the_scene(tmp_path):
+    frames = face_frames(6)
+    path = write_hdr_video(tmp_path / "hlg.mov", frames, "hlg")
+    sampled = read_frames(path, 3)
+    assert np.mean([np.abs(frame.astype(int) - frames[i]).mean() for i, frame in zip(sampled.indices, sampled.frames)]) < 5
+    # what was read before: HLG code values as if they were SDR ones, a flatter, darker face
+    ok, as_is = cv2.VideoCapture(str(path)).read()
+    assert ok and np.abs(as_is[..., ::-1].astype(int) - frames[0]).mean() > 9
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
