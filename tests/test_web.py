@@ -194,6 +194,8 @@ def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_en
         # interlaced, as television and camcorders record it: decoded by PyAV too
         ("broadcast.ts", "mpeg2video", "yuv420p", {"flags": "+ilme+ildct", "b": "4M"}),
         ("camcorder.mts", "libx264", "yuv420p", {"x264-params": "interlaced=1:tff=1"}),
+        # HDR as iPhones record it (HLG): decoded by PyAV and tone-mapped
+        ("iphone.mov", "libx265", "yuv420p10le", {"x265-params": "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc:log-level=error"}),
     ],
 )
 def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, pix_fmt, options):
