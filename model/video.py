@@ -59,9 +59,7 @@ def hdr_to_linear(signal: np.ndarray, transfer: str) -> np.ndarray:
     """Linear light relative to SDR white (1.0) from HLG or PQ code values in [0, 1]."""
     signal = signal.astype(np.float32)
     if transfer == "hlg":
-        scene = np.where(
-            signal <= 0.5, signal**2 / 3, (np.exp((signal - _HLG_C) / _HLG_A) + _HLG_B) / 12
-        )  # fmt: skip
+        scene = np.where(signal <= 0.5, signal**2 / 3, (np.exp((signal - _HLG_C) / _HLG_A) + _HLG_B) / 12)
         return scene / _HLG_REFERENCE_WHITE
     m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
     power = signal ** (1 / m2)
@@ -90,6 +88,7 @@ def _sdr_lut() -> np.ndarray:
     linear = (np.arange(65536) / 65535) ** 2 * _LUT_RANGE
     rolled = np.where(linear <= _KNEE, linear, _KNEE + (1 - _KNEE) * (1 - np.exp(-(linear - _KNEE) / (1 - _KNEE))))
     return np.round(255 * rolled ** (1 / 2.4)).astype(np.uint8)  # display gamma 2.4, as SDR video is watched
+
 
 class VideoError(ValueError):
     """The file is not a video we can decode."""
