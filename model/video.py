@@ -55,7 +55,7 @@ _KNEE = 0.9  # above this share of SDR white, brighter light is rolled off, not 
 _LUT_RANGE = 4.0  # light this many times SDR white and more is shown as white
 
 
-def hdr_to_linear(signal: np.ndarray, transfer: str) -> np.ndarray:
+def _hdr_to_linear(signal: np.ndarray, transfer: str) -> np.ndarray:
     """Linear light relative to SDR white (1.0) from HLG or PQ code values in [0, 1]."""
     signal = signal.astype(np.float32)
     if transfer == "hlg":
@@ -79,7 +79,7 @@ def sdr_from_hdr(rgb: np.ndarray, transfer: str) -> np.ndarray:
 
 @functools.cache
 def _linear_lut(transfer: str) -> np.ndarray:
-    return hdr_to_linear(np.arange(65536) / 65535, transfer).astype(np.float32)
+    return _hdr_to_linear(np.arange(65536) / 65535, transfer).astype(np.float32)
 
 
 @functools.cache
@@ -295,14 +295,10 @@ def _packet_times(container: av.container.InputContainer) -> np.ndarray | None:
     return np.sort(np.array(times, dtype=np.int64))
 
 
-def presentation_times(path: str | Path) -> np.ndarray | None:
-    """When each frame of the video is shown, in seconds from the first frame, in display order,
-    as the container records it; None where it does not."""
-    return _container_facts(path).shown_s
-
-
 class _ContainerFacts(NamedTuple):
-    shown_s: np.ndarray | None  # as `presentation_times`
+    # when each frame is shown, in seconds from the first, in display order, as the container
+    # records it; None where it does not
+    shown_s: np.ndarray | None
     interlaced: bool = False
     hdr: str | None = None  # "hlg" or "pq"
 
@@ -542,8 +538,8 @@ def read_frames(
     frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
-    kept, and HDR ones (HLG, PQ), tone-mapped to SDR. `progress` hears how far through the chosen frames the reading is. OutsideVideo
-    where the part begins after the end.
+    kept, and HDR ones (HLG, PQ), tone-mapped to SDR. `progress` hears how far through the chosen
+    frames the reading is. OutsideVideo where the part begins after the end.
     """
     facts = _container_facts(path)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, and reads HDR ones without tone mapping
