@@ -282,17 +282,25 @@ def videos_in_folder(folder: str | Path) -> list[Path]:
     )  # fmt: skip
 
 
-def _packet_times(container: av.container.InputContainer) -> np.ndarray | None:
-    """The video stream's presentation times in display order, in its time base, from its
-    packets alone (nothing is decoded); None where they are missing or unreadable."""
-    stream = container.streams.video[0]
+def _main_stream(container: av.container.InputContainer) -> tuple[av.VideoStream, np.ndarray | None]:
+    """The video stream a player shows, and its presentation times in display order, in its time
+    base, from its packets alone (nothing is decoded; None where they are missing or unreadable).
+    Where a file holds several (a preview or a cover picture beside the recording, a second
+    camera), that is the one with the most frames, and never an attached cover picture."""
+    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    streams = streams or list(container.streams.video)
+    times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     try:
-        times = [packet.pts for packet in container.demux(stream) if packet.size and not packet.is_discard]
+        for packet in container.demux(*streams):
+            if packet.size and not packet.is_discard:
+                times[packet.stream.index].append(packet.pts)
     except av.FFmpegError:
-        return None
-    if not times or None in times:
-        return None
-    return np.sort(np.array(times, dtype=np.int64))
+        return streams[0], None
+    stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
+    shown = times[stream.index]
+    if not shown or None in shown:
+        return stream, None
+    return stream, np.sort(np.array(shown, dtype=np.int64))
 
 
 class _ContainerFacts(NamedTuple):
@@ -301,6 +309,7 @@ class _ContainerFacts(NamedTuple):
     shown_s: np.ndarray | None
     interlaced: bool = False
     hdr: str | None = None  # "hlg" or "pq"
+    several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -309,16 +318,16 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return _ContainerFacts(None)
-            stream = container.streams.video[0]
+            stream, times = _main_stream(container)
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # read while the container is open
-            times = _packet_times(container)
+            several = len(container.streams.video) > 1
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     if times is None or time_base is None:
-        return _ContainerFacts(None, interlaced, hdr)
-    return _ContainerFacts((times - times[0]) * float(time_base), interlaced, hdr)
+        return _ContainerFacts(None, interlaced, hdr, several)
+    return _ContainerFacts((times - times[0]) * float(time_base), interlaced, hdr, several)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -332,7 +341,9 @@ def _open(path: str | Path) -> cv2.VideoCapture:
 class PyAVCapture:
     """cv2.VideoCapture's readers' part over PyAV's FFmpeg, for codecs OpenCV's FFmpeg cannot
     decode: AV1 (what video sites serve and newer phones record), for which OpenCV's build has
-    only the hardware decoder and PyAV's has dav1d. Frames come out as BGR, as OpenCV's do."""
+    only the hardware decoder and PyAV's has dav1d; and for what OpenCV reads wrong (`read_frames`
+    says what). Of several video streams it reads the one a player shows (`_main_stream`).
+    Frames come out as BGR, as OpenCV's do."""
 
     def __init__(self, path: str | Path):
         try:
@@ -344,14 +355,20 @@ class PyAVCapture:
             self._container.close()
             # A recording of sound alone is a mistake worth naming, not a codec to try elsewhere.
             raise VideoError(SOUND_ONLY) if sound_only else _Undecodable(NOT_OPENED)
-        self._stream = self._container.streams.video[0]
+        self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
+        if len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
+            with av.open(str(path)) as container:
+                main, self._shown = _main_stream(container)
+                index = main.index
+            self._stream = self._container.streams[index]
+        else:
+            self._stream = self._container.streams.video[0]
         self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
         self._frames = self._container.decode(self._stream)
         self._frame: av.VideoFrame | None = None
         self._upright = False
         self._skip_before: int | None = None  # after a seek: the first presentation time wanted
         self._path = path
-        self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
 
     def grab(self) -> bool:
         try:
@@ -394,7 +411,7 @@ class PyAVCapture:
             index = int(value)
             if self._shown is None:
                 with av.open(str(self._path)) as container:
-                    self._shown = _packet_times(container)
+                    self._shown = _main_stream(container)[1]
                 if self._shown is None:
                     self._shown = np.empty(0, dtype=np.int64)  # not to be read again
             start = self._stream.start_time or 0
@@ -493,8 +510,19 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Stream facts from the container; the frame count may be wrong or missing (0).
 
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
-    refused: the detector judges a face over time, and was calibrated on sequences of frames."""
+    refused: the detector judges a face over time, and was calibrated on sequences of frames.
+    A file with several video streams is probed by PyAV, which takes the one a player shows."""
+    if _several_video_streams(path):
+        return _probe(path, PyAVCapture)
     return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
+
+
+def _several_video_streams(path: str | Path) -> bool:
+    try:
+        with av.open(str(path)) as container:
+            return len(container.streams.video) > 1
+    except (av.FFmpegError, OSError):
+        return False
 
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
@@ -538,12 +566,14 @@ def read_frames(
     frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
-    kept, and HDR ones (HLG, PQ), tone-mapped to SDR. `progress` hears how far through the chosen
+    kept, HDR ones (HLG, PQ), tone-mapped to SDR, and a file with several video streams, of
+    which the one a player shows is read. `progress` hears how far through the chosen
     frames the reading is. OutsideVideo where the part begins after the end.
     """
     facts = _container_facts(path)
-    # OpenCV's FFmpeg turns interlaced pictures into black ones, and reads HDR ones without tone mapping
-    if facts.interlaced or facts.hdr:
+    # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
+    # and of several video streams, the first (perhaps a cover picture)
+    if facts.interlaced or facts.hdr or facts.several_streams:
         return _sample(path, count, seek_min_gap, progress, max_side, part, PyAVCapture, facts)
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture, facts))
 

@@ -117,6 +117,28 @@ def write_video(
     return path
 
 
+def write_behind_a_still_track(path: Path, frames: list[np.ndarray], still_frames: int = 1, fps: int = 10) -> Path:
+    """H.264 video stored as a file's second video stream, behind a short track of a still grey
+    picture (MJPEG; a preview or cover that some editors and downloaders put first)."""
+    with av.open(str(path), "w") as out:
+        still = out.add_stream("mjpeg", rate=1)
+        still.width, still.height, still.pix_fmt = 320, 320, "yuvj420p"
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        grey = av.VideoFrame.from_ndarray(np.full((320, 320, 3), 200, np.uint8), format="rgb24")
+        for _ in range(still_frames):
+            for packet in still.encode(grey):
+                out.mux(packet)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for encoder in (still, stream):
+            for packet in encoder.encode():
+                out.mux(packet)
+    return path
+
+
 def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100) -> Path:
     """A recording of a 440 Hz tone and nothing else (AAC; the container follows the suffix)."""
     tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)

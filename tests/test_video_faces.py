@@ -43,6 +43,7 @@ from media import (
     stamp_number,
     turn_quarter_clockwise_on_display,
     two_face_frames,
+    write_behind_a_still_track,
     write_h264,
     write_hdr_video,
     write_video,
@@ -302,6 +303,18 @@ def test_an_iphone_hdr_video_is_read_as_sdr_video_of_the_scene(tmp_path):
     # what was read before: HLG code values as if they were SDR ones, a flatter, darker face
     ok, as_is = cv2.VideoCapture(str(path)).read()
     assert ok and np.abs(as_is[..., ::-1].astype(int) - frames[0]).mean() > 9
+
+
+@pytest.mark.parametrize("name, still_frames", [("clip.mov", 1), ("clip.mkv", 3)])
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_the_video_is_read_not_a_still_track_stored_before_it(tmp_path, name, still_frames, seek_min_gap):
+    frames = face_frames(40)
+    path = write_behind_a_still_track(tmp_path / name, frames, still_frames)
+    info = probe_video(path)  # as an upload is checked: not taken for a photo
+    assert (info.width, info.height) == (640, 360) and info.frame_count in (0, 40)  # the MKV header has no count
+    sampled = read_frames(path, 8, seek_min_gap=seek_min_gap)
+    assert sampled.info.frame_count == 40 and sampled.indices == sample_indices(40, 8)
+    assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
