@@ -1,6 +1,8 @@
 """Training-time degradations and self-blended fakes, applied alike to every frame of a sequence."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
@@ -38,27 +41,64 @@ ENCODER_OPTIONS = {
 def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264") -> None:
     """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), upright, and
     downscaled to `max_lines` on its shorter side (480p: 854×480 landscape, 480×854 portrait)
-    when larger: the compression of uploads, the same file on every run (in MP4)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+    when larger: the compression of uploads, the same file on every run (in MP4). With codec
+    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused)."""
+    with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
-        stream = None
-        for frame in inp.decode(stream_in):
-            # The rotation is applied, not copied: the file written carries no rotation of its own.
-            image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+        frames = _upright_frames(inp.decode(stream_in), max_lines)
+        if codec == "gif":
+            write_gif(frames, dst, rate)
+            return
+        with av.open(str(dst), "w") as out:
+            stream = None
+            for image in frames:
+                if stream is None:
+                    stream = out.add_stream(codec, rate=rate)
+                    stream.height, stream.width = image.shape[:2]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), **ENCODER_OPTIONS[codec]}
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    out.mux(packet)
             if stream is None:
-                width, height = reencoded_size(image.shape[1], image.shape[0], max_lines)
-                stream = out.add_stream(codec, rate=rate)
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.options = {"crf": str(crf), **ENCODER_OPTIONS[codec]}
-            if image.shape[:2] != (height, width):
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                raise VideoError(f"{src}: no frame to re-encode")
+            for packet in stream.encode():
                 out.mux(packet)
-        if stream is None:
-            raise VideoError(f"{src}: no frame to re-encode")
-        for packet in stream.encode():
-            out.mux(packet)
+
+
+def _upright_frames(decoded: Iterator[av.VideoFrame], max_lines: int | None) -> Iterator[np.ndarray]:
+    """RGB pictures as they are displayed, all of the first's size, no more than `max_lines` on
+    its shorter side."""
+    size = None
+    for frame in decoded:
+        # The rotation is applied, not copied: the file written carries no rotation of its own.
+        image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+        width, height = size = size or reencoded_size(image.shape[1], image.shape[0], max_lines)
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        yield image
+
+
+GIF_FPS = 10  # GIF makers' usual rate
+GIF_PALETTE_FRAMES = 8  # the palette is fitted to the colours of the GIF's first frames
+
+
+def write_gif(frames: Iterator[np.ndarray], dst: str | Path, rate: Fraction) -> None:
+    """An animated GIF of RGB `frames` shown at `rate` a second, as GIF makers write one: about
+    GIF_FPS frames a second, one palette of 256 colours, Floyd–Steinberg dithering. The same file
+    on every run."""
+    step = max(1, round(rate / GIF_FPS))
+    kept = itertools.islice(frames, 0, None, step)
+    first = list(itertools.islice(kept, GIF_PALETTE_FRAMES))
+    if not first:
+        raise VideoError(f"{dst}: no frame to write")
+    palette = Image.fromarray(np.concatenate(first)).quantize(256, method=Image.Quantize.MEDIANCUT)
+    pictures = (
+        Image.fromarray(image).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+        for image in itertools.chain(first, kept)
+    )
+    head = next(pictures)
+    head.save(dst, format="GIF", save_all=True, append_images=pictures, duration=round(1000 * step / rate), loop=0)
 
 
 def reencoded_size(width: int, height: int, max_lines: int | None) -> tuple[int, int]:

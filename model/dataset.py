@@ -43,6 +43,8 @@ QUALITIES: dict[str, Reencode | None] = {
     # than H.264's blocks, which training never showed
     "av1_crf45_480p": Reencode(45, 480, "libsvtav1"),
     "vp9_crf45_480p": Reencode(45, 480, "libvpx-vp9"),  # YouTube's other codec, and what browsers record
+    # an animated GIF, as clips are shared in chats and on forums: 256 colours, dithered, 10 frames a second
+    "gif_480p": Reencode(0, 480, "gif"),
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import face_frames, turn_quarter_clockwise_on_display, write_h264
+from media import face_frames, turn_quarter_clockwise_on_display, write_h264, write_video
 from skimage import data
 
 from model.cli import _format_summary, _train_config, build_parser
@@ -992,7 +992,7 @@ def test_a_portrait_video_is_reencoded_upright_at_480_lines_across(tmp_path):
         assert np.abs(sampled.frames[0].astype(int) - expected).mean() < 6
 
 
-@pytest.mark.parametrize("quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09")])
+@pytest.mark.parametrize("quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09"), ("gif_480p", b"GIF89a")])
 def test_the_other_codecs_qualities_are_the_same_file_every_time_and_read_as_videos(tmp_path, quality, fourcc):
     from model.augment import reencode
     from model.dataset import QUALITIES
@@ -1005,6 +1005,21 @@ def test_the_other_codecs_qualities_are_the_same_file_every_time_and_read_as_vid
     assert outputs[0].read_bytes() == outputs[1].read_bytes() and fourcc in outputs[0].read_bytes()
     sampled = read_frames(outputs[0], 6)  # AV1 through PyAV: OpenCV's FFmpeg has no AV1 software decoder
     assert len(sampled.frames) == 6 and sampled.frames[0].shape == (480, 852, 3)
+
+
+def test_a_gif_is_written_as_gif_makers_write_one(tmp_path):
+    from model.augment import reencode
+    from model.video import probe_video, read_frames
+
+    frames = face_frames(30)
+    source = write_video(tmp_path / "source.mp4", frames, "libx264", fps=30, options={"crf": "12"})
+    target = tmp_path / "clip.gif"
+    reencode(source, target, 0, 480, "gif")
+    info = probe_video(target)
+    assert (info.width, info.height, info.fps, info.frame_count) == (640, 360, 10, 10)  # every third frame
+    sampled = read_frames(target, 10)
+    assert all(len(np.unique(frame.reshape(-1, 3), axis=0)) <= 256 for frame in sampled.frames)
+    assert all(np.abs(frame.astype(int) - frames[3 * i]).mean() < 8 for i, frame in zip(sampled.indices, sampled.frames))
 
 
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
