@@ -106,7 +106,7 @@ def _part(options: dict) -> TimeRange:
 
 
 def _not_a_video(error: VideoError) -> AnalysisError:
-    return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV or WebM).")
+    return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV, WebM or an animated GIF).")
 
 
 def _outside_video(error: OutsideVideo) -> AnalysisError:

@@ -32,7 +32,7 @@ SEEK_MIN_GAP_FRAMES = 150
 MAX_FRAME_SIDE = 1920
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".gif"})
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 

@@ -4,6 +4,7 @@ import io
 import json
 import re
 import sqlite3
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ def test_index_page(client):
     assert page.status_code == 200
     assert b"Is your video fake? Check it!" in page.data
     assert b'type="file"' in page.data
+    assert b'accept="video/*,image/gif"' in page.data  # an animated GIF is a clip too: offered by the file picker
     assert b"No model is installed" not in page.data
     # the frames field says what more frames buy, and is tied to that hint for screen readers
     assert b'aria-describedby="sequence-length-hint"' in page.data
@@ -203,6 +205,18 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
+
+
+def test_an_animated_gif_is_judged_and_a_still_one_is_a_photo(client, tmp_path):
+    from model.augment import write_gif
+
+    animated, still = tmp_path / "meme.gif", tmp_path / "still.gif"
+    write_gif(iter(face_frames(12)), animated, Fraction(10))
+    write_gif(iter(face_frames(1)), still, Fraction(10))
+    body = post(client, "/api/v1/detect", animated, name="meme.gif").get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
+    refused = post(client, "/api/v1/detect", still, name="still.gif")
+    assert refused.status_code == 415 and "single picture, not a video" in refused.get_json()["error"]["message"]
 
 
 def test_a_real_verdict_on_a_small_face_carries_a_caveat_in_both_forms(client, tmp_path, monkeypatch):
