@@ -29,6 +29,9 @@ SMALL_FACE_PX = 80
 # The validation quality with faces that small (their box at a median 74 px), whose figures a
 # checkpoint may state under validation["other_qualities"]
 SMALL_FACE_QUALITY = "crf23_240p"
+# An animated GIF's 256 dithered colours hide some of what gives fakes away; real faces are not called
+# FAKE more often (model card, "Animated GIFs"). The validation quality that measures it:
+GIF_QUALITY = "gif_480p"
 # Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
 SPARSE_FRAMES_S = 10.0
 # A face found in no more frames than this is judged less surely: on people the recipe never saw,
@@ -273,6 +276,7 @@ class Detector:
         caveats = (
             self._uncertain_caveat(confidence),
             self._small_face_caveat(label, tracks),
+            self._gif_caveat(label, sampled),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
         )
@@ -307,15 +311,30 @@ class Detector:
             f"{face} is only about {smallest.height} px tall in this video. On faces under {SMALL_FACE_PX} px "
             "the detector misses more fakes, so a REAL verdict says less than usual"
         )
+        return {"code": "small_face", "message": message + self._fakes_caught(SMALL_FACE_QUALITY, "re-encoded small (240p)") + "."}
+
+    def _gif_caveat(self, label: str, sampled: SampledFrames) -> dict | None:
+        """A REAL verdict on an animated GIF says less than usual, as on a small face."""
+        if label != "REAL" or sampled.info.codec != "gif":
+            return None
+        message = (
+            "This video is an animated GIF, whose 256 dithered colours hide some of what gives fakes away, "
+            "so a REAL verdict says less than usual"
+        )
+        return {"code": "gif", "message": message + self._fakes_caught(GIF_QUALITY, "turned into animated GIFs") + "."}
+
+    def _fakes_caught(self, quality: str, videos: str) -> str:
+        """How many fakes the validation caught at `quality` against as published, where the
+        checkpoint states both, as the end of a caveat's sentence; else nothing."""
         validation = self.validation or {}
-        small = validation.get("other_qualities", {}).get(SMALL_FACE_QUALITY)
+        other = validation.get("other_qualities", {}).get(quality)
         usual = validation.get("qualities", {}).get("orig")
-        if small and usual:
-            message += (
-                f": on people it had not seen, it caught {small['recall_fake']:.0%} of the fakes in videos "
-                f"re-encoded small (240p), against {usual['recall_fake']:.0%} as published"
-            )
-        return {"code": "small_face", "message": message + "."}
+        if not (other and usual):
+            return ""
+        return (
+            f": on people it had not seen, it caught {other['recall_fake']:.0%} of the fakes in videos {videos}, "
+            f"against {usual['recall_fake']:.0%} as published"
+        )
 
     def _verdict(self, p_fake: float) -> tuple[str, float]:
         """The label for a calibrated p_fake, and its confidence in percent."""

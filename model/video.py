@@ -127,6 +127,7 @@ class VideoInfo:
     fps: float
     frame_count: int
     duration_s: float
+    codec: str = ""  # FFmpeg's name for the picture's codec (h264, gif, …); empty where unknown
 
     def as_dict(self) -> dict:
         return {
@@ -135,6 +136,7 @@ class VideoInfo:
             "fps": round(self.fps, 3),
             "frame_count": self.frame_count,
             "duration_s": round(self.duration_s, 3),
+            "codec": self.codec,
         }
 
 
@@ -310,6 +312,7 @@ class _ContainerFacts(NamedTuple):
     interlaced: bool = False
     hdr: str | None = None  # "hlg" or "pq"
     several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
+    codec: str = ""
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -323,11 +326,11 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # read while the container is open
             several = len(container.streams.video) > 1
+            codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
-    if times is None or time_base is None:
-        return _ContainerFacts(None, interlaced, hdr, several)
-    return _ContainerFacts((times - times[0]) * float(time_base), interlaced, hdr, several)
+    shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
+    return _ContainerFacts(shown_s, interlaced, hdr, several, codec)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -635,6 +638,7 @@ def _sample(
     if not frames:
         raise _Undecodable(NO_FRAMES)
     info.height, info.width = to_rgb.decoded_shape  # after rotation
+    info.codec = facts.codec
     info.duration_s = timeline.duration_s
     return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span)
 

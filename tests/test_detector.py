@@ -187,6 +187,39 @@ def test_the_small_face_caveat_says_how_many_fakes_were_caught_where_the_checkpo
     )
 
 
+@pytest.fixture(scope="module")
+def animated_gif(tmp_path_factory):
+    from fractions import Fraction
+
+    from media import face_frames
+
+    from model.augment import write_gif
+
+    path = tmp_path_factory.mktemp("gif") / "clip.gif"
+    write_gif(iter(face_frames(20)), path, Fraction(10))
+    return path
+
+
+@pytest.mark.parametrize("p_fake, gif, states, message_end", [
+    (0.2, True, True, ": on people it had not seen, it caught 48% of the fakes in videos turned into animated GIFs, against 66% as published."),
+    (0.2, True, False, "so a REAL verdict says less than usual."),  # a checkpoint that states no validation
+    (0.8, True, True, None),  # GIFs do not make real faces look fake: a FAKE verdict stands as it is
+    (0.2, False, True, None),
+])  # fmt: skip
+def test_a_real_verdict_on_an_animated_gif_says_it_means_less(media, animated_gif, monkeypatch, tmp_path, p_fake, gif, states, message_end):
+    headline = lambda recall_fake: {"auc": 0.7, "balanced_accuracy": 0.7, "ece": 0.1, "recall_fake": recall_fake, "recall_real": 0.8}  # noqa: E731
+    validation = {"qualities": {"orig": headline(0.662)}, "other_qualities": {"gif_480p": headline(0.48)}} if states else {}
+    weights = tmp_path / "measured.pt"
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, validation=validation)
+    scoring_faces_as(monkeypatch, p_fake)
+    result = Detector(weights).detect(animated_gif if gif else media["face_h264"], 10)
+    assert result.video.codec == ("gif" if gif else "h264")
+    assert [c["code"] for c in result.caveats] == (["gif"] if message_end else [])
+    if message_end:
+        assert result.caveats[0]["message"].startswith("This video is an animated GIF")
+        assert result.caveats[0]["message"].endswith(message_end)
+
+
 @pytest.mark.parametrize("p_fake, states, caveat", [(0.45, True, True), (0.62, True, True), (0.75, True, False), (0.97, True, False), (0.45, False, False)])
 def test_a_verdict_as_confident_as_validated_coin_tosses_is_called_undecided(media, monkeypatch, tmp_path, p_fake, states, caveat):
     bands = [  # as a checkpoint states them: 0.5–0.7 could not be told from chance, 0.7–0.8 could, above nothing was seen
