@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most this often
 IMAGE_JPEG_QUALITY = 90  # the face crops and heatmaps a report names
+MAX_NAME_KEPT = 64  # characters of an upload's own name (and as many of its suffix) kept in the stored name
 
 # Scripts, styles, images and requests from this server only; no plugins, no framing by other
 # sites. A result's address is the only key to it, so it is never sent on to another site.
@@ -128,6 +129,13 @@ def _check_saved_upload(path: Path, part: TimeRange) -> None:
             raise _outside_video(error) from error
 
 
+def stored_name(filename: str) -> str:
+    """A random name to store an upload under, with its own name cut short, in ASCII (file systems
+    allow 255 bytes; a video saved from a web page may be named by a long title), and its suffix."""
+    stem, suffix = os.path.splitext(secure_filename(filename) or "video")
+    return f"{uuid.uuid4().hex}_{stem[:MAX_NAME_KEPT]}{suffix[:MAX_NAME_KEPT]}"
+
+
 def accept_upload() -> Job:
     """Check the request, save the video and record a queued job for it; whatever fails on the
     way, the saved file is deleted."""
@@ -143,7 +151,7 @@ def accept_upload() -> Job:
     upload = uploads[0] if uploads else None
     if upload is None or not upload.filename:
         raise AnalysisError(400, "no_file", "Choose a video file to upload (form field 'video').")
-    path = Path(current_app.config["UPLOAD_FOLDER"]) / f"{uuid.uuid4().hex}_{secure_filename(upload.filename) or 'video'}"
+    path = Path(current_app.config["UPLOAD_FOLDER"]) / stored_name(upload.filename)
     try:
         upload.save(path)
         _check_saved_upload(path, _part(options))

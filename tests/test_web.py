@@ -297,6 +297,12 @@ def test_several_files_in_one_request_are_refused(client, media, url):
     # the upload_dir fixture checks that nothing was kept
 
 
+@pytest.mark.parametrize("name", ["a" * 300 + ".mp4", "é" * 200 + ".mp4", "clip." + "x" * 300, "视频.mp4"])
+def test_a_name_too_long_for_the_file_system_is_kept_in_the_report_not_in_the_stored_file(client, media, name):
+    body = post(client, "/api/v1/detect", media["face_h264"], name=name).get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["filename"] == name
+
+
 def test_over_limit_upload(client):
     big = b"\0" * (6 * 2**20)
     api = post(client, "/api/v1/detect", data=big)
