@@ -106,7 +106,7 @@ class OutsideVideo(ValueError):
 INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
-SOUND_ONLY = "This file holds sound but no picture."
+SOUND_ONLY = "This file holds sound but no video."
 
 
 class Capture(Protocol):
@@ -284,13 +284,24 @@ def videos_in_folder(folder: str | Path) -> list[Path]:
     )  # fmt: skip
 
 
+def _moving_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
+    """The video streams that are not a cover picture attached to the file (an MP3's album art)."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
+def _refuse_sound(container: av.container.InputContainer) -> None:
+    """A recording of sound, with no video or a cover picture alone, is a mistake worth naming
+    (a voice memo, a song), not a video to judge by its cover, nor a codec to try elsewhere."""
+    if container.streams.audio and not _moving_streams(container):
+        raise VideoError(SOUND_ONLY)
+
+
 def _main_stream(container: av.container.InputContainer) -> tuple[av.VideoStream, np.ndarray | None]:
     """The video stream a player shows, and its presentation times in display order, in its time
     base, from its packets alone (nothing is decoded; None where they are missing or unreadable).
     Where a file holds several (a preview or a cover picture beside the recording, a second
     camera), that is the one with the most frames, and never an attached cover picture."""
-    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-    streams = streams or list(container.streams.video)
+    streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     try:
         for packet in container.demux(*streams):
@@ -319,6 +330,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
     """What the container tells without decoding the video."""
     try:
         with av.open(str(path)) as container:
+            _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
             stream, times = _main_stream(container)
@@ -353,11 +365,13 @@ class PyAVCapture:
             self._container = av.open(str(path))
         except (av.FFmpegError, OSError) as error:
             raise _Undecodable(NOT_OPENED) from error
-        if not self._container.streams.video:
-            sound_only = bool(self._container.streams.audio)
+        try:
+            _refuse_sound(self._container)
+            if not self._container.streams.video:
+                raise _Undecodable(NOT_OPENED)
+        except VideoError:
             self._container.close()
-            # A recording of sound alone is a mistake worth naming, not a codec to try elsewhere.
-            raise VideoError(SOUND_ONLY) if sound_only else _Undecodable(NOT_OPENED)
+            raise
         self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
         if len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
             with av.open(str(path)) as container:
@@ -514,18 +528,22 @@ def probe_video(path: str | Path) -> VideoInfo:
 
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
     refused: the detector judges a face over time, and was calibrated on sequences of frames.
-    A file with several video streams is probed by PyAV, which takes the one a player shows."""
-    if _several_video_streams(path):
+    A file with several video streams is probed by PyAV, which takes the one a player shows.
+    A recording of sound is refused as such, also where it carries a cover picture."""
+    if _video_streams(path) > 1:
         return _probe(path, PyAVCapture)
     return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
 
 
-def _several_video_streams(path: str | Path) -> bool:
+def _video_streams(path: str | Path) -> int:
+    """How many video streams the container declares (0 where FFmpeg cannot open it: the decoders
+    then say why); VideoError for a recording of sound."""
     try:
         with av.open(str(path)) as container:
-            return len(container.streams.video) > 1
+            _refuse_sound(container)
+            return len(container.streams.video)
     except (av.FFmpegError, OSError):
-        return False
+        return 0
 
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:

@@ -42,6 +42,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files["empty"] = folder / "empty.mp4"
     files["empty"].write_bytes(b"")
     files["sound_only"] = write_sound(folder / "voice_memo.m4a")
+    files["song"] = write_sound(folder / "song.mp3", cover=faces[0])  # a face on its cover, not a video of one
     return files
 
 

@@ -139,11 +139,18 @@ def write_behind_a_still_track(path: Path, frames: list[np.ndarray], still_frame
     return path
 
 
-def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100) -> Path:
-    """A recording of a 440 Hz tone and nothing else (AAC; the container follows the suffix)."""
+def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100, cover: np.ndarray | None = None) -> Path:
+    """A recording of a 440 Hz tone and nothing else (AAC; the container follows the suffix), or,
+    with a `cover` picture (RGB), an MP3 that carries it as its album art, as songs do."""
     tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=rate)
+        stream = out.add_stream("aac" if cover is None else "libmp3lame", rate=rate)
+        if cover is not None:
+            art = out.add_stream("mjpeg", rate=1)
+            art.height, art.width = cover.shape[:2]
+            art.pix_fmt, art.disposition = "yuvj420p", av.stream.Disposition.attached_pic
+            for packet in [*art.encode(av.VideoFrame.from_ndarray(cover, format="rgb24")), *art.encode()]:
+                out.mux(packet)
         for start in range(0, len(tone), 1024):
             samples = av.AudioFrame.from_ndarray(tone[None, start : start + 1024].copy(), format="fltp", layout="mono")
             samples.sample_rate = rate

@@ -268,6 +268,7 @@ def test_no_face_is_a_result_not_a_verdict(client, media):
         ("truncated", 415, "not_a_video"),
         ("empty", 400, "empty_file"),
         ("sound_only", 415, "not_a_video"),
+        ("song", 415, "not_a_video"),  # album art is no video: not judged as one
     ],
 )
 def test_bad_files_get_clear_errors(client, media, clip, status, code):
