@@ -38,15 +38,20 @@ ENCODER_OPTIONS = {
 }
 
 
-def reencode(src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264") -> None:
+def reencode(
+    src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264", grey: bool = False
+) -> None:
     """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), upright, and
     downscaled to `max_lines` on its shorter side (480p: 854×480 landscape, 480×854 portrait)
     when larger: the compression of uploads, the same file on every run (in MP4). With codec
-    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused)."""
+    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused). With `grey`, in
+    black and white."""
     with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
         rate = stream_in.average_rate or Fraction(25)
         frames = _upright_frames(inp.decode(stream_in), max_lines)
+        if grey:
+            frames = (cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for image in frames)
         if codec == "gif":
             write_gif(frames, dst, rate)
             return

@@ -32,6 +32,12 @@ SMALL_FACE_QUALITY = "crf23_240p"
 # An animated GIF's 256 dithered colours hide some of what gives fakes away; real faces are not called
 # FAKE more often (model card, "Animated GIFs"). The validation quality that measures it:
 GIF_QUALITY = "gif_480p"
+# So does black and white (a pasted face's colour no longer shows), measured as:
+BLACK_AND_WHITE_QUALITY = "bw_crf23_480p"
+# Face crops whose colour channels differ by less than this on average (|R−G| + |B−G|, in grey
+# levels) are taken for black and white: compression leaves such video a trace of colour noise,
+# while skin differs by tens of levels
+COLOURLESS_LEVELS = 4.0
 # Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
 SPARSE_FRAMES_S = 10.0
 # A face found in no more frames than this is judged less surely: on people the recipe never saw,
@@ -277,6 +283,7 @@ class Detector:
             self._uncertain_caveat(confidence),
             self._small_face_caveat(label, tracks),
             self._gif_caveat(label, sampled),
+            self._black_and_white_caveat(label, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
         )
@@ -323,6 +330,16 @@ class Detector:
         )
         return {"code": "gif", "message": message + self._fakes_caught(GIF_QUALITY, "turned into animated GIFs") + "."}
 
+    def _black_and_white_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
+        """A REAL verdict on black and white video says less than usual, as on an animated GIF."""
+        if label != "REAL" or not all(_colourless(t.crops) for t in tracks):
+            return None
+        message = (
+            "This video is in black and white, which hides some of what gives fakes away (a pasted face's colour), "
+            "so a REAL verdict says less than usual"
+        )
+        return {"code": "black_and_white", "message": message + self._fakes_caught(BLACK_AND_WHITE_QUALITY, "turned black and white") + "."}
+
     def _fakes_caught(self, quality: str, videos: str) -> str:
         """How many fakes the validation caught at `quality` against as published, where the
         checkpoint states both, as the end of a caveat's sentence; else nothing."""
@@ -364,6 +381,11 @@ class Detector:
             face.crops,
             heatmaps,
         )
+
+
+def _colourless(crops: np.ndarray) -> bool:
+    rgb = crops.astype(np.int16)
+    return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 2] - rgb[..., 1]).mean()) < COLOURLESS_LEVELS
 
 
 def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:

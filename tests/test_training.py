@@ -1022,6 +1022,20 @@ def test_a_gif_is_written_as_gif_makers_write_one(tmp_path):
     assert all(np.abs(frame.astype(int) - frames[3 * i]).mean() < 8 for i, frame in zip(sampled.indices, sampled.frames))
 
 
+def test_black_and_white_is_written_with_the_pictures_grey_levels_and_no_colour(tmp_path):
+    from model.augment import reencode
+    from model.dataset import QUALITIES
+    from model.video import read_frames
+
+    frames = face_frames(12)
+    path = tmp_path / "grey.mp4"
+    reencode(write_h264(tmp_path / "source.mp4", frames), path, *QUALITIES["bw_crf23_480p"])
+    sampled = read_frames(path, 4)
+    for index, frame in zip(sampled.indices, sampled.frames):
+        assert (frame.max(axis=2).astype(int) - frame.min(axis=2)).max() <= 2  # no colour
+        assert np.abs(frame[..., 1].astype(int) - cv2.cvtColor(frames[index], cv2.COLOR_RGB2GRAY)).mean() < 6
+
+
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
     clip = read_manifest(tiny_dataset)[0]
     unversioned = tmp_path / "orig-112px" / f"{clip.key}.npz"  # where crops lay before the cache had versions
