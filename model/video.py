@@ -324,6 +324,7 @@ class _ContainerFacts(NamedTuple):
     hdr: str | None = None  # "hlg" or "pq"
     several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
     codec: str = ""
+    main_stream: int | None = None  # the index of the stream a player shows, among all the file's
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -336,13 +337,14 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             stream, times = _main_stream(container)
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
-            time_base = stream.time_base  # read while the container is open
+            time_base = stream.time_base  # these read while the container is open
             several = len(container.streams.video) > 1
             codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
+            main = stream.index
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
-    return _ContainerFacts(shown_s, interlaced, hdr, several, codec)
+    return _ContainerFacts(shown_s, interlaced, hdr, several, codec, main)
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -360,7 +362,8 @@ class PyAVCapture:
     says what). Of several video streams it reads the one a player shows (`_main_stream`).
     Frames come out as BGR, as OpenCV's do."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, stream_index: int | None = None):
+        """`stream_index`: the stream to read, where the caller has chosen it already."""
         try:
             self._container = av.open(str(path))
         except (av.FFmpegError, OSError) as error:
@@ -373,7 +376,9 @@ class PyAVCapture:
             self._container.close()
             raise
         self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
-        if len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
+        if stream_index is not None:
+            self._stream = self._container.streams[stream_index]
+        elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
             with av.open(str(path)) as container:
                 main, self._shown = _main_stream(container)
                 index = main.index
@@ -595,7 +600,9 @@ def read_frames(
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
     # and of several video streams, the first (perhaps a cover picture)
     if facts.interlaced or facts.hdr or facts.several_streams:
-        return _sample(path, count, seek_min_gap, progress, max_side, part, PyAVCapture, facts)
+        # the stream chosen once here, not by every capture the reading opens
+        pyav = partial(PyAVCapture, stream_index=facts.main_stream)
+        return _sample(path, count, seek_min_gap, progress, max_side, part, pyav, facts)
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture, facts))
 
 
@@ -637,7 +644,7 @@ def _sample(
     method = "seek" if (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
-        if len(indices) < len(wanted) // 2 and open_capture is not PyAVCapture and shown_s is not None:
+        if len(indices) < len(wanted) // 2 and open_capture is _open and shown_s is not None:
             # OpenCV cannot seek in a container without an index (a browser's WebM recording); PyAV can
             indices, frames = _with_capture(PyAVCapture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
