@@ -128,10 +128,12 @@ class Degradation:
     jpeg_quality: int | None
     # A square hidden behind the crop's mean colour (cutout): (top, left, side) as fractions of the crop.
     erase: tuple[float, float, float] | None = None
+    # Colour taken away (black and white footage), after the noise, which would tint it again.
+    grey: bool = False
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, erase_prob: float = 0.0) -> "Degradation":
-        """One draw; the erasing is drawn only when asked for, so the default draws stay as they were."""
+    def draw(cls, rng: np.random.Generator, erase_prob: float = 0.0, grey_prob: float = 0.0) -> "Degradation":
+        """One draw; erasing and grey are drawn only when asked for, so the default draws stay as they were."""
         degradation = cls(
             flip=bool(rng.random() < 0.5),
             gain=rng.uniform(0.9, 1.1, 3),
@@ -145,6 +147,8 @@ class Degradation:
         if erase_prob and rng.random() < erase_prob:
             side = float(rng.uniform(0.2, 0.4))
             degradation.erase = (float(rng.uniform(0, 1 - side)), float(rng.uniform(0, 1 - side)), side)
+        if grey_prob and rng.random() < grey_prob:
+            degradation.grey = True
         return degradation
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -162,6 +166,8 @@ class Degradation:
             rows, cols = slice(round(top * height), round((top + side) * height)), slice(round(left * width), round((left + side) * width))
             out[rows, cols] = out.mean(axis=(0, 1))
         out = out.astype(np.uint8)
+        if self.grey:
+            out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         size = out.shape[1], out.shape[0]
         if self.downscale < 1.0:
             small = (max(8, int(size[0] * self.downscale)), max(8, int(size[1] * self.downscale)))

@@ -332,6 +332,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--glasses-prob", type=float, default=defaults.glasses_prob, metavar="P",
         help="draw spectacles on every frame of this share of the training sequences, real and fake alike (0: none)",
     )
+    parser.add_argument(
+        "--grey-prob", type=float, default=defaults.grey_prob, metavar="P",
+        help="turn every frame of this share of the training sequences grey, real and fake alike (0: none)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -807,6 +807,38 @@ def test_sampler_erases_with_the_configured_share(paired, monkeypatch):
         assert drawn and all((d.erase is not None) == bool(share) for d in drawn)
 
 
+def test_grey_is_drawn_only_when_asked_and_takes_the_colour_away():
+    from model.augment import Degradation
+
+    plain, asked = np.random.default_rng(3), np.random.default_rng(3)
+    assert not Degradation.draw(plain).grey
+    Degradation.draw(asked, 0.0, 0.0)
+    assert plain.random() == asked.random()  # no draw spent: a sampler without the option is unchanged
+    assert 0.2 < np.mean([Degradation.draw(asked, 0.0, 0.3).grey for _ in range(400)]) < 0.4
+    crop = cv2.resize(data.astronaut()[0:220, 140:360], (112, 112), interpolation=cv2.INTER_AREA)
+    noisy = Degradation(flip=False, gain=np.array([1.1, 0.9, 1.0]), bias=0.0, contrast=1.0, blur_sigma=0.0, noise_sigma=5.0, downscale=1.0, jpeg_quality=None)
+    coloured = noisy.apply(crop, np.random.default_rng(0)).astype(int)
+    noisy.grey = True
+    out = noisy.apply(crop, np.random.default_rng(0)).astype(int)
+    assert np.abs(coloured[..., 0] - coloured[..., 2]).mean() > 10
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    luma = cv2.cvtColor(coloured.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    assert np.abs(out[..., 0] - luma).max() <= 1  # the same light, noise and all
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_sampler_turns_grey_the_configured_share(paired):
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "FAKE", "Deepfakes", "1")]
+    colourful = np.zeros((6, 112, 112, 3), np.uint8)
+    colourful[..., 0] = 200
+    data_ = {c.key: [(colourful, np.zeros((6, 0, 2), np.float32))] for c in clips}
+    for share, expected in ((0.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
+        config = TrainConfig(manifest="", frames_per_clip=2, clips_per_batch=200, paired=paired, grey_prob=share, seed=1)
+        sequences, _ = SequenceSampler(data_, clips, config).batch()
+        grey = (np.abs(sequences[..., 0].astype(int) - sequences[..., 2]).mean(axis=(1, 2, 3)) < 2).mean()
+        assert grey == pytest.approx(expected, abs=0.1)
+
+
 def _eye_landmarks(size: int) -> np.ndarray:
     """Landmarks with only what glasses are placed by: eyes at a third of the height, ears beside them."""
     points = np.zeros((LANDMARKS, 2), np.float32)
@@ -1144,3 +1176,9 @@ def test_glasses_prob_comes_from_the_command_line():
     for command in ("train", "crossval"):
         assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--glasses-prob", "0.25"])).glasses_prob == 0.25
     assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).glasses_prob == 0.0
+
+
+def test_grey_prob_comes_from_the_command_line():
+    for command in ("train", "crossval"):
+        assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--grey-prob", "0.2"])).grey_prob == 0.2
+    assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).grey_prob == 0.0
