@@ -32,7 +32,9 @@ SEEK_MIN_GAP_FRAMES = 150
 MAX_FRAME_SIDE = 1920
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".gif"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".vob", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".dv", ".ogv", ".gif"}
+)
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
 
@@ -104,6 +106,9 @@ class OutsideVideo(ValueError):
 
 # FFmpeg's AVFieldOrder values for interlaced pictures: top or bottom field first, coded in either order
 INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
+# Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
+# captures are stored, an average rate of 60,000), not a video's.
+MAX_FPS = 1000.0
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
 SOUND_ONLY = "This file holds sound but no video."
@@ -325,6 +330,8 @@ class _ContainerFacts(NamedTuple):
     several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
     codec: str = ""
     main_stream: int | None = None  # the index of the stream a player shows, among all the file's
+    # an average rate no video has (raw DV): OpenCV then counts and seeks in ticks of the time base
+    odd_rate: bool = False
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -339,12 +346,26 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
             several = len(container.streams.video) > 1
+            odd_rate = _odd_rate(stream)
             codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
             main = stream.index
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
-    return _ContainerFacts(shown_s, interlaced, hdr, several, codec, main)
+    return _ContainerFacts(shown_s, interlaced, hdr, several, codec, main, odd_rate)
+
+
+def _odd_rate(stream: av.VideoStream) -> bool:
+    return float(stream.average_rate or 0) > MAX_FPS
+
+
+def _plausible_rate(stream: av.VideoStream) -> float:
+    """The stream's frame rate: its average, else FFmpeg's guess, else the codec's (0 if none is
+    a video's)."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate):
+        if rate and 0 < float(rate) <= MAX_FPS:
+            return float(rate)
+    return 0.0
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -420,7 +441,7 @@ class PyAVCapture:
         values = {
             cv2.CAP_PROP_FRAME_WIDTH: codec.width,
             cv2.CAP_PROP_FRAME_HEIGHT: codec.height,
-            cv2.CAP_PROP_FPS: float(self._stream.average_rate or self._stream.guessed_rate or 0),
+            cv2.CAP_PROP_FPS: _plausible_rate(self._stream),
             cv2.CAP_PROP_FRAME_COUNT: self._stream.frames,
         }
         return float(values.get(prop, 0))
@@ -533,22 +554,23 @@ def probe_video(path: str | Path) -> VideoInfo:
 
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
     refused: the detector judges a face over time, and was calibrated on sequences of frames.
-    A file with several video streams is probed by PyAV, which takes the one a player shows.
-    A recording of sound is refused as such, also where it carries a cover picture."""
-    if _video_streams(path) > 1:
+    A file with several video streams is probed by PyAV, which takes the one a player shows, as
+    is one whose average rate no video has (raw DV). A recording of sound is refused as such, also
+    where it carries a cover picture."""
+    if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
     return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
 
 
-def _video_streams(path: str | Path) -> int:
-    """How many video streams the container declares (0 where FFmpeg cannot open it: the decoders
-    then say why); VideoError for a recording of sound."""
+def _probed_by_pyav(path: str | Path) -> bool:
+    """Whether the container, as declared, holds several video streams or an odd rate (False
+    where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound."""
     try:
         with av.open(str(path)) as container:
             _refuse_sound(container)
-            return len(container.streams.video)
+            return len(container.streams.video) > 1 or any(_odd_rate(stream) for stream in container.streams.video[:1])
     except (av.FFmpegError, OSError):
-        return 0
+        return False
 
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
@@ -567,7 +589,7 @@ def _info(capture: Capture) -> VideoInfo:
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if fps <= 0 or fps > 1000:
+    if fps <= 0 or fps > MAX_FPS:
         fps = 25.0
     count = max(count, 0)
     return VideoInfo(width, height, fps, count, count / fps if count else 0.0)
@@ -592,14 +614,16 @@ def read_frames(
     frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
-    kept, HDR ones (HLG, PQ), tone-mapped to SDR, and a file with several video streams, of
-    which the one a player shows is read. `progress` hears how far through the chosen
-    frames the reading is. OutsideVideo where the part begins after the end.
+    kept, HDR ones (HLG, PQ), tone-mapped to SDR, a file with several video streams, of which
+    the one a player shows is read, and raw DV, whose average rate is a time base's. `progress`
+    hears how far through the chosen frames the reading is. OutsideVideo where the part begins
+    after the end.
     """
     facts = _container_facts(path)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
-    # and of several video streams, the first (perhaps a cover picture)
-    if facts.interlaced or facts.hdr or facts.several_streams:
+    # of several video streams, the first (perhaps a cover picture), and where the average rate is
+    # odd, counts and seeks in ticks of the time base
+    if facts.interlaced or facts.hdr or facts.several_streams or facts.odd_rate:
         # the stream chosen once here, not by every capture the reading opens
         pyav = partial(PyAVCapture, stream_index=facts.main_stream)
         return _sample(path, count, seek_min_gap, progress, max_side, part, pyav, facts)

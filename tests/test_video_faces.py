@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -315,6 +316,22 @@ def test_the_video_is_read_not_a_still_track_stored_before_it(tmp_path, name, st
     sampled = read_frames(path, 8, seek_min_gap=seek_min_gap)
     assert sampled.info.frame_count == 40 and sampled.indices == sample_indices(40, 8)
     assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
+
+
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_a_camcorder_capture_in_raw_dv_has_its_own_length_and_times(tmp_path, seek_min_gap):
+    """FFmpeg gives raw DV an average rate of 60,000 a second, and OpenCV counts its frames in
+    ticks of that rate: a 0.67 s capture of 20 frames seemed to hold 40,040 and to last 1,602 s
+    (at the 25 a second put in for an odd rate), its frames shown minutes apart."""
+    frames = [stamp_number(cv2.resize(frame, (720, 480)), i) for i, frame in enumerate(face_frames(20))]
+    path = write_video(tmp_path / "capture.dv", frames, "dvvideo", fps=Fraction(30000, 1001), pix_fmt="yuv411p")
+    info = probe_video(path)  # as an upload is checked
+    assert info.fps == pytest.approx(29.97, abs=0.01) and info.frame_count in (0, 20)
+    sampled = read_frames(path, 6, seek_min_gap=seek_min_gap)
+    assert sampled.info.frame_count == 20 and sampled.info.fps == pytest.approx(29.97, abs=0.01)
+    assert sampled.timeline.duration_s == pytest.approx(20 * 1001 / 30000)
+    assert sampled.indices == sample_indices(20, 6)
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
