@@ -14,7 +14,7 @@ from PIL import Image
 
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
-from .video import VideoError, upright
+from .video import VideoError, frame_rate, pixel_aspect, resized, shown_size, upright
 
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112
@@ -48,8 +48,8 @@ def reencode(
     black and white."""
     with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
-        rate = stream_in.average_rate or Fraction(25)
-        frames = _upright_frames(inp.decode(stream_in), max_lines)
+        rate = frame_rate(stream_in) or Fraction(25)
+        frames = _upright_frames(inp.decode(stream_in), max_lines, pixel_aspect(stream_in))
         if grey:
             frames = (cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for image in frames)
         if codec == "gif":
@@ -71,17 +71,15 @@ def reencode(
                 out.mux(packet)
 
 
-def _upright_frames(decoded: Iterator[av.VideoFrame], max_lines: int | None) -> Iterator[np.ndarray]:
-    """RGB pictures as they are displayed, all of the first's size, no more than `max_lines` on
-    its shorter side."""
+def _upright_frames(decoded: Iterator[av.VideoFrame], max_lines: int | None, aspect: float = 1.0) -> Iterator[np.ndarray]:
+    """RGB pictures as they are displayed, with square pixels (`aspect`: the stored ones'), all
+    of the first's size, no more than `max_lines` on its shorter side."""
     size = None
     for frame in decoded:
-        # The rotation is applied, not copied: the file written carries no rotation of its own.
+        # The rotation and the pixels' shape are applied, not copied: the file written states neither.
         image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
-        width, height = size = size or reencoded_size(image.shape[1], image.shape[0], max_lines)
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        yield image
+        size = size or reencoded_size(*shown_size(image.shape[1], image.shape[0], aspect, frame.rotation % 180 != 0), max_lines)
+        yield resized(image, size)
 
 
 GIF_FPS = 10  # GIF makers' usual rate

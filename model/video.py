@@ -7,6 +7,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple, Protocol, TypeVar
@@ -330,6 +331,8 @@ class _ContainerFacts(NamedTuple):
     several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
     codec: str = ""
     main_stream: int | None = None  # the index of the stream a player shows, among all the file's
+    pixel_aspect: float = 1.0  # see `pixel_aspect`
+    stored_size: tuple[int, int] = (0, 0)  # (width, height) as coded, before any rotation
     # an average rate no video has (raw DV): OpenCV then counts and seeks in ticks of the time base
     odd_rate: bool = False
 
@@ -347,25 +350,51 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             time_base = stream.time_base  # these read while the container is open
             several = len(container.streams.video) > 1
             odd_rate = _odd_rate(stream)
+            aspect, stored = pixel_aspect(stream), (stream.codec_context.width, stream.codec_context.height)
             codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
             main = stream.index
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
-    return _ContainerFacts(shown_s, interlaced, hdr, several, codec, main, odd_rate)
+    return _ContainerFacts(
+        shown_s, interlaced, hdr, several, codec, main_stream=main, pixel_aspect=aspect, stored_size=stored, odd_rate=odd_rate
+    )
+
+
+def pixel_aspect(stream: av.VideoStream) -> float:
+    """How much wider than tall a stored pixel is shown (DVDs, DV and HDV store 4:3 and 16:9
+    pictures in fewer or more columns than they show, and players stretch them); 1 where unstated."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(ratio) if ratio and 0.25 <= ratio <= 4 else 1.0
+
+
+def shown_size(width: int, height: int, aspect: float, turned: bool = False) -> tuple[int, int]:
+    """(width, height) of a decoded picture as a player shows it: its stored columns stretched by
+    the `aspect` of its pixels, which a quarter turn (`turned`) has made its rows."""
+    if turned:
+        return width, max(1, round(height * aspect))
+    return max(1, round(width * aspect)), height
+
+
+def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` at `size` (width, height): averaged where it shrinks, interpolated where it grows."""
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    shrinking = size[0] <= image.shape[1] and size[1] <= image.shape[0]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def _odd_rate(stream: av.VideoStream) -> bool:
     return float(stream.average_rate or 0) > MAX_FPS
 
 
-def _plausible_rate(stream: av.VideoStream) -> float:
-    """The stream's frame rate: its average, else FFmpeg's guess, else the codec's (0 if none is
-    a video's)."""
+def frame_rate(stream: av.VideoStream) -> Fraction | None:
+    """The stream's frame rate: its average, else FFmpeg's guess, else the codec's (None if none
+    is a video's)."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate):
-        if rate and 0 < float(rate) <= MAX_FPS:
-            return float(rate)
-    return 0.0
+        if rate and 0 < rate <= MAX_FPS:
+            return rate
+    return None
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -441,7 +470,7 @@ class PyAVCapture:
         values = {
             cv2.CAP_PROP_FRAME_WIDTH: codec.width,
             cv2.CAP_PROP_FRAME_HEIGHT: codec.height,
-            cv2.CAP_PROP_FPS: _plausible_rate(self._stream),
+            cv2.CAP_PROP_FPS: float(frame_rate(self._stream) or 0),
             cv2.CAP_PROP_FRAME_COUNT: self._stream.frames,
         }
         return float(values.get(prop, 0))
@@ -487,21 +516,26 @@ class _ToRGB:
     With `one_field`, an interlaced picture keeps its top field alone, stretched to full height:
     its two fields are shot a field apart, and the combs they leave where the face moves would
     read as the edges of a pasted face (real clips woven so scored higher: model card, "Interlaced video").
-    With `hdr`, the frame holds 16-bit HDR code values (PyAVCapture's), tone-mapped once shrunk."""
+    With `hdr`, the frame holds 16-bit HDR code values (PyAVCapture's), tone-mapped once shrunk.
+    Pixels that are not square (`pixel_aspect`) are stretched as a player shows them, so that a
+    face keeps its shape; `decoded_shape` is the picture's size as shown."""
 
     max_side: int
     one_field: bool = False
     hdr: str | None = None
+    pixel_aspect: float = 1.0
+    stored_size: tuple[int, int] = (0, 0)  # (width, height) as coded, to tell a picture turned a quarter
     decoded_shape: tuple[int, int] = (0, 0)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        self.decoded_shape = frame.shape[:2]
         if self.one_field:
             frame = cv2.resize(frame[::2], (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-        scale = self.max_side / max(frame.shape[:2])
-        if scale < 1:
-            size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        height, width = frame.shape[:2]
+        turned = (height, width) == self.stored_size and width != height
+        width, height = shown_size(width, height, self.pixel_aspect, turned)
+        self.decoded_shape = height, width
+        scale = min(1.0, self.max_side / max(width, height))
+        frame = resized(frame, (round(width * scale), round(height * scale)))
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         return sdr_from_hdr(rgb, self.hdr) if self.hdr and rgb.dtype == np.uint16 else rgb
 
@@ -650,7 +684,7 @@ def _sample(
 ) -> SampledFrames:
     facts = facts or _container_facts(path)
     shown_s = facts.shown_s
-    to_rgb = _ToRGB(max_side, one_field=facts.interlaced, hdr=facts.hdr)
+    to_rgb = _ToRGB(max_side, facts.interlaced, facts.hdr, facts.pixel_aspect, facts.stored_size)
     info = _probe(path, open_capture)
     with_capture = partial(_with_capture, open_capture, path)
 

@@ -93,15 +93,19 @@ def write_video(
     options: dict | None = None,
     times_s: Iterable[float] | None = None,
     container_options: dict | None = None,
+    pixel_aspect: Fraction | None = None,
 ) -> Path:
     """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix.
-    `times_s`: when each frame is shown, for a frame rate that varies (else one frame each 1/`fps` s)."""
+    `times_s`: when each frame is shown, for a frame rate that varies (else one frame each 1/`fps` s).
+    `pixel_aspect`: the stored pixels' width over their height as a player shows them."""
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), "w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         stream.options = options or {}
         if times_s is not None:
             stream.codec_context.time_base = stream.time_base = Fraction(1, 90000)

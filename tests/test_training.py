@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -1021,6 +1022,30 @@ def test_a_portrait_video_is_reencoded_upright_at_480_lines_across(tmp_path):
             assert frame.rotation == 0 and (frame.width, frame.height) == (480, 852)
         sampled = read_frames(target, 1)
         expected = cv2.resize(upright[sampled.indices[0]], (480, 852), interpolation=cv2.INTER_AREA)
+        assert np.abs(sampled.frames[0].astype(int) - expected).mean() < 6
+
+
+def test_a_reencode_has_square_pixels_and_the_source_s_rate(tmp_path):
+    """As a video site's transcoder writes it: a 16:9 picture stored in fewer columns (HDV, DVD)
+    comes out 16:9 in square pixels; raw DV, whose average rate FFmpeg gives as 60,000 a second,
+    at its own 29.97."""
+    from model.augment import reencode
+    from model.video import read_frames
+
+    frames = face_frames(6)
+    narrow = [cv2.resize(f, (480, 360), interpolation=cv2.INTER_AREA) for f in frames]
+    squeezed = write_video(tmp_path / "hdv.mp4", narrow, "libx264", pixel_aspect=Fraction(4, 3))
+    dv_frames = [cv2.resize(f, (720, 480)) for f in frames]
+    capture = write_video(tmp_path / "capture.dv", dv_frames, "dvvideo", fps=Fraction(30000, 1001), pix_fmt="yuv411p")
+    for source, size in ((squeezed, (640, 360)), (capture, (640, 480))):  # NTSC DV's pixels are 8/9 as wide as tall
+        target = tmp_path / f"{source.stem}-hard.mp4"
+        reencode(source, target, crf=23, max_lines=480)
+        with av.open(str(target)) as container:
+            stream = container.streams.video[0]
+            assert (stream.width, stream.height) == size and stream.sample_aspect_ratio in (None, 1)
+            assert stream.average_rate == (10 if source is squeezed else Fraction(30000, 1001)) and stream.frames == 6
+        sampled = read_frames(target, 1)
+        expected = cv2.resize(frames[sampled.indices[0]], size, interpolation=cv2.INTER_AREA)
         assert np.abs(sampled.frames[0].astype(int) - expected).mean() < 6
 
 

@@ -331,7 +331,25 @@ def test_a_camcorder_capture_in_raw_dv_has_its_own_length_and_times(tmp_path, se
     assert sampled.info.frame_count == 20 and sampled.info.fps == pytest.approx(29.97, abs=0.01)
     assert sampled.timeline.duration_s == pytest.approx(20 * 1001 / 30000)
     assert sampled.indices == sample_indices(20, 6)
-    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    assert sampled.frames[0].shape[:2] == (480, 640)  # 4:3 as shown: NTSC DV's pixels are 8/9 as wide as tall
+    assert [read_stamp(cv2.resize(frame, (720, 480))) for frame in sampled.frames] == sampled.indices
+
+
+@pytest.mark.parametrize("turned", [False, True])
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_pixels_that_are_not_square_are_stretched_as_a_player_shows_them(tmp_path, turned, seek_min_gap):
+    """16:9 stored in 3/4 of the columns, with pixels a third wider than tall (as HDV camcorders,
+    DVDs and broadcast record): read as stored, every face was a quarter too narrow."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(12))]
+    squeezed = [cv2.resize(frame, (480, 360), interpolation=cv2.INTER_AREA) for frame in frames]
+    path = write_video(tmp_path / "hdv.mp4", squeezed, "libx264", pixel_aspect=Fraction(4, 3))
+    if turned:  # and shown a quarter turned: the stored columns are then the picture's rows
+        path = turn_quarter_clockwise_on_display(path)
+        frames = [np.ascontiguousarray(np.rot90(frame, -1)) for frame in frames]
+    sampled = read_frames(path, 4, seek_min_gap=seek_min_gap)
+    assert sampled.frames[0].shape[:2] == frames[0].shape[:2] and sampled.scale == 1
+    assert (sampled.info.height, sampled.info.width) == frames[0].shape[:2]
+    assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
