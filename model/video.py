@@ -643,8 +643,9 @@ def read_frames(
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame
     (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
-    count missing from the header is taken from the container's packets, without decoding; a
-    wrong one is corrected by counting. Rotation metadata is applied by the decoder. Where the
+    count missing from the header is taken from the container's packets, without decoding, as is
+    one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
+    is corrected by counting. Rotation metadata is applied by the decoder. Where the
     frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
@@ -692,7 +693,10 @@ def _sample(
         info.frame_count = frame_count
         return Timeline.of(info.fps, frame_count, shown_s)
 
-    if info.frame_count > 0:
+    if shown_s is not None and 0 < len(shown_s) < info.frame_count:
+        # an edit list hides frames that the header counts (a clip trimmed without re-encoding)
+        timeline = counted(len(shown_s))
+    elif info.frame_count > 0:
         timeline = counted(info.frame_count)
     elif shown_s is not None:  # no count in the header (a browser's recording): its packets, not decoded
         timeline = counted(len(shown_s))

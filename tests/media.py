@@ -121,6 +121,26 @@ def write_video(
     return path
 
 
+def write_trimmed(path: Path, frames: list[np.ndarray], first_shown: int, key_every: int = 20, fps: int = 10) -> Path:
+    """H.264 MP4 cut without re-encoding, as phones trim a clip and `ffmpeg -ss … -c copy` cuts
+    one: it keeps the frames from the key frame before `first_shown`, and an edit list hides
+    those before it (the header's frame count still counts them)."""
+    source = write_video(path.with_name("uncut.mp4"), frames, "libx264", fps, options={"g": str(key_every), "sc_threshold": "0", "bf": "0"})
+    first_kept = first_shown - first_shown % key_every
+    with av.open(str(source)) as uncut, av.open(str(path), "w") as out:
+        stream = uncut.streams.video[0]
+        trimmed = out.add_stream_from_template(stream)
+        ticks = round(1 / (fps * stream.time_base))  # of the time base, a frame
+        for packet in uncut.demux(stream):
+            if packet.pts is None or packet.pts < first_kept * ticks:
+                continue
+            packet.pts -= first_shown * ticks
+            packet.dts -= first_shown * ticks
+            packet.stream = trimmed
+            out.mux(packet)
+    return path
+
+
 def write_behind_a_still_track(path: Path, frames: list[np.ndarray], still_frames: int = 1, fps: int = 10) -> Path:
     """H.264 video stored as a file's second video stream, behind a short track of a still grey
     picture (MJPEG; a preview or cover that some editors and downloaders put first)."""

@@ -47,6 +47,7 @@ from media import (
     write_behind_a_still_track,
     write_h264,
     write_hdr_video,
+    write_trimmed,
     write_video,
 )
 
@@ -352,6 +353,18 @@ def test_pixels_that_are_not_square_are_stretched_as_a_player_shows_them(tmp_pat
     assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
 
 
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tmp_path, seek_min_gap):
+    """Its header counts 20 frames, of which an edit list hides 5: seeking, the last quarter of
+    the frames spread over the count lay past the end, and the clip seemed to last 2 s, not 1.5."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(40))]
+    path = write_trimmed(tmp_path / "trimmed.mp4", frames, first_shown=25)
+    sampled = read_frames(path, 5, seek_min_gap=seek_min_gap)
+    assert sampled.info.frame_count == 15 and sampled.timeline.duration_s == pytest.approx(1.5)
+    assert sampled.indices == sample_indices(15, 5)
+    assert [read_stamp(frame) for frame in sampled.frames] == [25 + i for i in sampled.indices]
+
+
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name
@@ -571,7 +584,10 @@ def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatc
         info.frame_count = 10**6  # long enough to seek
         return info
 
+    real_facts = video._container_facts
     monkeypatch.setattr(video, "_probe", long_probe)
+    # no packet times to count instead (fewer packets than the header's count would be believed)
+    monkeypatch.setattr(video, "_container_facts", lambda path: real_facts(path)._replace(shown_s=None))
     monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
     with pytest.raises(VideoError, match="no decodable frames"):
         video.read_frames(media["face_h264"], 10, seek_min_gap=1)
