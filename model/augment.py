@@ -38,20 +38,37 @@ ENCODER_OPTIONS = {
 }
 
 
+def grey(image: np.ndarray) -> np.ndarray:
+    """An RGB picture in black and white."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+# The sepia filter of photo and video apps (CSS's sepia(), from Microsoft's): old film's brown.
+SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
+
+
+def sepia(image: np.ndarray) -> np.ndarray:
+    """An RGB picture toned sepia: black and white in shades of brown."""
+    return np.clip(image.astype(np.float32) @ SEPIA.T, 0, 255).astype(np.uint8)
+
+
+TONES = {"grey": grey, "sepia": sepia}
+
+
 def reencode(
-    src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264", grey: bool = False
+    src: str | Path, dst: str | Path, crf: int = 40, max_lines: int | None = 480, codec: str = "libx264", tone: str | None = None
 ) -> None:
     """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), upright, and
     downscaled to `max_lines` on its shorter side (480p: 854×480 landscape, 480×854 portrait)
     when larger: the compression of uploads, the same file on every run (in MP4). With codec
-    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused). With `grey`, in
-    black and white."""
+    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused). With a `tone`
+    (TONES), in black and white ("grey") or sepia."""
     with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
         rate = frame_rate(stream_in) or Fraction(25)
         frames = _upright_frames(inp.decode(stream_in), max_lines, pixel_aspect(stream_in))
-        if grey:
-            frames = (cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for image in frames)
+        if tone:
+            frames = map(TONES[tone], frames)
         if codec == "gif":
             write_gif(frames, dst, rate)
             return
@@ -165,7 +182,7 @@ class Degradation:
             out[rows, cols] = out.mean(axis=(0, 1))
         out = out.astype(np.uint8)
         if self.grey:
-            out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+            out = grey(out)
         size = out.shape[1], out.shape[0]
         if self.downscale < 1.0:
             small = (max(8, int(size[0] * self.downscale)), max(8, int(size[1] * self.downscale)))

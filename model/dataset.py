@@ -29,7 +29,7 @@ class Reencode(NamedTuple):
     crf: int
     max_lines: int  # on the shorter side
     codec: str = "libx264"
-    grey: bool = False  # in black and white
+    tone: str | None = None  # augment.TONES: in black and white, or sepia
 
 
 # name → how the clip is re-encoded; None keeps the file as it is.
@@ -47,7 +47,9 @@ QUALITIES: dict[str, Reencode | None] = {
     # an animated GIF, as clips are shared in chats and on forums: 256 colours, dithered, 10 frames a second
     "gif_480p": Reencode(0, 480, "gif"),
     # black and white, as old footage, night-vision cameras and filters show faces; else as uploads are compressed
-    "bw_crf23_480p": Reencode(23, 480, grey=True),
+    "bw_crf23_480p": Reencode(23, 480, tone="grey"),
+    # sepia, as photo and video apps' old-film filters tone it; else as bw_crf23_480p
+    "sepia_crf23_480p": Reencode(23, 480, tone="sepia"),
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).

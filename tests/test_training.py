@@ -1093,6 +1093,22 @@ def test_black_and_white_is_written_with_the_pictures_grey_levels_and_no_colour(
         assert np.abs(frame[..., 1].astype(int) - cv2.cvtColor(frames[index], cv2.COLOR_RGB2GRAY)).mean() < 6
 
 
+def test_sepia_is_written_in_shades_of_brown_as_apps_tone_it(tmp_path):
+    from model.augment import SEPIA, reencode
+    from model.dataset import QUALITIES
+    from model.video import read_frames
+
+    frames = face_frames(12)
+    path = tmp_path / "sepia.mp4"
+    reencode(write_h264(tmp_path / "source.mp4", frames), path, *QUALITIES["sepia_crf23_480p"])
+    sampled = read_frames(path, 4)
+    for index, frame in zip(sampled.indices, sampled.frames):
+        expected = np.clip(frames[index].astype(np.float32) @ SEPIA.T, 0, 255)
+        assert np.abs(frame.astype(int) - expected).mean() < 6
+        red, green, blue = frame.reshape(-1, 3).astype(int).T
+        assert (red - green).mean() > 4 and (green - blue).mean() > 6  # brown, not grey
+
+
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
     clip = read_manifest(tiny_dataset)[0]
     unversioned = tmp_path / "orig-112px" / f"{clip.key}.npz"  # where crops lay before the cache had versions
