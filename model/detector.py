@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -38,6 +39,14 @@ BLACK_AND_WHITE_QUALITY = "bw_crf23_480p"
 # levels) are taken for black and white: compression leaves such video a trace of colour noise,
 # while skin differs by tens of levels
 COLOURLESS_LEVELS = 4.0
+# So does a single tone over a grey picture (sepia, a night-vision green; model card, "Sepia"),
+# measured as:
+TONED_QUALITY = "sepia_crf23_480p"
+# Below this spread of chromaticity (`_chromaticity_spread`), a face's colour is a single tone:
+# the 106 training clips toned sepia and re-encoded spread 4–15, in colour 27–227 at every quality
+# measured, the 32 clips from elsewhere 34 and up
+TONED_SPREAD = 20.0
+CHROMATICITY_PX = 14
 # Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
 SPARSE_FRAMES_S = 10.0
 # A face found in no more frames than this is judged less surely: on people the recipe never saw,
@@ -284,6 +293,7 @@ class Detector:
             self._small_face_caveat(label, tracks),
             self._gif_caveat(label, sampled),
             self._black_and_white_caveat(label, tracks),
+            self._toned_caveat(label, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
         )
@@ -340,6 +350,16 @@ class Detector:
         )
         return {"code": "black_and_white", "message": message + self._fakes_caught(BLACK_AND_WHITE_QUALITY, "turned black and white") + "."}
 
+    def _toned_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
+        """A REAL verdict on video toned in a single colour says less than usual, as in black and white."""
+        if label != "REAL" or not all(_toned(t.crops) for t in tracks):
+            return None
+        message = (
+            "This video is toned in a single colour (as sepia and night-vision filters tone it), which hides some of "
+            "what gives fakes away (a pasted face's colour), so a REAL verdict says less than usual"
+        )
+        return {"code": "toned", "message": message + self._fakes_caught(TONED_QUALITY, "toned sepia") + "."}
+
     def _fakes_caught(self, quality: str, videos: str) -> str:
         """How many fakes the validation caught at `quality` against as published, where the
         checkpoint states both, as the end of a caveat's sentence; else nothing."""
@@ -386,6 +406,27 @@ class Detector:
 def _colourless(crops: np.ndarray) -> bool:
     rgb = crops.astype(np.int16)
     return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 2] - rgb[..., 1]).mean()) < COLOURLESS_LEVELS
+
+
+def _toned(crops: np.ndarray) -> bool:
+    """Colour, but a single tone of it over a grey picture (`TONED_SPREAD`)."""
+    return not _colourless(crops) and _chromaticity_spread(crops) < TONED_SPREAD
+
+
+def _chromaticity_spread(crops: np.ndarray) -> float:
+    """How far the colours of a face's crops differ, light aside: the standard deviation of R's
+    and B's shares of R+G+B (×1000) over each crop shrunk to 14 px, which averages away the
+    colour noise of compression but not the colours of skin, lips, hair and background, among
+    pixels neither dark nor clipped; the median over the crops."""
+    spreads = []
+    for crop in crops:
+        pixels = cv2.resize(crop, (CHROMATICITY_PX, CHROMATICITY_PX), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32)
+        total = pixels.sum(axis=1)
+        lit = (total > 90) & (pixels.max(axis=1) < 250)
+        if lit.sum() >= 20:
+            red, blue = pixels[lit, 0] / total[lit], pixels[lit, 2] / total[lit]
+            spreads.append(1000 * np.sqrt(red.var() + blue.var()))
+    return float(np.median(spreads)) if spreads else float("inf")
 
 
 def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:

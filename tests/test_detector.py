@@ -190,25 +190,46 @@ def test_the_small_face_caveat_says_how_many_fakes_were_caught_where_the_checkpo
 
 @pytest.fixture(scope="module")
 def hiding_clips(tmp_path_factory) -> dict[str, Path]:
-    """The astronaut clip as an animated GIF, and in black and white."""
+    """The astronaut clip as an animated GIF, in black and white, and toned sepia."""
     from fractions import Fraction
 
     import cv2
     from media import face_frames, write_h264
 
-    from model.augment import write_gif
+    from model.augment import sepia, write_gif
 
     folder = tmp_path_factory.mktemp("hiding")
     frames = face_frames(20)
     write_gif(iter(frames), folder / "clip.gif", Fraction(10))
     grey = [cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for frame in frames]
-    return {"gif": folder / "clip.gif", "black_and_white": write_h264(folder / "grey.mp4", grey)}
+    return {
+        "gif": folder / "clip.gif",
+        "black_and_white": write_h264(folder / "grey.mp4", grey),
+        "toned": write_h264(folder / "sepia.mp4", [sepia(frame) for frame in frames]),
+    }
+
+
+def test_a_single_tone_is_told_from_colour_and_from_grey(media, hiding_clips, tmp_path):
+    """Sepia, and the green of a night-vision camera, through H.264's colour noise."""
+    from media import face_frames, write_h264
+
+    from model.augment import grey
+    from model.detector import _colourless, _toned
+    from model.faces import extract_face_crops
+
+    green = [np.clip(grey(frame) * np.array([0.35, 1.0, 0.35]), 0, 255).astype(np.uint8) for frame in face_frames(20)]
+    clips = {"green": write_h264(tmp_path / "green.mp4", green), "sepia": hiding_clips["toned"]}
+    clips |= {"colour": media["face_h264"], "grey": hiding_clips["black_and_white"]}
+    crops = {name: extract_face_crops(read_frames(path, 10).frames, 112)[0].crops for name, path in clips.items()}
+    assert {name: _toned(c) for name, c in crops.items()} == {"green": True, "sepia": True, "colour": False, "grey": False}
+    assert _colourless(crops["grey"]) and not _colourless(crops["green"])
 
 
 # per caveat: how its message begins, the validation quality it quotes, and what that quality did to the videos
 HIDING = {
     "gif": ("This video is an animated GIF", "gif_480p", "turned into animated GIFs"),
     "black_and_white": ("This video is in black and white", "bw_crf23_480p", "turned black and white"),
+    "toned": ("This video is toned in a single colour", "sepia_crf23_480p", "toned sepia"),
 }
 
 
@@ -216,7 +237,7 @@ HIDING = {
 @pytest.mark.parametrize("p_fake, hiding, states, caveat", [
     (0.2, True, True, True),
     (0.2, True, False, True),  # a checkpoint that states no validation: the message gives no figures
-    (0.8, True, True, False),  # neither makes real faces look fake: a FAKE verdict stands as it is
+    (0.8, True, True, False),  # none makes real faces look fake: a FAKE verdict stands as it is
     (0.2, False, True, False),  # a colour H.264 clip
 ])  # fmt: skip
 def test_a_real_verdict_on_video_that_hides_fakes_says_it_means_less(media, hiding_clips, monkeypatch, tmp_path, kind, p_fake, hiding, states, caveat):
