@@ -602,7 +602,8 @@ def _probed_by_pyav(path: str | Path) -> bool:
     try:
         with av.open(str(path)) as container:
             _refuse_sound(container)
-            return len(container.streams.video) > 1 or any(_odd_rate(stream) for stream in container.streams.video[:1])
+            streams = container.streams.video
+            return len(streams) > 1 or (len(streams) == 1 and _odd_rate(streams[0]))
     except (av.FFmpegError, OSError):
         return False
 
@@ -645,8 +646,8 @@ def read_frames(
     (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
     count missing from the header is taken from the container's packets, without decoding, as is
     one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
-    is corrected by counting. Rotation metadata is applied by the decoder. Where the
-    frame rate varies, the frames are spread evenly in time, and a part and the frames' times
+    is corrected by counting. Rotation metadata is applied by the decoder, and pixels that are not
+    square are stretched as a player shows them. Where the frame rate varies, the frames are spread evenly in time, and a part and the frames' times
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
     kept, HDR ones (HLG, PQ), tone-mapped to SDR, a file with several video streams, of which
