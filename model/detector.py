@@ -324,41 +324,37 @@ class Detector:
         if label != "REAL" or smallest.height >= SMALL_FACE_PX:
             return None
         face = f"Face {smallest.track_id}" if len(tracks) > 1 else "The face"
-        message = (
-            f"{face} is only about {smallest.height} px tall in this video. On faces under {SMALL_FACE_PX} px "
-            "the detector misses more fakes, so a REAL verdict says less than usual"
-        )
-        return {"code": "small_face", "message": message + self._fakes_caught(SMALL_FACE_QUALITY, "re-encoded small (240p)") + "."}
+        why = f"{face} is only about {smallest.height} px tall in this video. On faces under {SMALL_FACE_PX} px the detector misses more fakes"
+        return self._fakes_pass("small_face", why, SMALL_FACE_QUALITY, "re-encoded small (240p)")
 
     def _gif_caveat(self, label: str, sampled: SampledFrames) -> dict | None:
         """A REAL verdict on an animated GIF says less than usual, as on a small face."""
         if label != "REAL" or sampled.info.codec != "gif":
             return None
-        message = (
-            "This video is an animated GIF, whose 256 dithered colours hide some of what gives fakes away, "
-            "so a REAL verdict says less than usual"
-        )
-        return {"code": "gif", "message": message + self._fakes_caught(GIF_QUALITY, "turned into animated GIFs") + "."}
+        why = "This video is an animated GIF, whose 256 dithered colours hide some of what gives fakes away"
+        return self._fakes_pass("gif", why, GIF_QUALITY, "turned into animated GIFs")
 
     def _black_and_white_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on black and white video says less than usual, as on an animated GIF."""
         if label != "REAL" or not all(_colourless(t.crops) for t in tracks):
             return None
-        message = (
-            "This video is in black and white, which hides some of what gives fakes away (a pasted face's colour), "
-            "so a REAL verdict says less than usual"
-        )
-        return {"code": "black_and_white", "message": message + self._fakes_caught(BLACK_AND_WHITE_QUALITY, "turned black and white") + "."}
+        why = "This video is in black and white, which hides some of what gives fakes away (a pasted face's colour)"
+        return self._fakes_pass("black_and_white", why, BLACK_AND_WHITE_QUALITY, "turned black and white")
 
     def _toned_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on video toned in a single colour says less than usual, as in black and white."""
         if label != "REAL" or not all(_toned(t.crops) for t in tracks):
             return None
-        message = (
+        why = (
             "This video is toned in a single colour (as sepia and night-vision filters tone it), which hides some of "
-            "what gives fakes away (a pasted face's colour), so a REAL verdict says less than usual"
+            "what gives fakes away (a pasted face's colour)"
         )
-        return {"code": "toned", "message": message + self._fakes_caught(TONED_QUALITY, "toned sepia") + "."}
+        return self._fakes_pass("toned", why, TONED_QUALITY, "toned sepia")
+
+    def _fakes_pass(self, code: str, why: str, quality: str, videos: str) -> dict:
+        """A caveat on a REAL verdict where more fakes pass: `why`, and how many fakes the
+        validation caught at `quality` (`videos` says what it did to them)."""
+        return {"code": code, "message": f"{why}, so a REAL verdict says less than usual{self._fakes_caught(quality, videos)}."}
 
     def _fakes_caught(self, quality: str, videos: str) -> str:
         """How many fakes the validation caught at `quality` against as published, where the
