@@ -107,7 +107,7 @@ def _part(options: dict) -> TimeRange:
 
 
 def _not_a_video(error: VideoError) -> AnalysisError:
-    return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV, WebM or an animated GIF).")
+    return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV, WebM, or an animated GIF or WebP).")
 
 
 def _outside_video(error: OutsideVideo) -> AnalysisError:

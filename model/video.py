@@ -16,6 +16,7 @@ import av
 import cv2
 import numpy as np
 from av.video.reformatter import Colorspace
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ MAX_FRAME_SIDE = 1920
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
 VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".vob", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".dv", ".ogv", ".gif"}
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".vob", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".dv", ".ogv", ".gif", ".webp"}
 )
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
@@ -507,6 +508,88 @@ class PyAVCapture:
         self._container.close()
 
 
+# Browsers show an animated picture's frames that claim no time, or next to none, for 100 ms, as
+# FFmpeg's GIF reader does.
+MIN_PICTURE_FRAME_MS, PICTURE_FRAME_MS = 11, 100
+
+
+def animated_webp_durations(path: str | Path) -> list[int] | None:
+    """How long each frame of an animated WebP is shown, in milliseconds, from its frame chunks
+    (nothing is decoded); None for any other file, a still WebP among them."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(21)
+            # RIFF, WEBP, and a VP8X chunk whose flags say "animation"
+            if len(head) < 21 or head[:4] != b"RIFF" or head[8:16] != b"WEBPVP8X" or not head[20] & 0x02:
+                return None
+            durations, position = [], 12
+            while len(chunk := _read_at(file, position, 24)) >= 8:
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"ANMF" and len(chunk) >= 23:
+                    shown = int.from_bytes(chunk[20:23], "little")  # after the frame's offset and size
+                    durations.append(shown if shown >= MIN_PICTURE_FRAME_MS else PICTURE_FRAME_MS)
+                position += 8 + size + size % 2
+    except OSError:
+        return None
+    return durations
+
+
+def _read_at(file, position: int, size: int) -> bytes:
+    file.seek(position)
+    return file.read(size)
+
+
+class PillowCapture:
+    """cv2.VideoCapture's readers' part over Pillow, for animated WebP (stickers, and what GIF
+    sites serve in place of GIFs), which FFmpeg's decoder cannot decode. Each frame is drawn over
+    the previous ones as a browser draws it, and what it leaves transparent over white. Frames
+    come out as BGR, as OpenCV's do."""
+
+    def __init__(self, path: str | Path):
+        try:
+            self._image = Image.open(path)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise _Undecodable(NOT_OPENED) from error
+        self._durations = animated_webp_durations(path) or [PICTURE_FRAME_MS]
+        self._next = 0  # the frame the next grab takes
+
+    def grab(self) -> bool:
+        if self._next >= getattr(self._image, "n_frames", 1):
+            return False
+        self._image.seek(self._next)  # decoded when retrieved
+        self._next += 1
+        return True
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        try:
+            picture = self._image.convert("RGBA")
+        except (OSError, EOFError):  # a truncated file
+            return False, None
+        canvas = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+        return True, cv2.cvtColor(np.asarray(Image.alpha_composite(canvas, picture).convert("RGB")), cv2.COLOR_RGB2BGR)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.retrieve() if self.grab() else (False, None)
+
+    def get(self, prop: int) -> float:
+        values = {
+            cv2.CAP_PROP_FRAME_WIDTH: self._image.width,
+            cv2.CAP_PROP_FRAME_HEIGHT: self._image.height,
+            cv2.CAP_PROP_FPS: 1000 * len(self._durations) / sum(self._durations),
+            cv2.CAP_PROP_FRAME_COUNT: getattr(self._image, "n_frames", 1),
+        }
+        return float(values.get(prop, 0))
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop == cv2.CAP_PROP_POS_FRAMES:
+            self._next = int(value)  # frames before it are decoded on the way, as each builds on the last
+            return True
+        return False
+
+    def release(self) -> None:
+        self._image.close()
+
+
 Opener = Callable[[str | Path], Capture]
 
 
@@ -589,8 +672,10 @@ def probe_video(path: str | Path) -> VideoInfo:
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
     refused: the detector judges a face over time, and was calibrated on sequences of frames.
     A file with several video streams is probed by PyAV, which takes the one a player shows, as
-    is one whose average rate no video has (raw DV). A recording of sound is refused as such, also
+    is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A recording of sound is refused as such, also
     where it carries a cover picture."""
+    if animated_webp_durations(path):
+        return _probe(path, PillowCapture)
     if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
     return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
@@ -651,10 +736,14 @@ def read_frames(
     (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
     decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
     kept, HDR ones (HLG, PQ), tone-mapped to SDR, a file with several video streams, of which
-    the one a player shows is read, and raw DV, whose average rate is a time base's. `progress`
+    the one a player shows is read, and raw DV, whose average rate is a time base's. Pillow
+    decodes animated WebP, which FFmpeg cannot. `progress`
     hears how far through the chosen frames the reading is. OutsideVideo where the part begins
     after the end.
     """
+    if durations := animated_webp_durations(path):  # which FFmpeg cannot decode
+        facts = _ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
+        return _sample(path, count, seek_min_gap, progress, max_side, part, PillowCapture, facts)
     facts = _container_facts(path)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
     # of several video streams, the first (perhaps a cover picture), and where the average rate is

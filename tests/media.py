@@ -121,6 +121,16 @@ def write_video(
     return path
 
 
+def write_animated_webp(path: Path, frames: Iterable[np.ndarray], durations_ms: list[int], lossless: bool = True) -> Path:
+    """An animated WebP of RGB or RGBA frames, each shown its duration, written by libwebp through
+    Pillow, which keeps only the part of a frame that changes (as sticker and GIF site makers do)."""
+    from PIL import Image
+
+    pictures = [Image.fromarray(frame) for frame in frames]
+    pictures[0].save(path, format="WEBP", save_all=True, append_images=pictures[1:], duration=durations_ms, loop=0, lossless=lossless)
+    return path
+
+
 def write_trimmed(path: Path, frames: list[np.ndarray], first_shown: int, key_every: int = 20, fps: int = 10) -> Path:
     """H.264 MP4 cut without re-encoding, as phones trim a clip and `ffmpeg -ss … -c copy` cuts
     one: it keeps the frames from the key frame before `first_shown`, and an edit list hides

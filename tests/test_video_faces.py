@@ -22,6 +22,7 @@ from model.faces import (
     track_faces,
 )
 from model.video import (
+    PICTURE_FRAME_MS,
     OutsideVideo,
     PyAVCapture,
     TimeRange,
@@ -44,6 +45,7 @@ from media import (
     stamp_number,
     turn_quarter_clockwise_on_display,
     two_face_frames,
+    write_animated_webp,
     write_behind_a_still_track,
     write_h264,
     write_hdr_video,
@@ -365,12 +367,48 @@ def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tm
     assert [read_stamp(frame) for frame in sampled.frames] == [25 + i for i in sampled.indices]
 
 
-@pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo-named-like-a-video.mp4"])
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.webp", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name
-    path.write_bytes(cv2.imencode(".png" if name.endswith(".png") else ".jpg", face_frames(1)[0][..., ::-1])[1].tobytes())
-    with pytest.raises(VideoError, match="single picture"):
-        read_frames(path, 10)
+    path.write_bytes(cv2.imencode(path.suffix if path.suffix != ".mp4" else ".jpg", face_frames(1)[0][..., ::-1])[1].tobytes())
+    for read in (probe_video, lambda path: read_frames(path, 10)):
+        with pytest.raises(VideoError, match="single picture"):
+            read(path)
+
+
+def test_an_animated_webp_is_read_over_its_frames_own_times(tmp_path):
+    # FFmpeg reads still WebP alone: these are stickers, and what GIF sites serve in place of GIFs
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(20, (400, 240)))]
+    durations = [50] * 10 + [200] * 10  # 0.5 s, then 2 s: the frame rate varies, as in most such files
+    clip = write_animated_webp(tmp_path / "sticker.webp", frames, durations)
+    info = probe_video(clip)
+    assert (info.width, info.height, info.frame_count) == (400, 240, 20) and info.duration_s == pytest.approx(2.5)
+    sampled = read_frames(clip, 5)
+    assert sampled.info.codec == "webp" and sampled.timeline.duration_s == pytest.approx(2.5)
+    assert sampled.indices == [5, 11, 13, 16, 18]  # the frames on show at 0.25 s, 0.75 s, … 2.25 s
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    for index, frame in zip(sampled.indices, sampled.frames):  # each frame drawn whole over the last
+        assert np.abs(frame.astype(int) - frames[index]).mean() < 1
+    seeking = read_frames(clip, 3, seek_min_gap=1, part=TimeRange(1.0, 2.5))
+    assert seeking.method == "seek" and [read_stamp(frame) for frame in seeking.frames] == seeking.indices == [13, 16, 18]
+
+
+def test_an_animated_webp_is_shown_over_white_and_frames_that_claim_no_time_last_a_tenth(tmp_path):
+    frames = [np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]) for frame in face_frames(4, (400, 240))]
+    for frame in frames:
+        frame[:, :40, 3] = 0  # a sticker's transparent margin
+    clip = write_animated_webp(tmp_path / "sticker.webp", frames, [0, 0, 0, 0])
+    sampled = read_frames(clip, 4)
+    assert sampled.timeline.duration_s == pytest.approx(4 * PICTURE_FRAME_MS / 1000)
+    assert (sampled.frames[0][:, :40] == 255).all() and np.abs(sampled.frames[0][:, 40:].astype(int) - frames[0][:, 40:, :3]).mean() < 1
+
+
+def test_an_animated_webp_cut_short_is_refused_as_such(tmp_path):
+    cut = tmp_path / "cut.webp"
+    cut.write_bytes(write_animated_webp(tmp_path / "whole.webp", face_frames(4), [100] * 4).read_bytes()[:-100])
+    for read in (probe_video, lambda path: read_frames(path, 10)):
+        with pytest.raises(VideoError, match="could not be opened"):
+            read(cut)
 
 
 def test_a_two_frame_video_is_still_a_video(tmp_path):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import app_config
-from media import VARIABLE_RATE_TIMES_S, face_frames, two_face_frames, write_h264, write_video
+from media import VARIABLE_RATE_TIMES_S, face_frames, two_face_frames, write_animated_webp, write_h264, write_video
 
 from app import create_app
 from model.detector import Detector, video_p_fake
@@ -30,7 +30,8 @@ def test_index_page(client):
     assert page.status_code == 200
     assert b"Is your video fake? Check it!" in page.data
     assert b'type="file"' in page.data
-    assert b'accept="video/*,image/gif"' in page.data  # an animated GIF is a clip too: offered by the file picker
+    # an animated GIF or WebP is a clip too: offered by the file picker
+    assert b'accept="video/*,image/gif,image/webp"' in page.data
     assert b"No model is installed" not in page.data
     # the frames field says what more frames buy, and is tied to that hint for screen readers
     assert b'aria-describedby="sequence-length-hint"' in page.data
@@ -217,6 +218,12 @@ def test_an_animated_gif_is_judged_and_a_still_one_is_a_photo(client, tmp_path):
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     refused = post(client, "/api/v1/detect", still, name="still.gif")
     assert refused.status_code == 415 and "single picture, not a video" in refused.get_json()["error"]["message"]
+
+
+def test_an_animated_webp_is_judged(client, tmp_path):
+    path = write_animated_webp(tmp_path / "sticker.webp", face_frames(12), [100] * 12, lossless=False)
+    body = post(client, "/api/v1/detect", path, name="sticker.webp").get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8 and body["video"]["codec"] == "webp", body
 
 
 def test_a_real_verdict_on_a_small_face_carries_a_caveat_in_both_forms(client, tmp_path, monkeypatch):
