@@ -82,7 +82,7 @@ CROSSVAL_OUT ?= weights/crossval
 crossval: install $(MOBILENET_WEIGHTS)
 	$(PY) -m model -v crossval --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --encoder mobilenet_v2 --imagenet-weights $(MOBILENET_WEIGHTS) --folds 5 \
-	  --judge-quality crf23_240p --judge-quality gif_480p --judge-quality bw_crf23_480p --judge-quality sepia_crf23_480p \
+	  --judge-quality crf23_240p --judge-quality gif_480p --judge-quality webp_480p --judge-quality bw_crf23_480p --judge-quality sepia_crf23_480p \
 	  $(CROSSVAL_OPTIONS) --out $(CROSSVAL_OUT)
 
 clean:

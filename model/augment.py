@@ -61,7 +61,8 @@ def reencode(
     """Re-encode a video at `crf` with `codec` (libx264, libsvtav1 or libvpx-vp9), upright, and
     downscaled to `max_lines` on its shorter side (480p: 854×480 landscape, 480×854 portrait)
     when larger: the compression of uploads, the same file on every run (in MP4). With codec
-    "gif", an animated GIF as GIF makers write one (`write_gif`; `crf` unused). With a `tone`
+    "gif" or "webp", an animated GIF or WebP as GIF makers and sites write one (`write_gif`,
+    `write_webp`; `crf` unused). With a `tone`
     (TONES), in black and white ("grey") or sepia."""
     with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
@@ -69,8 +70,8 @@ def reencode(
         frames = _upright_frames(inp.decode(stream_in), max_lines, pixel_aspect(stream_in))
         if tone:
             frames = map(TONES[tone], frames)
-        if codec == "gif":
-            write_gif(frames, dst, rate)
+        if codec in ANIMATED_PICTURE_WRITERS:
+            ANIMATED_PICTURE_WRITERS[codec](frames, dst, rate)
             return
         with av.open(str(dst), "w") as out:
             stream = None
@@ -99,16 +100,23 @@ def _upright_frames(decoded: Iterator[av.VideoFrame], max_lines: int | None, asp
         yield resized(image, size)
 
 
-GIF_FPS = 10  # GIF makers' usual rate
+GIF_FPS = 10  # GIF makers' usual rate, and so that of the animated WebP that GIF sites serve
 GIF_PALETTE_FRAMES = 8  # the palette is fitted to the colours of the GIF's first frames
+WEBP_QUALITY = 75  # lossy, libwebp's default quality, as cwebp and FFmpeg write one
+
+
+def _at_animation_rate(frames: Iterator[np.ndarray], rate: Fraction) -> tuple[Iterator[np.ndarray], int]:
+    """The frames an animated picture of a video shown at `rate` keeps (about GIF_FPS a second),
+    and how long each is shown, in milliseconds."""
+    step = max(1, round(rate / GIF_FPS))
+    return itertools.islice(frames, 0, None, step), round(1000 * step / rate)
 
 
 def write_gif(frames: Iterator[np.ndarray], dst: str | Path, rate: Fraction) -> None:
     """An animated GIF of RGB `frames` shown at `rate` a second, as GIF makers write one: about
     GIF_FPS frames a second, one palette of 256 colours, Floyd–Steinberg dithering. The same file
     on every run."""
-    step = max(1, round(rate / GIF_FPS))
-    kept = itertools.islice(frames, 0, None, step)
+    kept, duration = _at_animation_rate(frames, rate)
     first = list(itertools.islice(kept, GIF_PALETTE_FRAMES))
     if not first:
         raise VideoError(f"{dst}: no frame to write")
@@ -118,7 +126,22 @@ def write_gif(frames: Iterator[np.ndarray], dst: str | Path, rate: Fraction) -> 
         for image in itertools.chain(first, kept)
     )
     head = next(pictures)
-    head.save(dst, format="GIF", save_all=True, append_images=pictures, duration=round(1000 * step / rate), loop=0)
+    head.save(dst, format="GIF", save_all=True, append_images=pictures, duration=duration, loop=0)
+
+
+def write_webp(frames: Iterator[np.ndarray], dst: str | Path, rate: Fraction) -> None:
+    """An animated WebP of RGB `frames` shown at `rate` a second, as GIF sites serve one: about
+    GIF_FPS frames a second, lossy at WEBP_QUALITY, each frame keeping only what changed. The
+    same file on every run."""
+    kept, duration = _at_animation_rate(frames, rate)
+    pictures = [Image.fromarray(image) for image in kept]
+    if not pictures:
+        raise VideoError(f"{dst}: no frame to write")
+    pictures[0].save(
+        dst, format="WEBP", save_all=True, append_images=pictures[1:], duration=duration, loop=0, quality=WEBP_QUALITY, method=4
+    )
+
+ANIMATED_PICTURE_WRITERS = {"gif": write_gif, "webp": write_webp}
 
 
 def reencoded_size(width: int, height: int, max_lines: int | None) -> tuple[int, int]:

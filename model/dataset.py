@@ -46,6 +46,8 @@ QUALITIES: dict[str, Reencode | None] = {
     "vp9_crf45_480p": Reencode(45, 480, "libvpx-vp9"),  # YouTube's other codec, and what browsers record
     # an animated GIF, as clips are shared in chats and on forums: 256 colours, dithered, 10 frames a second
     "gif_480p": Reencode(0, 480, "gif"),
+    # an animated WebP, as GIF sites serve one in place of the GIF and stickers are made: lossy, 10 frames a second
+    "webp_480p": Reencode(0, 480, "webp"),
     # black and white, as old footage, night-vision cameras and filters show faces; else as uploads are compressed
     "bw_crf23_480p": Reencode(23, 480, tone="grey"),
     # sepia, as photo and video apps' old-film filters tone it; else as bw_crf23_480p

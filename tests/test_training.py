@@ -1049,7 +1049,9 @@ def test_a_reencode_has_square_pixels_and_the_source_s_rate(tmp_path):
         assert np.abs(sampled.frames[0].astype(int) - expected).mean() < 6
 
 
-@pytest.mark.parametrize("quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09"), ("gif_480p", b"GIF89a")])
+@pytest.mark.parametrize(
+    "quality, fourcc", [("av1_crf45_480p", b"av01"), ("vp9_crf45_480p", b"vp09"), ("gif_480p", b"GIF89a"), ("webp_480p", b"ANMF")]
+)
 def test_the_other_codecs_qualities_are_the_same_file_every_time_and_read_as_videos(tmp_path, quality, fourcc):
     from model.augment import reencode
     from model.dataset import QUALITIES
@@ -1076,6 +1078,21 @@ def test_a_gif_is_written_as_gif_makers_write_one(tmp_path):
     assert (info.width, info.height, info.fps, info.frame_count) == (640, 360, 10, 10)  # every third frame
     sampled = read_frames(target, 10)
     assert all(len(np.unique(frame.reshape(-1, 3), axis=0)) <= 256 for frame in sampled.frames)
+    assert all(np.abs(frame.astype(int) - frames[3 * i]).mean() < 8 for i, frame in zip(sampled.indices, sampled.frames))
+
+
+def test_a_webp_is_written_as_gif_sites_serve_one(tmp_path):
+    from model.augment import reencode
+    from model.video import probe_video, read_frames
+
+    frames = face_frames(30)
+    source = write_video(tmp_path / "source.mp4", frames, "libx264", fps=30, options={"crf": "12"})
+    target = tmp_path / "clip.webp"
+    reencode(source, target, 0, 480, "webp")
+    info = probe_video(target)
+    assert (info.width, info.height, info.fps, info.frame_count) == (640, 360, 10, 10)  # every third frame
+    assert b"VP8 " in target.read_bytes() and b"VP8L" not in target.read_bytes()  # lossy frames, none lossless
+    sampled = read_frames(target, 10)
     assert all(np.abs(frame.astype(int) - frames[3 * i]).mean() < 8 for i, frame in zip(sampled.indices, sampled.frames))
 
 
