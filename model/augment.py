@@ -141,6 +141,7 @@ def write_webp(frames: Iterator[np.ndarray], dst: str | Path, rate: Fraction) ->
         dst, format="WEBP", save_all=True, append_images=pictures[1:], duration=duration, loop=0, quality=WEBP_QUALITY, method=4
     )
 
+
 ANIMATED_PICTURE_WRITERS = {"gif": write_gif, "webp": write_webp}
 
 

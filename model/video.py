@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple, Protocol, TypeVar
+from typing import BinaryIO, Callable, NamedTuple, Protocol, TypeVar
 
 import av
 import cv2
@@ -534,7 +534,7 @@ def animated_webp_durations(path: str | Path) -> list[int] | None:
     return durations
 
 
-def _read_at(file, position: int, size: int) -> bytes:
+def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
     file.seek(position)
     return file.read(size)
 
@@ -672,8 +672,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     A file that holds a single picture (a photo, which FFmpeg opens like a one-frame video) is
     refused: the detector judges a face over time, and was calibrated on sequences of frames.
     A file with several video streams is probed by PyAV, which takes the one a player shows, as
-    is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A recording of sound is refused as such, also
-    where it carries a cover picture."""
+    is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A
+    recording of sound is refused as such, also where it carries a cover picture."""
     if animated_webp_durations(path):
         return _probe(path, PillowCapture)
     if _probed_by_pyav(path):
@@ -732,14 +732,14 @@ def read_frames(
     count missing from the header is taken from the container's packets, without decoding, as is
     one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
     is corrected by counting. Rotation metadata is applied by the decoder, and pixels that are not
-    square are stretched as a player shows them. Where the frame rate varies, the frames are spread evenly in time, and a part and the frames' times
-    (`timeline`) follow the container's presentation times rather than the average rate. OpenCV
-    decodes; what it cannot, PyAV does: AV1, interlaced pictures, of which only the top field is
-    kept, HDR ones (HLG, PQ), tone-mapped to SDR, a file with several video streams, of which
-    the one a player shows is read, and raw DV, whose average rate is a time base's. Pillow
-    decodes animated WebP, which FFmpeg cannot. `progress`
-    hears how far through the chosen frames the reading is. OutsideVideo where the part begins
-    after the end.
+    square are stretched as a player shows them. Where the frame rate varies, the frames are
+    spread evenly in time, and a part and the frames' times (`timeline`) follow the container's
+    presentation times rather than the average rate. OpenCV decodes; what it cannot, PyAV does:
+    AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
+    tone-mapped to SDR, a file with several video streams, of which the one a player shows is
+    read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
+    FFmpeg cannot. `progress` hears how far through the chosen frames the reading is.
+    OutsideVideo where the part begins after the end.
     """
     if durations := animated_webp_durations(path):  # which FFmpeg cannot decode
         facts = _ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
