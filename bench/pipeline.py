@@ -26,6 +26,7 @@ log = logging.getLogger("bench")
 CLIPS = {  # name: (width, height, seconds, fps, codec)
     "720p_10s": (1280, 720, 10, 25, "libx264"),
     "720p_10s_av1": (1280, 720, 10, 25, "libsvtav1"),  # as video sites serve it: decoded by PyAV, not OpenCV
+    "480p_10s_webp": (854, 480, 10, 10, "webp"),  # an animated WebP, as GIF sites serve one: decoded by Pillow
     "1080p_10s": (1920, 1080, 10, 30, "libx264"),
     "2160p_10s": (3840, 2160, 10, 30, "libx264"),  # a phone's 4K
     "1080p_10min": (1920, 1080, 600, 30, "libx264"),
@@ -34,16 +35,26 @@ SEQUENCE_LENGTHS = (20, 60, 100)
 BASELINE_CLIP = "720p_10s"
 
 
-def make_clips(folder: Path) -> dict[str, Path]:
-    """Generated face clips; the 10-minute one repeats its 10 s clip's packets (no re-encode)."""
+def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
+    """The generated face clips of those `names`; the 10-minute one repeats its 10 s clip's
+    packets (no re-encode)."""
+    from fractions import Fraction
+
     import av
     from media import iter_face_frames, write_h264, write_video
+
+    from model.augment import write_webp
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, (width, height, seconds, fps, codec) in CLIPS.items():
-        path = paths[name] = folder / f"{name}.mp4"
+        if name not in names:
+            continue
+        path = paths[name] = folder / f"{name}.{'webp' if codec == 'webp' else 'mp4'}"
         if path.exists():
+            continue
+        if codec == "webp":
+            write_webp(iter_face_frames(seconds * fps, (width, height)), path, Fraction(fps))
             continue
         if codec != "libx264":
             write_video(path, iter_face_frames(seconds * fps, (width, height)), codec, fps)
@@ -240,7 +251,7 @@ def main() -> None:
         return child(args)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    clips = make_clips(Path(args.clip_dir))
+    clips = make_clips(Path(args.clip_dir), {*args.clips, "1080p_10s"})  # the latter for the seek crossover
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "rows": []}
     log.info("machine: %s", report["machine"])
     header = f"{'clip':<12} {'N':>4} {'path':<9} {'total s':>8} {'decode':>7} {'faces':>7} {'model':>7} {'fps':>6} {'RSS MB':>7}"
