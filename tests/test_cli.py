@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from media import face_frames, write_animated_webp
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,11 +73,12 @@ def test_detect_every_video_in_a_folder(media, tiny_weights, tmp_path):
     shutil.copy(media["face_h264"], folder / "b.mp4")
     shutil.copy(media["face_mp4v"], folder / "more" / "a.MOV")
     shutil.copy(media["face_h264"], folder / ".hidden" / "c.mp4")
+    write_animated_webp(folder / "sticker.webp", face_frames(12), [100] * 12, lossless=False)
     (folder / "notes.txt").write_text("not a video")
     done = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(tiny_weights), str(folder), str(media["no_face"]))
     assert done.returncode == 0, done.stderr
     paths = [json.loads(line)["path"] for line in done.stdout.splitlines()]
-    assert paths == [str(folder / "b.mp4"), str(folder / "more" / "a.MOV"), str(media["no_face"])]
+    assert paths == [str(folder / "b.mp4"), str(folder / "more" / "a.MOV"), str(folder / "sticker.webp"), str(media["no_face"])]
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = run_cli("detect", "--weights", str(tiny_weights), str(empty))
