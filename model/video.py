@@ -545,12 +545,13 @@ class PillowCapture:
     the previous ones as a browser draws it, and what it leaves transparent over white. Frames
     come out as BGR, as OpenCV's do."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, durations: list[int]):
+        """`durations`: `animated_webp_durations(path)`, read once by the caller."""
         try:
             self._image = Image.open(path)
         except (OSError, SyntaxError, Image.DecompressionBombError) as error:
             raise _Undecodable(NOT_OPENED) from error
-        self._durations = animated_webp_durations(path) or [PICTURE_FRAME_MS]
+        self._durations = durations
         self._next = 0  # the frame the next grab takes
 
     def grab(self) -> bool:
@@ -674,8 +675,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     A file with several video streams is probed by PyAV, which takes the one a player shows, as
     is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A
     recording of sound is refused as such, also where it carries a cover picture."""
-    if animated_webp_durations(path):
-        return _probe(path, PillowCapture)
+    if durations := animated_webp_durations(path):
+        return _probe(path, partial(PillowCapture, durations=durations))
     if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
     return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
@@ -743,7 +744,8 @@ def read_frames(
     """
     if durations := animated_webp_durations(path):  # which FFmpeg cannot decode
         facts = _ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
-        return _sample(path, count, seek_min_gap, progress, max_side, part, PillowCapture, facts)
+        pillow = partial(PillowCapture, durations=durations)  # the frame chunks read once, not by every capture
+        return _sample(path, count, seek_min_gap, progress, max_side, part, pillow, facts)
     facts = _container_facts(path)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
     # of several video streams, the first (perhaps a cover picture), and where the average rate is
