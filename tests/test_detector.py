@@ -47,14 +47,15 @@ def test_cuda_analysis_with_heatmaps_matches_cpu(tiny_weights, media):
 
 
 def test_an_ensemble_checkpoint_judges_with_the_mean_of_its_members(tiny_ensemble_weights, media):
-    detector = Detector(tiny_ensemble_weights)
+    # The mean is checked on the CPU, where both sides run in fp32; the whole analysis on this machine's device.
+    detector = Detector(tiny_ensemble_weights, "cpu")
     assert detector.describe()["members"] == 2
     crops = np.random.default_rng(0).integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
     with torch.no_grad():
         logits = torch.stack([m(to_input(crops[None], m.config))[0] for m in detector.model.members]).mean(0)
     p_fake, per_frame = detector.score_crops(crops)
     assert p_fake == pytest.approx(float(detector.calibrated_p_fake(logits)[0]), abs=1e-5) and per_frame.shape == (6,)
-    result = detector.detect(media["face_h264"], 12, explain=True)
+    result = Detector(tiny_ensemble_weights).detect(media["face_h264"], 12, explain=True)
     assert result.label in ("REAL", "FAKE") and result.tracks[0].heatmaps
 
 
@@ -157,8 +158,10 @@ def test_max_faces_limits_the_tracks(tiny_weights, two_faces):
 def test_heatmaps_for_the_most_suspicious_frames(tiny_weights, media):
     result = Detector(tiny_weights).detect(media["face_h264"], 12, explain=True)
     track = result.tracks[0]
-    scores = [s["p_fake"] for s in track.frame_scores]
-    assert sorted(track.heatmaps) == sorted(np.argsort(scores)[::-1][:3].tolist())
+    scores = np.array([s["p_fake"] for s in track.frame_scores])
+    chosen = sorted(track.heatmaps)
+    # Scores can tie (bf16 on a GPU, rounding to 4 places): no frame left out may score above one chosen.
+    assert len(chosen) == 3 and scores[chosen].min() >= np.delete(scores, chosen).max()
     for position, overlay in track.heatmaps.items():
         assert overlay.shape == track.crops[position].shape and overlay.dtype == np.uint8
     assert Detector(tiny_weights).detect(media["face_h264"], 12).tracks[0].heatmaps == {}
