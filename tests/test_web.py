@@ -169,8 +169,8 @@ def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_pat
     assert (
         "How far to trust this: tested on 106 videos of 20 groups of people it had not seen (cross-validation), this "
         "detector's training recipe caught 71% of the fakes and cleared 82% of the real videos as published; 60% and "
-        "84% re-encoded at low quality (H.264 CRF 40, 480p). Fakes made by methods it was not trained on are caught less often, and real videos "
-        "are called FAKE more often where the person wears glasses, or where a caption or a beauty filter covers the face."
+        "84% re-encoded at low quality (H.264 CRF 40, 480p). Fakes made by methods it was not trained on are caught less often, real videos are "
+        "called FAKE more often where the person wears glasses, and a caption across the face can turn the verdict either way."
     ) in text
     assert list((tmp_path / "uploads").iterdir()) == []
 
