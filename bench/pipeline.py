@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +39,6 @@ BASELINE_CLIP = "720p_10s"
 def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
     """The generated face clips of those `names`; the 10-minute one repeats its 10 s clip's
     packets (no re-encode)."""
-    from fractions import Fraction
-
     import av
     from media import iter_face_frames, write_h264, write_video
 
