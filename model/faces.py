@@ -1,6 +1,7 @@
 """Finding, following and cropping faces, on numpy RGB frames."""
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +10,10 @@ import cv2
 import face_recognition
 import face_recognition.api
 import numpy as np
+
+from .layout import picture_region
+
+log = logging.getLogger(__name__)
 
 # A box is (top, right, bottom, left) in pixels, as face_recognition returns it.
 Box = tuple[int, int, int, int]
@@ -251,6 +256,20 @@ def _probe_positions(count: int) -> list[int]:
 
 
 def detect_faces_in_frames(
+    frames: list[np.ndarray], progress: Callable[[float], None] | None = None, several_faces: bool = False
+) -> list[list[Box]]:
+    """Face boxes for each frame (`_detect_in_frames`), searched for in the picture alone where
+    the video shows it over a blurred copy of itself (`layout.picture_region`)."""
+    region = picture_region(frames)
+    if region is None:
+        return _detect_in_frames(frames, progress, several_faces)
+    top, right, bottom, left = region
+    log.info("the picture lies over a blurred copy of itself; faces are searched for in rows %d–%d, columns %d–%d", top, bottom, left, right)
+    found = _detect_in_frames([frame[top:bottom, left:right] for frame in frames], progress, several_faces)
+    return [[(t + top, r + left, b + top, l + left) for t, r, b, l in boxes] for boxes in found]
+
+
+def _detect_in_frames(
     frames: list[np.ndarray], progress: Callable[[float], None] | None = None, several_faces: bool = False
 ) -> list[list[Box]]:
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of

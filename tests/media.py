@@ -69,6 +69,27 @@ def near_and_far_frames(count: int = 6, far_scale: float = 1.2, size: tuple[int,
     return frames
 
 
+def over_blurred_copy(
+    frames: list[np.ndarray], size: tuple[int, int], sigma: float
+) -> tuple[list[np.ndarray], tuple[int, int, int, int]]:
+    """Each frame fitted into a frame of `size` (width, height), over a copy of itself enlarged to
+    fill that frame and blurred, as short-video apps repost a landscape video in a portrait frame;
+    and where the picture lies, (top, right, bottom, left)."""
+    width, height = size
+    framed = []
+    for frame in frames:
+        h, w = frame.shape[:2]
+        fit, fill = min(width / w, height / h), max(width / w, height / h)
+        picture = cv2.resize(frame, (round(w * fit), round(h * fit)), interpolation=cv2.INTER_AREA)
+        copy = cv2.resize(frame, (round(w * fill), round(h * fill)), interpolation=cv2.INTER_LINEAR)
+        y, x = (copy.shape[0] - height) // 2, (copy.shape[1] - width) // 2
+        canvas = cv2.GaussianBlur(copy[y : y + height, x : x + width], (0, 0), sigma)
+        top, left = (height - picture.shape[0]) // 2, (width - picture.shape[1]) // 2
+        canvas[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+        framed.append(canvas)
+    return framed, (top, left + picture.shape[1], top + picture.shape[0], left)
+
+
 def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
     """Moving coloured shapes, no face."""
     width, height = size

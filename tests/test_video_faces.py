@@ -21,6 +21,7 @@ from model.faces import (
     merge_same_faces,
     track_faces,
 )
+from model.layout import picture_region
 from model.video import (
     PICTURE_FRAME_MS,
     OutsideVideo,
@@ -41,6 +42,7 @@ from media import (
     face_frames,
     hdr_code_values,
     near_and_far_frames,
+    over_blurred_copy,
     read_stamp,
     stamp_number,
     turn_quarter_clockwise_on_display,
@@ -736,3 +738,39 @@ def test_tracks_apart_in_time_are_joined_only_when_their_faces_match(monkeypatch
     else:
         assert [t.frame_positions for t in tracks] == [[0, 1, 2], [3, 4], [2, 5], [5]]
     # a track seen once is never joined (it is dropped unless it is the only face), nor one that shares a frame
+
+
+def _portrait_picture(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The middle of landscape face frames, as a portrait phone video."""
+    return [np.ascontiguousarray(f[:, 220:420]) for f in frames]
+
+
+@pytest.mark.parametrize(
+    "make, size",
+    [
+        (lambda frames: frames, (360, 640)),  # a landscape video in a portrait frame: the copy above and below
+        (_portrait_picture, (640, 360)),  # a portrait video in a landscape frame: the copy beside it
+    ],
+)
+def test_the_picture_is_found_over_a_blurred_copy_of_itself(make, size):
+    framed, (top, right, bottom, left) = over_blurred_copy(make(face_frames(10)), size, sigma=4)
+    found = picture_region(framed)
+    assert found is not None
+    # the whole picture, and at most a few pixels of the copy beside it (a compared row is 2.7 px)
+    assert found[0] <= top and found[1] >= right and found[2] >= bottom and found[3] <= left
+    assert max(top - found[0], found[1] - right, found[2] - bottom, left - found[3]) <= 6
+
+
+def test_no_picture_is_found_in_a_plain_video_nor_between_black_bars():
+    frames = face_frames(10)
+    assert picture_region(frames) is None
+    assert picture_region([np.pad(f, ((140, 140), (0, 0), (0, 0))) for f in frames]) is None
+
+
+def test_faces_are_searched_for_in_the_picture_alone():
+    framed, (top, right, bottom, left) = over_blurred_copy(face_frames(10), (360, 640), sigma=2)
+    detections = detect_faces_in_frames(framed, several_faces=True)
+    # the copy's face, twice as large and lightly blurred, is one HOG finds; it is not the video's face
+    assert all(len(boxes) == 1 for boxes in detections)
+    for t, r, b, l in (box for boxes in detections for box in boxes):
+        assert top <= (t + b) / 2 <= bottom and left <= (l + r) / 2 <= right
