@@ -51,8 +51,8 @@ def _likeness(grey: np.ndarray, margin: int) -> float:
     return float(np.corrcoef(*strips)[0, 1])
 
 
-def _picture_rows(greys: list[np.ndarray]) -> tuple[int, float] | None:
-    """The margin (in the compared frames' rows) above and below the picture, and its likeness."""
+def _picture_rows(greys: list[np.ndarray]) -> int | None:
+    """The margin, in the compared frames' rows, above and below a picture over a copy of itself."""
     height = greys[0].shape[0]
     margins = range(max(1, round(height * (1 - MAX_PICTURE_SHARE) / 2)), round(height * (1 - MIN_PICTURE_SHARE) / 2))
 
@@ -62,7 +62,7 @@ def _picture_rows(greys: list[np.ndarray]) -> tuple[int, float] | None:
     # every third margin, then the rows around the best: the likeness changes slowly with the margin
     _, near = best(margins[::COARSE_STEP])
     likeness, margin = best(range(max(margins.start, near - COARSE_STEP + 1), min(margins.stop, near + COARSE_STEP)))
-    return (margin, likeness) if likeness >= MIN_LIKENESS else None
+    return margin if likeness >= MIN_LIKENESS else None
 
 
 def picture_region(frames: list[np.ndarray]) -> Region | None:
@@ -73,13 +73,11 @@ def picture_region(frames: list[np.ndarray]) -> Region | None:
     step = max(1, len(frames) // FRAMES_COMPARED)
     greys = [_grey(frame) for frame in frames[step // 2 :: step][:FRAMES_COMPARED]]
     height, width = frames[0].shape[:2]
-    found = _picture_rows(greys)
     # a compared row's worth of the copy is kept rather than an edge of the picture lost
-    if found is not None:
-        margin = round((found[0] - 1) * height / greys[0].shape[0])
+    if (rows := _picture_rows(greys)) is not None:
+        margin = round((rows - 1) * height / greys[0].shape[0])
         return margin, width, height - margin, 0
-    found = _picture_rows([np.ascontiguousarray(grey.T) for grey in greys])
-    if found is not None:
-        margin = round((found[0] - 1) * width / greys[0].shape[1])
+    if (columns := _picture_rows([np.ascontiguousarray(grey.T) for grey in greys])) is not None:
+        margin = round((columns - 1) * width / greys[0].shape[1])
         return 0, width - margin, height, margin
     return None
