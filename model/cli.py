@@ -100,8 +100,9 @@ def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) 
     verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
     span = "" if whole else " from {} to {}".format(*map(format_time, result.span_s))
     faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
+    picture = ", the picture alone searched, not the blurred copy around it" if result.picture else ""
     notes = "".join(f" Note: {c['message']}" for c in result.caveats)
-    return f"{path}: {verdict} (frames {result.frames}{span}{faces}, {seconds:.2f} s){notes}"
+    return f"{path}: {verdict} (frames {result.frames}{span}{faces}{picture}, {seconds:.2f} s){notes}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import FaceCrops, extract_face_crops
+from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
 from .video import SampledFrames, TimeRange, VideoInfo, read_frames
 
@@ -120,6 +121,9 @@ class DetectionResult:
     deciding_track: int | None = None
     # what makes this verdict say less than the validation figures suggest: {code, message} each
     caveats: list[dict] = field(default_factory=list)
+    # where faces were searched for alone, when the video shows its picture over a blurred copy
+    # of itself (`layout.picture_region`); None when the whole frame was searched
+    picture: Region | None = None
 
     @property
     def decisive(self) -> TrackResult | None:
@@ -143,6 +147,7 @@ class DetectionResult:
             "deciding_track": self.deciding_track,
             "face_tracks": [t.as_dict() for t in self.tracks],
             "caveats": self.caveats,
+            "picture": list(self.picture) if self.picture else None,
         }
 
 
@@ -248,14 +253,16 @@ class Detector:
         seconds["decode"] = time.perf_counter() - start
 
         mark = time.perf_counter()
-        faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"))
+        picture = picture_region(sampled.frames)
+        faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture)
         seconds["faces"] = time.perf_counter() - mark
         frames = len(sampled.frames)
         # The most often seen face is always judged; others need enough frames to say anything.
         faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
         if not faces:
             seconds["total"] = time.perf_counter() - start
-            return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds))
+            seconds = _rounded(seconds)
+            return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, seconds, picture=picture)
 
         mark = time.perf_counter()
         report = _stage(progress, "scoring")
@@ -284,6 +291,7 @@ class Detector:
             tracks,
             deciding.track_id,
             self._caveats(label, confidence, tracks, sampled),
+            picture,
         )
 
     def _caveats(self, label: str, confidence: float, tracks: list[TrackResult], sampled: SampledFrames) -> list[dict]:

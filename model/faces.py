@@ -5,13 +5,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import face_recognition
 import face_recognition.api
 import numpy as np
 
-from .layout import picture_region
+from .layout import Region, picture_region
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +256,21 @@ def _probe_positions(count: int) -> list[int]:
     return [evens[(2 * k + 1) * len(evens) // (2 * PROBE_FRAMES)] for k in range(min(PROBE_FRAMES, len(evens)))]
 
 
+# Where faces are searched for: a region of the frames, None for the whole frame, or "find": the
+# picture where the video shows it over a blurred copy of itself (`layout.picture_region`), else
+# the whole frame
+SearchArea = Region | None | Literal["find"]
+
+
 def detect_faces_in_frames(
-    frames: list[np.ndarray], progress: Callable[[float], None] | None = None, several_faces: bool = False
+    frames: list[np.ndarray],
+    progress: Callable[[float], None] | None = None,
+    several_faces: bool = False,
+    picture: SearchArea = "find",
 ) -> list[list[Box]]:
-    """Face boxes for each frame (`_detect_in_frames`), searched for in the picture alone where
-    the video shows it over a blurred copy of itself (`layout.picture_region`)."""
-    region = picture_region(frames)
+    """Face boxes for each frame (`_detect_in_frames`), searched for in the `picture` alone where
+    there is one."""
+    region = picture_region(frames) if picture == "find" else picture
     if region is None:
         return _detect_in_frames(frames, progress, several_faces)
     top, right, bottom, left = region
@@ -311,11 +321,16 @@ def _detect_in_frames(
 
 
 def extract_face_crops(
-    frames: list[np.ndarray], size: int = 112, max_tracks: int = 1, progress: Callable[[float], None] | None = None
+    frames: list[np.ndarray],
+    size: int = 112,
+    max_tracks: int = 1,
+    progress: Callable[[float], None] | None = None,
+    picture: SearchArea = "find",
 ) -> list[FaceCrops]:
-    """Detect faces in the frames, follow them (a person's tracks joined, `merge_same_faces`), and
-    crop each track (the most often seen first); empty when no face."""
-    detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1)
+    """Detect faces in the frames (in the `picture` alone where there is one), follow them (a
+    person's tracks joined, `merge_same_faces`), and crop each track (the most often seen first);
+    empty when no face."""
+    detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1, picture=picture)
     tracks = merge_same_faces(track_faces(detections, max_tracks=None), frames)[:max_tracks]
     return [
         FaceCrops(track, np.stack([crop_face(frames[p], box, size) for p, box in zip(track.frame_positions, track.boxes)]))

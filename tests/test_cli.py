@@ -133,3 +133,13 @@ def test_a_real_verdict_on_a_small_face_comes_with_a_note(tmp_path, tiny_weights
     assert large.endswith(" s)"), large
     as_json = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(weights), *map(str, clips))
     assert [[c["code"] for c in json.loads(line)["caveats"]] for line in as_json.stdout.splitlines()] == [["small_face"], []]
+
+
+def test_a_video_reposted_over_a_blurred_copy_of_itself_is_searched_in_its_picture(tmp_path, tiny_weights):
+    from media import face_frames, over_blurred_copy, write_h264
+
+    framed, _ = over_blurred_copy(face_frames(20), (360, 640), sigma=4)
+    clip = write_h264(tmp_path / "reposted.mp4", framed)
+    text = run_cli("detect", "--sequence-length", "10", "--weights", str(tiny_weights), str(clip)).stdout
+    searched = "the picture alone searched, not the blurred copy around it"
+    assert re.search(rf": (REAL|FAKE) [\d.]+% \(frames 10, {searched}, [\d.]+ s\)", text), text

@@ -10,7 +10,15 @@ import cv2
 import numpy as np
 import pytest
 from conftest import app_config
-from media import VARIABLE_RATE_TIMES_S, face_frames, two_face_frames, write_animated_webp, write_h264, write_video
+from media import (
+    VARIABLE_RATE_TIMES_S,
+    face_frames,
+    over_blurred_copy,
+    two_face_frames,
+    write_animated_webp,
+    write_h264,
+    write_video,
+)
 
 from app import create_app
 from model.detector import Detector, video_p_fake
@@ -57,6 +65,7 @@ def test_api_detects_face_clip(client, media, clip):
     assert body["video"]["width"] == 640 and body["video"]["height"] == 360
     assert len(body["frame_scores"]) == body["faces"]
     assert {"decode", "faces", "model", "total"} <= set(body["seconds"])
+    assert body["picture"] is None  # the whole frame searched
     [track] = body["face_tracks"]
     assert track["track_id"] == body["deciding_track"] == 1
     assert track["p_fake"] == body["p_fake"] and track["frames_seen"] == body["faces"]
@@ -151,6 +160,20 @@ def test_a_video_of_two_people_weighs_both_faces(client, tmp_path):
     html = client.get(f"/results/{body['id']}").data.decode()
     assert "Probability that the video holds a manipulated face: <strong>%.1f%%</strong>" % (body["p_fake"] * 100) in html
     assert "face %d looks the most manipulated (%.1f%%)" % (suspect["track_id"], suspect["p_fake"] * 100) in html
+
+
+def test_a_video_reposted_over_a_blurred_copy_of_itself_says_faces_were_searched_in_the_picture(client, tmp_path):
+    framed, (top, right, bottom, left) = over_blurred_copy(face_frames(20), (360, 640), sigma=4)
+    body = post(client, "/api/v1/detect", write_h264(tmp_path / "reposted.mp4", framed)).get_json()
+    t, r, b, l = body["picture"]
+    assert abs(t - top) <= 6 and abs(b - bottom) <= 6 and (l, r) == (0, 360)
+    [track] = body["face_tracks"]
+    face_top, _, face_bottom, _ = track["box"]
+    assert t <= face_top and face_bottom <= b
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "<dt>Faces searched for</dt><dd class=\"picture\">in the picture alone (%d × %d)" % (r - l, b - t) in html
+    plain = post(client, "/api/v1/detect", write_h264(tmp_path / "plain.mp4", face_frames(20))).get_json()
+    assert "Faces searched for" not in client.get(f"/results/{plain['id']}").data.decode()
 
 
 def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_path, media, tiny_weights):
