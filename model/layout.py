@@ -26,6 +26,11 @@ MIN_PICTURE_SHARE = 0.1
 MIN_LIKENESS = 0.98
 FRAMES_COMPARED = 5
 COARSE_STEP = 3  # margins, in compared rows, tried first
+COARSE_FRAMES = 2  # of those, the frames the margins tried first are compared in
+# Where the best margin tried first is less alike than this, in those frames, the video shows no
+# picture over a copy of itself. The 106 data set clips, framed over copies blurred by 8, 20 or
+# 40 px (landscape in portrait, and portrait in landscape), scored 0.925 or more there.
+NO_PICTURE_BELOW = 0.85
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -56,12 +61,16 @@ def _picture_rows(greys: list[np.ndarray]) -> int | None:
     height = greys[0].shape[0]
     margins = range(max(1, round(height * (1 - MAX_PICTURE_SHARE) / 2)), round(height * (1 - MIN_PICTURE_SHARE) / 2))
 
-    def best(candidates: range) -> tuple[float, int]:
-        return max(((float(np.mean([_likeness(grey, m) for grey in greys])), m) for m in candidates), default=(0.0, 0))
+    def best(candidates: range, compared: list[np.ndarray]) -> tuple[float, int]:
+        return max(((float(np.mean([_likeness(grey, m) for grey in compared])), m) for m in candidates), default=(0.0, 0))
 
-    # every third margin, then the rows around the best: the likeness changes slowly with the margin
-    _, near = best(margins[::COARSE_STEP])
-    likeness, margin = best(range(max(margins.start, near - COARSE_STEP + 1), min(margins.stop, near + COARSE_STEP)))
+    # every third margin in a few frames (a picture's margin is the same in each), then the rows
+    # around the best in them all: the likeness changes slowly with the margin
+    spread = greys[:: max(1, len(greys) // COARSE_FRAMES)][:COARSE_FRAMES]
+    likeness, near = best(margins[::COARSE_STEP], spread)
+    if likeness < NO_PICTURE_BELOW:
+        return None
+    likeness, margin = best(range(max(margins.start, near - COARSE_STEP + 1), min(margins.stop, near + COARSE_STEP)), greys)
     return margin if likeness >= MIN_LIKENESS else None
 
 
