@@ -965,6 +965,23 @@ def test_blend_regions_cover_their_part_of_the_face():
     assert rows["inner"][-1] < rows["face"][-1] - 3  # the jaw line is left out
 
 
+def test_a_leaning_face_is_cropped_upright_for_training_with_its_landmarks_turned_alike(tmp_path):
+    from model.dataset import crops_for_video
+    from model.faces import face_landmarks_points
+
+    frames = face_frames(6)
+    height, width = frames[0].shape[:2]
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), 35, 1.0)
+    turned = [cv2.warpAffine(f, rotation, (width, height), borderMode=cv2.BORDER_REFLECT101) for f in frames]
+    crops, marks = crops_for_video(write_h264(tmp_path / "leaning.mp4", turned), 6, 112)
+    assert len(crops) == 6
+    for crop, points in zip(crops, marks):
+        found = face_landmarks_points(crop, (19, 93, 93, 19))  # the face's box in a 112 px crop
+        assert np.median(np.linalg.norm(found - points, axis=1)) < 4  # the cached points lie on the crop's face
+        eyes = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+        assert abs(np.degrees(np.arctan2(eyes[1][1] - eyes[0][1], eyes[1][0] - eyes[0][0]))) < 8
+
+
 def test_blend_regions_are_drawn_only_when_asked():
     from model.augment import BLEND_REGIONS, SelfBlend
 

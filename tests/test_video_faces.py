@@ -17,9 +17,11 @@ from model.faces import (
     detect_faces_in_frames,
     expand_box,
     extract_face_crops,
+    face_roll,
     iou,
     merge_same_faces,
     track_faces,
+    upright_rotation,
 )
 from model.layout import picture_region
 from model.video import (
@@ -774,3 +776,37 @@ def test_faces_are_searched_for_in_the_picture_alone():
     assert all(len(boxes) == 1 for boxes in detections)
     for t, r, b, l in (box for boxes in detections for box in boxes):
         assert top <= (t + b) / 2 <= bottom and left <= (l + r) / 2 <= right
+
+
+def _turned(frame: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame turned about its centre, counter-clockwise as shown, as a phone held at a slant films."""
+    height, width = frame.shape[:2]
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    return cv2.warpAffine(frame, rotation, (width, height), borderMode=cv2.BORDER_REFLECT101)
+
+
+def test_face_roll_reads_how_far_a_face_leans():
+    frame = face_frames(1)[0]
+    upright = face_roll(frame, detect_faces(frame)[0])
+    assert abs(upright) < 10
+    for degrees in (-30, 20, 35):
+        turned = _turned(frame, degrees)
+        # turned counter-clockwise, the eye line rises to the right: the roll falls
+        assert face_roll(turned, detect_faces(turned)[0]) - upright == pytest.approx(-degrees, abs=4)
+
+
+def test_a_face_that_leans_far_is_cropped_upright_and_an_upright_one_as_it_is():
+    frames = face_frames(6)
+    crop_box = (19, 93, 93, 19)  # where the face lies in a 112 px crop (CROP_MARGIN 0.25)
+    for degrees in (30, -35):
+        turned = [_turned(f, degrees) for f in frames]
+        (face,) = extract_face_crops(turned)
+        rolls = [face_roll(crop, crop_box) for crop in face.crops]
+        assert all(abs(roll) < 8 for roll in rolls), rolls
+        box = face.track.boxes[0]
+        assert upright_rotation(turned[0], box) is not None
+        leaning = crop_face(turned[0], box)  # as it was cropped before
+        assert abs(face_roll(leaning, crop_box)) > 20
+    (face,) = extract_face_crops(frames)
+    assert all(upright_rotation(frames[p], box) is None for p, box in zip(face.track.frame_positions, face.track.boxes))
+    assert np.array_equal(face.crops[0], crop_face(frames[face.track.frame_positions[0]], face.track.boxes[0]))
