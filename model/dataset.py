@@ -196,7 +196,9 @@ def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarra
         rotation = upright_rotation(frame, box)
         # a leaning face's landmarks are found with it upright: dlib's 68-point model misplaces them
         # on a face leaning 35° (its eye line read as 18°)
-        upright = frame if rotation is None else cv2.warpAffine(frame, rotation, frame.shape[1::-1], borderMode=cv2.BORDER_REFLECT101)
+        upright = frame
+        if rotation is not None:
+            upright = cv2.warpAffine(frame, rotation, frame.shape[1::-1], borderMode=cv2.BORDER_REFLECT101)
         points = face_landmarks_points(upright, box)
         points = (points - [left, top]) * (size / (right - left)) if len(points) == LANDMARKS else np.zeros((LANDMARKS, 2))
         crops.append(crop_face(frame, box, size, rotation=rotation))
