@@ -39,9 +39,9 @@ MERGE_CANDIDATES = 8  # tracks, the most often seen first, that merging consider
 STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip detection
 # A face leaning this far or further from upright (its eye line against the horizontal) is turned
 # upright before it is cropped: heads tilted by 30° made real videos look manipulated (model
-# card, "Tilted heads"). The training clips' faces lean less (at most 20.8° over the 32 frames
-# training takes, as published, at the hard quality, at 240p and as GIFs), so their crops are
-# never turned.
+# card, "Tilted heads"). The training clips' faces lean less (at most 22.6° over the 32 frames
+# training takes, at every quality the training and cross-validation crop them at), so their
+# crops are never turned.
 UPRIGHT_FROM_DEGREES = 25.0
 
 
