@@ -90,6 +90,14 @@ def over_blurred_copy(
     return framed, (top, left + picture.shape[1], top + picture.shape[0], left)
 
 
+def turned_about_centre(frame: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame turned about its centre, counter-clockwise as shown, as a phone held at a slant
+    films; the corners filled by reflection."""
+    height, width = frame.shape[:2]
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    return cv2.warpAffine(frame, rotation, (width, height), borderMode=cv2.BORDER_REFLECT101)
+
+
 def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np.ndarray]:
     """Moving coloured shapes, no face."""
     width, height = size

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import face_frames, turn_quarter_clockwise_on_display, write_h264, write_video
+from media import face_frames, turn_quarter_clockwise_on_display, turned_about_centre, write_h264, write_video
 from skimage import data
 
 from model.cli import _format_summary, _train_config, build_parser
@@ -969,10 +969,7 @@ def test_a_leaning_face_is_cropped_upright_for_training_with_its_landmarks_turne
     from model.dataset import crops_for_video
     from model.faces import face_landmarks_points
 
-    frames = face_frames(6)
-    height, width = frames[0].shape[:2]
-    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), 35, 1.0)
-    turned = [cv2.warpAffine(f, rotation, (width, height), borderMode=cv2.BORDER_REFLECT101) for f in frames]
+    turned = [turned_about_centre(f, 35) for f in face_frames(6)]
     crops, marks = crops_for_video(write_h264(tmp_path / "leaning.mp4", turned), 6, 112)
     assert len(crops) == 6
     for crop, points in zip(crops, marks):

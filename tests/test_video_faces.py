@@ -48,6 +48,7 @@ from media import (
     read_stamp,
     stamp_number,
     turn_quarter_clockwise_on_display,
+    turned_about_centre,
     two_face_frames,
     write_animated_webp,
     write_behind_a_still_track,
@@ -778,19 +779,12 @@ def test_faces_are_searched_for_in_the_picture_alone():
         assert top <= (t + b) / 2 <= bottom and left <= (l + r) / 2 <= right
 
 
-def _turned(frame: np.ndarray, degrees: float) -> np.ndarray:
-    """The frame turned about its centre, counter-clockwise as shown, as a phone held at a slant films."""
-    height, width = frame.shape[:2]
-    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
-    return cv2.warpAffine(frame, rotation, (width, height), borderMode=cv2.BORDER_REFLECT101)
-
-
 def test_face_roll_reads_how_far_a_face_leans():
     frame = face_frames(1)[0]
     upright = face_roll(frame, detect_faces(frame)[0])
     assert abs(upright) < 10
     for degrees in (-30, 20, 35):
-        turned = _turned(frame, degrees)
+        turned = turned_about_centre(frame, degrees)
         # turned counter-clockwise, the eye line rises to the right: the roll falls
         assert face_roll(turned, detect_faces(turned)[0]) - upright == pytest.approx(-degrees, abs=4)
 
@@ -799,7 +793,7 @@ def test_a_face_that_leans_far_is_cropped_upright_and_an_upright_one_as_it_is():
     frames = face_frames(6)
     crop_box = (19, 93, 93, 19)  # where the face lies in a 112 px crop (CROP_MARGIN 0.25)
     for degrees in (30, -35):
-        turned = [_turned(f, degrees) for f in frames]
+        turned = [turned_about_centre(f, degrees) for f in frames]
         (face,) = extract_face_crops(turned)
         rolls = [face_roll(crop, crop_box) for crop in face.crops]
         assert all(abs(roll) < 8 for roll in rolls), rolls
