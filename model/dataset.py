@@ -38,7 +38,7 @@ class Reencode(NamedTuple):
     crf: int
     max_lines: int  # on the shorter side
     codec: str = "libx264"
-    tone: str | None = None  # augment.TONES: in black and white, or sepia
+    tone: str | None = None  # augment.TONES: in black and white, sepia, or dim
 
 
 # name → how the clip is re-encoded; None keeps the file as it is.
@@ -61,6 +61,8 @@ QUALITIES: dict[str, Reencode | None] = {
     "bw_crf23_480p": Reencode(23, 480, tone="grey"),
     # sepia, as photo and video apps' old-film filters tone it; else as bw_crf23_480p
     "sepia_crf23_480p": Reencode(23, 480, tone="sepia"),
+    # a face filmed in a dim room: two stops under, with the sensor noise brought up; else as bw_crf23_480p
+    "dim_crf23_480p": Reencode(23, 480, tone="dim"),
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).

@@ -1119,6 +1119,27 @@ def test_a_toned_quality_is_written_in_the_tone_and_light_of_the_picture(tmp_pat
             assert (red - green).mean() > 4 and (green - blue).mean() > 6  # brown, not grey
 
 
+def test_the_dim_quality_is_darker_and_noisier_and_the_same_file_every_time(tmp_path):
+    from model.augment import DIM_LEVELS, reencode
+    from model.dataset import QUALITIES
+    from model.video import read_frames
+
+    frames = face_frames(12)
+    source = write_h264(tmp_path / "source.mp4", frames)
+    outputs = [tmp_path / f"dim-{i}.mp4" for i in range(2)]
+    for path in outputs:
+        reencode(source, path, *QUALITIES["dim_crf23_480p"])
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    lit = read_frames(source, 4)
+    dimmed = read_frames(outputs[0], 4)
+    grain = lambda image: np.abs(image.astype(float) - cv2.GaussianBlur(image, (5, 5), 0)).mean()  # noqa: E731
+    for index, frame, source_frame in zip(dimmed.indices, dimmed.frames, lit.frames):
+        smooth = cv2.GaussianBlur(frame, (9, 9), 0).astype(int)
+        assert np.abs(smooth - cv2.GaussianBlur(DIM_LEVELS[frames[index]], (9, 9), 0)).mean() < 3
+        assert frame.mean() < 0.6 * source_frame.mean()
+        assert grain(frame) > 1.5 * grain(DIM_LEVELS[source_frame].astype(np.uint8))  # the sensor's noise
+
+
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
     clip = read_manifest(tiny_dataset)[0]
     unversioned = tmp_path / "orig-112px" / f"{clip.key}.npz"  # where crops lay before the cache had versions
