@@ -193,13 +193,13 @@ def test_the_small_face_caveat_says_how_many_fakes_were_caught_where_the_checkpo
 
 @pytest.fixture(scope="module")
 def hiding_clips(tmp_path_factory) -> dict[str, Path]:
-    """The astronaut clip as an animated GIF, in black and white, and toned sepia."""
+    """The astronaut clip as an animated GIF, in black and white, toned sepia, and dimly lit."""
     from fractions import Fraction
 
     import cv2
     from media import face_frames, write_h264
 
-    from model.augment import sepia, write_gif
+    from model.augment import dim, sepia, write_gif
 
     folder = tmp_path_factory.mktemp("hiding")
     frames = face_frames(20)
@@ -209,6 +209,8 @@ def hiding_clips(tmp_path_factory) -> dict[str, Path]:
         "gif": folder / "clip.gif",
         "black_and_white": write_h264(folder / "grey.mp4", grey),
         "toned": write_h264(folder / "sepia.mp4", [sepia(frame) for frame in frames]),
+        # a room dimmer still than the validation's: her white suit dimmed once stays as bright as DIM_HIGHLIGHTS
+        "dim": write_h264(folder / "dim.mp4", [dim(dim(frame)) for frame in frames]),
     }
 
 
@@ -228,11 +230,34 @@ def test_a_single_tone_is_told_from_colour_and_from_grey(media, hiding_clips, tm
     assert _colourless(crops["grey"]) and not _colourless(crops["green"])
 
 
+def test_a_dim_face_is_told_by_the_light_around_it_not_by_its_skin(media, hiding_clips):
+    """A face in shade beside a lit background (as a dark-skinned face in daylight shows) is not
+    taken for dimly lit; the whole picture dimmed is."""
+    import face_recognition
+    from media import face_frames
+
+    from model.detector import DIM_HIGHLIGHTS, _highlights
+    from model.faces import extract_face_crops
+
+    shaded = []
+    for frame in face_frames(10):
+        top, right, bottom, left = face_recognition.face_locations(frame)[0]
+        frame[top:bottom, left:right] = frame[top:bottom, left:right] // 3
+        shaded.append(frame)
+    lit = extract_face_crops(read_frames(media["face_h264"], 10).frames, 112)[0].crops
+    shade = extract_face_crops(shaded, 112)[0].crops
+    dimmed = extract_face_crops(read_frames(hiding_clips["dim"], 10).frames, 112)[0].crops
+    centre = lambda crops: crops[:, 28:84, 28:84].mean()  # noqa: E731
+    assert centre(shade) < centre(lit) / 2  # the face itself is as dark as the dimmed one
+    assert _highlights(lit) > _highlights(shade) > DIM_HIGHLIGHTS > _highlights(dimmed)
+
+
 # per caveat: how its message begins, the validation quality it quotes, and what that quality did to the videos
 HIDING = {
     "gif": ("This video is an animated GIF", "gif_480p", "turned into animated GIFs"),
     "black_and_white": ("This video is in black and white", "bw_crf23_480p", "turned black and white"),
     "toned": ("This video is toned in a single colour", "sepia_crf23_480p", "toned sepia"),
+    "dim": ("The face is dimly lit in this video", "dim_crf23_480p", "darkened as if filmed in a dim room"),
 }
 
 
