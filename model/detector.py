@@ -74,7 +74,7 @@ class TrackResult:
     confidence: float  # percent, for the label given
     p_fake: float
     box: tuple[int, int, int, int]  # median (top, right, bottom, left) in the video's pixels
-    frame_scores: list[dict]  # per judged frame: index, time_s, p_fake
+    frame_scores: list[dict]  # per judged frame: index, time_s, p_fake, turned_deg (turned upright by, before judging)
     crops: np.ndarray  # the judged face crops, RGB
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # crop position → Grad-CAM overlay
 
@@ -402,8 +402,8 @@ class Detector:
         features = self.encode(face.crops)
         p_fake, per_frame = self.score_features(features)
         frame_scores = [
-            {"index": index, "time_s": round(sampled.timeline.time_s(index), 3), "p_fake": round(float(p), 4)}
-            for index, p in zip((sampled.indices[pos] for pos in face.track.frame_positions), per_frame)
+            {"index": index, "time_s": round(sampled.timeline.time_s(index), 3), "p_fake": round(float(p), 4), "turned_deg": round(turned, 1)}
+            for index, p, turned in zip((sampled.indices[pos] for pos in face.track.frame_positions), per_frame, face.turned)
         ]
         heatmaps = {}
         if explain:

@@ -169,6 +169,11 @@ def upright_rotation(frame: np.ndarray, box: Box) -> np.ndarray | None:
     return cv2.getRotationMatrix2D(((left + right) / 2, (top + bottom) / 2), roll, 1.0)
 
 
+def rotation_degrees(rotation: np.ndarray | None) -> float:
+    """How far a 2×3 rotation (`upright_rotation`) turns, in degrees counter-clockwise as shown; 0 for None."""
+    return 0.0 if rotation is None else float(np.degrees(np.arctan2(rotation[0, 1], rotation[0, 0])))
+
+
 def iou(a: Box, b: Box) -> float:
     top, bottom = max(a[0], b[0]), min(a[2], b[2])
     left, right = max(a[3], b[3]), min(a[1], b[1])
@@ -269,10 +274,12 @@ def face_landmarks_points(frame: np.ndarray, box: Box) -> np.ndarray:
 
 @dataclass
 class FaceCrops:
-    """A track's crops (N×size×size×3 RGB) with the sampled-frame positions they come from."""
+    """A track's crops (N×size×size×3 RGB) with the sampled-frame positions they come from, and
+    how far each was turned upright (`rotation_degrees`; 0 where the face did not lean far)."""
 
     track: FaceTrack
     crops: np.ndarray
+    turned: list[float]
 
 
 def _interpolated(before: list[Box], after: list[Box]) -> list[Box] | None:
@@ -368,7 +375,9 @@ def extract_face_crops(
     detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1, picture=picture)
     tracks = merge_same_faces(track_faces(detections, max_tracks=None), frames)[:max_tracks]
 
-    def crop(position: int, box: Box) -> np.ndarray:
-        return crop_face(frames[position], box, size, rotation=upright_rotation(frames[position], box))
+    def cropped(track: FaceTrack) -> FaceCrops:
+        rotations = [upright_rotation(frames[p], box) for p, box in zip(track.frame_positions, track.boxes)]
+        crops = [crop_face(frames[p], box, size, rotation=r) for p, box, r in zip(track.frame_positions, track.boxes, rotations)]
+        return FaceCrops(track, np.stack(crops), [rotation_degrees(r) for r in rotations])
 
-    return [FaceCrops(track, np.stack([crop(p, box) for p, box in zip(track.frame_positions, track.boxes)])) for track in tracks]
+    return [cropped(track) for track in tracks]

@@ -14,6 +14,7 @@ from media import (
     VARIABLE_RATE_TIMES_S,
     face_frames,
     over_blurred_copy,
+    turned_about_centre,
     two_face_frames,
     write_animated_webp,
     write_h264,
@@ -174,6 +175,23 @@ def test_a_video_reposted_over_a_blurred_copy_of_itself_says_faces_were_searched
     assert "<dt>Faces searched for</dt><dd class=\"picture\">in the picture alone (%d × %d)" % (r - l, b - t) in html
     plain = post(client, "/api/v1/detect", write_h264(tmp_path / "plain.mp4", face_frames(20))).get_json()
     assert "Faces searched for" not in client.get(f"/results/{plain['id']}").data.decode()
+
+
+def test_a_face_that_leans_far_is_said_to_have_been_turned_upright(client, tmp_path):
+    leaning = [turned_about_centre(frame, 35) for frame in face_frames(20)]
+    body = post(client, "/api/v1/detect", write_h264(tmp_path / "leaning.mp4", leaning)).get_json()
+    [track] = body["face_tracks"]
+    turned = [s["turned_deg"] for s in track["frame_scores"]]
+    assert all(d == pytest.approx(-35, abs=6) for d in turned)  # turned back clockwise, each crop
+    html = client.get(f"/results/{body['id']}").data.decode()
+    least, most = "%.0f" % min(-d for d in turned), "%.0f" % max(-d for d in turned)
+    span = least if most == least else f"{least}–{most}"
+    assert f"This face leaned far in {len(turned)} of its {len(turned)} frames: those crops were turned upright (by {span}°)" in html
+    assert html.count("· turned upright</span>") == len(turned)
+    upright = post(client, "/api/v1/detect", write_h264(tmp_path / "upright.mp4", face_frames(20))).get_json()
+    assert {s["turned_deg"] for s in upright["face_tracks"][0]["frame_scores"]} == {0.0}
+    html = client.get(f"/results/{upright['id']}").data.decode()
+    assert "leaned far" not in html and "turned upright" not in html
 
 
 def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_path, media, tiny_weights):
