@@ -252,6 +252,23 @@ def test_a_dim_face_is_told_by_the_light_around_it_not_by_its_skin(media, hiding
     assert _highlights(lit) > _highlights(shade) > DIM_HIGHLIGHTS > _highlights(dimmed)
 
 
+@pytest.mark.parametrize("both_dim", [True, False])
+def test_the_dim_caveat_needs_every_face_dim_and_says_faces_where_there_are_several(tiny_weights, tmp_path, monkeypatch, both_dim):
+    from media import two_face_frames, write_h264
+
+    from model.augment import dim
+
+    frames = [dim(dim(frame)) for frame in two_face_frames(20)]
+    if not both_dim:  # the right-hand person lit as filmed
+        for frame, lit in zip(frames, two_face_frames(20)):
+            frame[:, frame.shape[1] // 2 :] = lit[:, lit.shape[1] // 2 :]
+    scoring_faces_as(monkeypatch, 0.2, 0.2)
+    result = Detector(tiny_weights).detect(write_h264(tmp_path / "two.mp4", frames), 10, max_faces=2)
+    assert result.label == "REAL" and len(result.tracks) == 2
+    dim_caveats = [c["message"] for c in result.caveats if c["code"] == "dim"]
+    assert [m.split(" dimly lit")[0] for m in dim_caveats] == (["The faces are"] if both_dim else [])
+
+
 # per caveat: how its message begins, the validation quality it quotes, and what that quality did to the videos
 HIDING = {
     "gif": ("This video is an animated GIF", "gif_480p", "turned into animated GIFs"),
