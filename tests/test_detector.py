@@ -258,9 +258,10 @@ def test_the_dim_caveat_needs_every_face_dim_and_says_faces_where_there_are_seve
 
     from model.augment import dim
 
-    frames = [dim(dim(frame)) for frame in two_face_frames(20)]
+    filmed = two_face_frames(20)
+    frames = [dim(dim(frame)) for frame in filmed]
     if not both_dim:  # the right-hand person lit as filmed
-        for frame, lit in zip(frames, two_face_frames(20)):
+        for frame, lit in zip(frames, filmed):
             frame[:, frame.shape[1] // 2 :] = lit[:, lit.shape[1] // 2 :]
     scoring_faces_as(monkeypatch, 0.2, 0.2)
     result = Detector(tiny_weights).detect(write_h264(tmp_path / "two.mp4", frames), 10, max_faces=2)
