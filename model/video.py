@@ -303,11 +303,30 @@ def _refuse_sound(container: av.container.InputContainer) -> None:
         raise VideoError(SOUND_ONLY)
 
 
-def _main_stream(container: av.container.InputContainer) -> tuple[av.VideoStream, np.ndarray | None]:
+# Decoders show a frame at most this many frames after it arrives (H.264's and HEVC's limit is 16).
+MAX_REORDERED_FRAMES = 32
+
+
+class _MainStream(NamedTuple):
+    stream: av.VideoStream
+    times: np.ndarray | None  # presentation times in display order, in the stream's time base
+    restarts: bool = False  # recordings joined end to end, each timed from zero
+
+
+def _restarts(times: list[int]) -> bool:
+    """Whether presentation times, in the order the packets come, start again (recordings joined
+    end to end, each timed from zero): a frame's place in time is further from its place in the
+    stream than reordering explains."""
+    order = np.argsort(np.array(times, dtype=np.int64), kind="stable")
+    return bool((np.abs(order - np.arange(len(order))) > MAX_REORDERED_FRAMES).any())
+
+
+def _main_stream(container: av.container.InputContainer) -> _MainStream:
     """The video stream a player shows, and its presentation times in display order, in its time
-    base, from its packets alone (nothing is decoded; None where they are missing or unreadable).
-    Where a file holds several (a preview or a cover picture beside the recording, a second
-    camera), that is the one with the most frames, and never an attached cover picture."""
+    base, from its packets alone (nothing is decoded; None where they are missing or unreadable,
+    or start again). Where a file holds several (a preview or a cover picture beside the
+    recording, a second camera), that is the one with the most frames, and never an attached
+    cover picture."""
     streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     try:
@@ -315,12 +334,14 @@ def _main_stream(container: av.container.InputContainer) -> tuple[av.VideoStream
             if packet.size and not packet.is_discard:
                 times[packet.stream.index].append(packet.pts)
     except av.FFmpegError:
-        return streams[0], None
+        return _MainStream(streams[0], None)
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
     if not shown or None in shown:
-        return stream, None
-    return stream, np.sort(np.array(shown, dtype=np.int64))
+        return _MainStream(stream, None)
+    if _restarts(shown):
+        return _MainStream(stream, None, restarts=True)
+    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)))
 
 
 class _ContainerFacts(NamedTuple):
@@ -336,6 +357,9 @@ class _ContainerFacts(NamedTuple):
     stored_size: tuple[int, int] = (0, 0)  # (width, height) as coded, before any rotation
     # an average rate no video has (raw DV): OpenCV then counts and seeks in ticks of the time base
     odd_rate: bool = False
+    # recordings joined end to end (`_restarts`): the header's length is the first one's, and a
+    # seek by time may land in any of them
+    restarts: bool = False
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -345,7 +369,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
-            stream, times = _main_stream(container)
+            stream, times, restarts = _main_stream(container)
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
@@ -358,7 +382,16 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
     return _ContainerFacts(
-        shown_s, interlaced, hdr, several, codec, main_stream=main, pixel_aspect=aspect, stored_size=stored, odd_rate=odd_rate
+        shown_s,
+        interlaced,
+        hdr,
+        several,
+        codec,
+        main_stream=main,
+        pixel_aspect=aspect,
+        stored_size=stored,
+        odd_rate=odd_rate,
+        restarts=restarts,
     )
 
 
@@ -431,7 +464,7 @@ class PyAVCapture:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
             with av.open(str(path)) as container:
-                main, self._shown = _main_stream(container)
+                main, self._shown, _ = _main_stream(container)
                 index = main.index
             self._stream = self._container.streams[index]
         else:
@@ -484,7 +517,7 @@ class PyAVCapture:
             index = int(value)
             if self._shown is None:
                 with av.open(str(self._path)) as container:
-                    self._shown = _main_stream(container)[1]
+                    self._shown = _main_stream(container).times
                 if self._shown is None:
                     self._shown = np.empty(0, dtype=np.int64)  # not to be read again
             start = self._stream.start_time or 0
@@ -732,7 +765,8 @@ def read_frames(
     (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
     count missing from the header is taken from the container's packets, without decoding, as is
     one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
-    is corrected by counting. Rotation metadata is applied by the decoder, and pixels that are not
+    is corrected by counting, as is that of recordings joined end to end, each timed from zero,
+    which are read in one pass (a seek by time might land in any of them). Rotation metadata is applied by the decoder, and pixels that are not
     square are stretched as a player shows them. Where the frame rate varies, the frames are
     spread evenly in time, and a part and the frames' times (`timeline`) follow the container's
     presentation times rather than the average rate. OpenCV decodes; what it cannot, PyAV does:
@@ -785,7 +819,9 @@ def _sample(
         info.frame_count = frame_count
         return Timeline.of(info.fps, frame_count, shown_s)
 
-    if shown_s is not None and 0 < len(shown_s) < info.frame_count:
+    if facts.restarts:
+        timeline = counted(with_capture(_count_frames))
+    elif shown_s is not None and 0 < len(shown_s) < info.frame_count:
         # an edit list hides frames that the header counts (a clip trimmed without re-encoding)
         timeline = counted(len(shown_s))
     elif info.frame_count > 0:
@@ -795,7 +831,8 @@ def _sample(
     else:
         timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
-    method = "seek" if (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
+    seekable = not facts.restarts
+    method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2 and open_capture is _open and shown_s is not None:
@@ -805,7 +842,7 @@ def _sample(
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
     if method == "sequential":
-        seek_first = wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
+        seek_first = seekable and wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
         indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted

@@ -372,6 +372,27 @@ def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tm
     assert [read_stamp(frame) for frame in sampled.frames] == [25 + i for i in sampled.indices]
 
 
+@pytest.mark.parametrize("seek_min_gap", [10**9, 1])
+@pytest.mark.parametrize("second_size, second_options", [((480, 270), {}), ((960, 540), {"max_delay": "25000"})])
+def test_recordings_joined_end_to_end_are_read_to_the_end_of_the_last(tmp_path, seek_min_gap, second_size, second_options):
+    """Transport streams joined as they are (`cat a.ts b.ts`, a recorder's split files) each time
+    their frames from zero: the header's length was the first recording's, and the second went
+    unseen (the reader stopped at frame 39 of 80). Also where the second has a size of its own,
+    and its frames' times fall between the first's rather than on them (the muxer's `max_delay`
+    starts them half a frame later)."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(80, (480, 270)))]
+    first = write_h264(tmp_path / "first.ts", frames[:40])
+    second = write_video(
+        tmp_path / "second.ts", [cv2.resize(frame, second_size) for frame in frames[40:]], "libx264", container_options=second_options
+    )
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    sampled = read_frames(joined, 8, seek_min_gap=seek_min_gap)
+    assert sampled.info.frame_count == 80 and sampled.timeline.duration_s == pytest.approx(8.0)
+    assert sampled.indices == sample_indices(80, 8)
+    assert [read_stamp(cv2.resize(frame, (480, 270))) for frame in sampled.frames] == sampled.indices
+
+
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.webp", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name
