@@ -281,6 +281,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     from .dataset import QUALITIES
+    from .faces import UPRIGHT_FROM_DEGREES
     from .training import TrainConfig
 
     defaults = TrainConfig(manifest="")
@@ -336,6 +337,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grey-prob", type=float, default=defaults.grey_prob, metavar="P",
         help="turn every frame of this share of the training sequences grey, real and fake alike (0: none)",
+    )
+    parser.add_argument(
+        "--tilt-prob", type=float, default=defaults.tilt_prob, metavar="P",
+        help=f"turn every frame of this share of the training sequences by one angle within ±{UPRIGHT_FROM_DEGREES:g}°, real and fake alike (0: none)",
     )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)

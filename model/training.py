@@ -16,6 +16,7 @@ from torch import nn
 from .augment import BLEND_REGIONS, Degradation, Glasses, SelfBlend, pixel_scale
 from .dataset import Clip, identity_components, load_cached, prepare_cache, read_manifest, shown_path, split_by_identity
 from .evaluation import fit_calibration_on_qualities, log_loss, roc_auc
+from .faces import UPRIGHT_FROM_DEGREES
 from .network import ClipModel, DeepfakeNet, EnsembleNet, NetworkConfig, pick_device, save_checkpoint, to_input
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ class TrainConfig:
     # Share of sequences, real and fake alike, turned grey (black and white footage hid fakes: the
     # held-out AUC fell to 0.71 from 0.79). 0 = off.
     grey_prob: float = 0.0
+    # Share of sequences, real and fake alike, turned by one angle within ±faces.UPRIGHT_FROM_DEGREES
+    # (a head tilted, a phone held at a slant): serving turns a face upright only from there, and
+    # the training clips' faces lean little (95% within 10°). 0 = off.
+    tilt_prob: float = 0.0
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -142,9 +147,18 @@ class SequenceSampler:
         start = self.rng.integers(0, len(crops) - length + 1)
         return crops[start : start + length], marks[start : start + length]
 
-    def _jitter(self, image: np.ndarray, scale: float, dx: float, dy: float) -> np.ndarray:
+    def _draw_jitter(self) -> tuple[float, float, float, float]:
+        """Scale, shift (x, y) and turn of a sequence's crops; the turn is drawn only when asked
+        for, so the default draws stay as they were."""
+        scale, dx, dy = self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2)
+        angle = 0.0
+        if self.config.tilt_prob and self.rng.random() < self.config.tilt_prob:
+            angle = float(self.rng.uniform(-UPRIGHT_FROM_DEGREES, UPRIGHT_FROM_DEGREES))
+        return scale, dx, dy, angle
+
+    def _jitter(self, image: np.ndarray, scale: float, dx: float, dy: float, angle: float) -> np.ndarray:
         size = image.shape[0]
-        warp = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
+        warp = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
         warp[:, 2] += np.multiply((dx, dy), pixel_scale(image))
         return cv2.warpAffine(image, warp, (size, size), borderMode=cv2.BORDER_REFLECT)
 
@@ -172,7 +186,7 @@ class SequenceSampler:
         crops, marks = self._pick("FAKE" if kind == 2 else "REAL")
         blend = SelfBlend.draw(self.rng, self.regions) if kind == 1 else None
         degrade = Degradation.draw(self.rng, self.config.erase_prob, self.config.grey_prob)
-        jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
+        jitter = self._draw_jitter()
         return self._render(crops, marks, blend, degrade, jitter, self._draw_glasses()), 0 if kind else 1  # class 0 = FAKE
 
     def pair(self) -> list[tuple[np.ndarray, int]]:
@@ -181,7 +195,7 @@ class SequenceSampler:
         comp = list(reals)[self.rng.integers(len(reals))]
         crops, marks = self._pick("REAL", comp)
         degrade = Degradation.draw(self.rng, self.config.erase_prob, self.config.grey_prob)
-        jitter = (self.rng.uniform(0.95, 1.1), *self.rng.uniform(-4, 4, 2))
+        jitter = self._draw_jitter()
         glasses = self._draw_glasses()
         real = self._render(crops, marks, None, degrade, jitter, glasses)
         if self.config.dataset_fakes and comp in self.by_label["FAKE"] and self.rng.random() < 0.5:

@@ -840,6 +840,40 @@ def test_sampler_turns_grey_the_configured_share(paired):
         assert grey == pytest.approx(expected, abs=0.1)
 
 
+def _bar_angles(sequences: np.ndarray) -> np.ndarray:
+    """How far from the horizontal, in degrees, the bright bar of each frame lies (B, T)."""
+    angles = np.zeros(sequences.shape[:2])
+    for index in np.ndindex(*sequences.shape[:2]):
+        grey = sequences[index].mean(axis=2)
+        moments = cv2.moments((grey > (grey.min() + grey.max()) / 2).astype(np.uint8), binaryImage=True)
+        angles[index] = np.degrees(0.5 * np.arctan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"]))
+    return np.abs(angles)  # a flip turns the other way
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_sampler_turns_the_configured_share_of_sequences_each_by_one_angle(paired):
+    from model.faces import UPRIGHT_FROM_DEGREES
+
+    clips = [Clip("1.mp4", "REAL", "original", "1"), Clip("2.mp4", "FAKE", "Deepfakes", "1")]
+    bar = np.zeros((6, 112, 112, 3), np.uint8)
+    bar[:, 52:60, 16:96] = 230  # a level bar, long enough to show its slope after the crop's jitter
+    data_ = {c.key: [(bar, np.zeros((6, 0, 2), np.float32))] for c in clips}
+    for share in (0.0, 1.0, 0.5):
+        config = TrainConfig(manifest="", frames_per_clip=3, clips_per_batch=200, paired=paired, tilt_prob=share, seed=1)
+        angles = _bar_angles(SequenceSampler(data_, clips, config).batch()[0])
+        assert (angles.max(axis=1) - angles.min(axis=1) < 2).all()  # every frame of a sequence alike
+        turned = angles[:, 0] > 1.5
+        assert turned.mean() == pytest.approx(share, abs=0.1)
+        if share:
+            assert angles[turned, 0].max() <= UPRIGHT_FROM_DEGREES + 1.5 and angles[turned, 0].mean() == pytest.approx(12.5, abs=2.5)
+
+
+def test_tilt_prob_comes_from_the_command_line():
+    for command in ("train", "crossval"):
+        assert _train_config(build_parser().parse_args([command, "--manifest", "m.csv", "--tilt-prob", "0.5"])).tilt_prob == 0.5
+    assert _train_config(build_parser().parse_args(["train", "--manifest", "m.csv"])).tilt_prob == 0.0
+
+
 def _eye_landmarks(size: int) -> np.ndarray:
     """Landmarks with only what glasses are placed by: eyes at a third of the height, ears beside them."""
     points = np.zeros((LANDMARKS, 2), np.float32)
