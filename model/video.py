@@ -303,7 +303,8 @@ def _refuse_sound(container: av.container.InputContainer) -> None:
         raise VideoError(SOUND_ONLY)
 
 
-# Decoders show a frame at most this many frames after it arrives (H.264's and HEVC's limit is 16).
+# How far from its place in the stream a frame may be shown: H.264 and HEVC reorder at most 16
+# frames; twice that, so that no stream of one recording is taken for several.
 MAX_REORDERED_FRAMES = 32
 
 
@@ -766,10 +767,11 @@ def read_frames(
     count missing from the header is taken from the container's packets, without decoding, as is
     one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
     is corrected by counting, as is that of recordings joined end to end, each timed from zero,
-    which are read in one pass (a seek by time might land in any of them). Rotation metadata is applied by the decoder, and pixels that are not
-    square are stretched as a player shows them. Where the frame rate varies, the frames are
-    spread evenly in time, and a part and the frames' times (`timeline`) follow the container's
-    presentation times rather than the average rate. OpenCV decodes; what it cannot, PyAV does:
+    which are read in one pass (a seek by time might land in any of them). Rotation metadata is
+    applied by the decoder, and pixels that are not square are stretched as a player shows
+    them. Where the frame rate varies, the frames are spread evenly in time, and a part and the
+    frames' times (`timeline`) follow the container's presentation times rather than the
+    average rate. OpenCV decodes; what it cannot, PyAV does:
     AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
     tone-mapped to SDR, a file with several video streams, of which the one a player shows is
     read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
