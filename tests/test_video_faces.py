@@ -391,6 +391,9 @@ def test_recordings_joined_end_to_end_are_read_to_the_end_of_the_last(tmp_path, 
     assert sampled.info.frame_count == 80 and sampled.timeline.duration_s == pytest.approx(8.0)
     assert sampled.indices == sample_indices(80, 8)
     assert [read_stamp(cv2.resize(frame, (480, 270))) for frame in sampled.frames] == sampled.indices
+    # a part across the two, decoded up to rather than seeked: a seek by time lands in either
+    part = read_frames(joined, 4, seek_min_gap=seek_min_gap, part=TimeRange(2.0, 6.0))
+    assert part.span == (20, 60) and [read_stamp(cv2.resize(frame, (480, 270))) for frame in part.frames] == part.indices
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.webp", "photo-named-like-a-video.mp4"])
