@@ -311,7 +311,7 @@ MAX_REORDERED_FRAMES = 32
 class _MainStream(NamedTuple):
     stream: av.VideoStream
     times: np.ndarray | None  # presentation times in display order, in the stream's time base
-    restarts: bool = False  # recordings joined end to end, each timed from zero
+    joined_frames: int = 0  # the frames of recordings joined end to end, each timed from zero (else 0)
 
 
 def _restarts(times: list[int]) -> bool:
@@ -341,7 +341,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     if not shown or None in shown:
         return _MainStream(stream, None)
     if _restarts(shown):
-        return _MainStream(stream, None, restarts=True)
+        return _MainStream(stream, None, joined_frames=len(shown))
     return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)))
 
 
@@ -358,9 +358,9 @@ class _ContainerFacts(NamedTuple):
     stored_size: tuple[int, int] = (0, 0)  # (width, height) as coded, before any rotation
     # an average rate no video has (raw DV): OpenCV then counts and seeks in ticks of the time base
     odd_rate: bool = False
-    # recordings joined end to end (`_restarts`): the header's length is the first one's, and a
-    # seek by time may land in any of them
-    restarts: bool = False
+    # the frames of recordings joined end to end (`_restarts`), counted from their packets, else
+    # 0: the header's length is the first one's, and a seek by time may land in any of them
+    joined_frames: int = 0
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -370,7 +370,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
-            stream, times, restarts = _main_stream(container)
+            stream, times, joined_frames = _main_stream(container)
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
@@ -392,7 +392,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         pixel_aspect=aspect,
         stored_size=stored,
         odd_rate=odd_rate,
-        restarts=restarts,
+        joined_frames=joined_frames,
     )
 
 
@@ -765,9 +765,10 @@ def read_frames(
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame
     (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
     count missing from the header is taken from the container's packets, without decoding, as is
-    one that counts frames an edit list hides (a clip trimmed without re-encoding); a wrong one
-    is corrected by counting, as is that of recordings joined end to end, each timed from zero,
-    which are read in one pass (a seek by time might land in any of them). Rotation metadata is
+    one that counts frames an edit list hides (a clip trimmed without re-encoding), or one that
+    counts only the first of recordings joined end to end, each timed from zero, which are read
+    in one pass (a seek by time might land in any of them); a wrong one is corrected by
+    counting. Rotation metadata is
     applied by the decoder, and pixels that are not square are stretched as a player shows
     them. Where the frame rate varies, the frames are spread evenly in time, and a part and the
     frames' times (`timeline`) follow the container's presentation times rather than the
@@ -821,8 +822,8 @@ def _sample(
         info.frame_count = frame_count
         return Timeline.of(info.fps, frame_count, shown_s)
 
-    if facts.restarts:
-        timeline = counted(with_capture(_count_frames))
+    if facts.joined_frames:
+        timeline = counted(facts.joined_frames)
     elif shown_s is not None and 0 < len(shown_s) < info.frame_count:
         # an edit list hides frames that the header counts (a clip trimmed without re-encoding)
         timeline = counted(len(shown_s))
@@ -833,7 +834,7 @@ def _sample(
     else:
         timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
-    seekable = not facts.restarts
+    seekable = not facts.joined_frames
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
