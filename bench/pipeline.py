@@ -24,20 +24,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 log = logging.getLogger("bench")
-CLIPS = {  # name: (width, height, seconds, fps, codec)
-    "720p_10s": (1280, 720, 10, 25, "libx264"),
-    "720p_10s_av1": (1280, 720, 10, 25, "libsvtav1"),  # as video sites serve it: decoded by PyAV, not OpenCV
-    "480p_10s_webp": (854, 480, 10, 10, "webp"),  # an animated WebP, as GIF sites serve one: decoded by Pillow
-    "1080p_10s": (1920, 1080, 10, 30, "libx264"),
-    "2160p_10s": (3840, 2160, 10, 30, "libx264"),  # a phone's 4K
-    "1080p_10min": (1920, 1080, 600, 30, "libx264"),
+CLIPS = {  # name: (width, height, seconds, fps, codec, container)
+    "720p_10s": (1280, 720, 10, 25, "libx264", "mp4"),
+    "720p_10s_av1": (1280, 720, 10, 25, "libsvtav1", "mp4"),  # as video sites serve it: decoded by PyAV, not OpenCV
+    "480p_10s_webp": (854, 480, 10, 10, "webp", "webp"),  # an animated WebP, as GIF sites serve one: decoded by Pillow
+    "1080p_10s": (1920, 1080, 10, 30, "libx264", "mp4"),
+    "2160p_10s": (3840, 2160, 10, 30, "libx264", "mp4"),  # a phone's 4K
+    "1080p_10min": (1920, 1080, 600, 30, "libx264", "mp4"),
+    # the same packets in an MPEG transport stream (as broadcasts and camcorders' .mts are): no
+    # index, so its frames are seeked by PyAV
+    "1080p_10min_ts": (1920, 1080, 600, 30, "libx264", "ts"),
 }
 SEQUENCE_LENGTHS = (20, 60, 100)
 BASELINE_CLIP = "720p_10s"
 
 
 def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
-    """The generated face clips of those `names`; the 10-minute one repeats its 10 s clip's
+    """The generated face clips of those `names`; the 10-minute ones repeat their 10 s clip's
     packets (no re-encode)."""
     import av
     from media import iter_face_frames, write_h264, write_video
@@ -46,10 +49,10 @@ def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (width, height, seconds, fps, codec) in CLIPS.items():
+    for name, (width, height, seconds, fps, codec, container) in CLIPS.items():
         if name not in names:
             continue
-        path = paths[name] = folder / f"{name}.{'webp' if codec == 'webp' else 'mp4'}"
+        path = paths[name] = folder / f"{name}.{container}"
         if path.exists():
             continue
         if codec == "webp":
@@ -68,16 +71,16 @@ def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
             packets = [p for p in src.demux(src.streams.video[0]) if p.size]
             template = src.streams.video[0]
             span = max(p.pts for p in packets) + packets[1].duration if packets[1].duration else None
+            times = [(packet.pts, packet.dts) for packet in packets]  # a muxer may rescale a packet's in place
             with av.open(str(path), "w") as out:
                 stream = out.add_stream_from_template(template)
                 step = span or (10 * template.time_base.denominator // template.time_base.numerator)
                 for repeat in range(seconds // 10):
-                    for packet in packets:
-                        packet.stream = stream
-                        offset = repeat * step
-                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                    offset = repeat * step
+                    for packet, (pts, dts) in zip(packets, times):
+                        packet.stream, packet.time_base = stream, template.time_base
+                        packet.pts, packet.dts = pts + offset, dts + offset
                         out.mux(packet)
-                        packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
     return paths
 
 
@@ -284,11 +287,12 @@ def main() -> None:
     log.info("decode only, %s: seconds for one sequential pass vs seeking to each frame", crossover_clip.name)
     for row in report["seek_crossover"]:
         log.info(f"  {row['frames']:>3} frames, gap {row['gap_frames']:>6.1f}: sequential {row['sequential']:.3f}  seek {row['seek']:.3f}")
-    if "1080p_10min" in args.clips:
-        report["parts"] = measure_parts(clips["1080p_10min"])
-        log.info("decode only, %s: seconds for 20 frames of a 30 s part", clips["1080p_10min"].name)
-        for row in report["parts"]:
-            log.info(f"  from {row['start_s']:.0f} s: seeking to the part {row['seek_to_part']:.2f}  decoding from the start {row['decode_from_start']:.2f}")
+    for name, key in (("1080p_10min", "parts"), ("1080p_10min_ts", "parts_transport_stream")):
+        if name in args.clips:
+            report[key] = measure_parts(clips[name])
+            log.info("decode only, %s: seconds for 20 frames of a 30 s part", clips[name].name)
+            for row in report[key]:
+                log.info(f"  from {row['start_s']:.0f} s: seeking to the part {row['seek_to_part']:.2f}  decoding from the start {row['decode_from_start']:.2f}")
     report["recordings"] = measure_recordings(make_recordings(Path(args.clip_dir)))
     log.info("decode only, 10-minute 360p VP8 WebM: seconds for 20 frames")
     for row in report["recordings"]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -108,6 +109,10 @@ class OutsideVideo(ValueError):
 
 # FFmpeg's AVFieldOrder values for interlaced pictures: top or bottom field first, coded in either order
 INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
+# FFmpeg's names of containers with no index (MPEG transport streams, as broadcasts, camcorders'
+# .mts and saved live streams are; MPEG program streams, as .mpg and DVDs' .vob are): a seek
+# searches them by time
+UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg"})
 # Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
 # captures are stored, an average rate of 60,000), not a video's.
 MAX_FPS = 1000.0
@@ -312,6 +317,8 @@ class _MainStream(NamedTuple):
     stream: av.VideoStream
     times: np.ndarray | None  # presentation times in display order, in the stream's time base
     joined_frames: int = 0  # the frames of recordings joined end to end, each timed from zero (else 0)
+    # (presentation, decoding) times of the key frames, in display order, where `times` is known
+    keys: np.ndarray = np.empty((0, 2), dtype=np.int64)
 
 
 def _restarts(times: list[int]) -> bool:
@@ -330,10 +337,13 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     cover picture."""
     streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
+    keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
     try:
         for packet in container.demux(*streams):
             if packet.size and not packet.is_discard:
                 times[packet.stream.index].append(packet.pts)
+                if packet.is_keyframe and packet.pts is not None:
+                    keys[packet.stream.index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
     except av.FFmpegError:
         return _MainStream(streams[0], None)
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
@@ -342,7 +352,8 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
         return _MainStream(stream, None)
     if _restarts(shown):
         return _MainStream(stream, None, joined_frames=len(shown))
-    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)))
+    key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
+    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times)
 
 
 class _ContainerFacts(NamedTuple):
@@ -361,6 +372,12 @@ class _ContainerFacts(NamedTuple):
     # the frames of recordings joined end to end (`_restarts`), counted from their packets, else
     # 0: the header's length is the first one's, and a seek by time may land in any of them
     joined_frames: int = 0
+    # no index to seek by (`UNINDEXED_FORMATS`): OpenCV's seek may land on a later key frame,
+    # and take it for the frame it was asked for
+    unindexed: bool = False
+    # the container stores no frame count (Matroska, WebM, MPEG streams): OpenCV's is then its
+    # duration times the average rate, which may leave out the last frame
+    count_estimated: bool = False
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -370,7 +387,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
-            stream, times, joined_frames = _main_stream(container)
+            stream, times, joined_frames, _ = _main_stream(container)
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
@@ -379,6 +396,8 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             aspect, stored = pixel_aspect(stream), (stream.codec_context.width, stream.codec_context.height)
             codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
             main = stream.index
+            unindexed = container.format.name in UNINDEXED_FORMATS
+            count_estimated = not stream.frames
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
@@ -393,6 +412,8 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         stored_size=stored,
         odd_rate=odd_rate,
         joined_frames=joined_frames,
+        unindexed=unindexed,
+        count_estimated=count_estimated,
     )
 
 
@@ -460,13 +481,13 @@ class PyAVCapture:
         except VideoError:
             self._container.close()
             raise
-        self._shown: np.ndarray | None = None  # each frame's presentation time, read at the first seek
+        self._timing: _MainStream | None = None  # each frame's presentation time, read at the first seek
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
             with av.open(str(path)) as container:
-                main, self._shown, _ = _main_stream(container)
-                index = main.index
+                self._timing = _main_stream(container)
+                index = self._timing.stream.index  # read while that container is open
             self._stream = self._container.streams[index]
         else:
             self._stream = self._container.streams.video[0]
@@ -516,23 +537,44 @@ class PyAVCapture:
         elif prop == cv2.CAP_PROP_POS_FRAMES:
             # to the key frame before the wanted one, then decode up to it
             index = int(value)
-            if self._shown is None:
+            if self._timing is None:
                 with av.open(str(self._path)) as container:
-                    self._shown = _main_stream(container).times
-                if self._shown is None:
-                    self._shown = np.empty(0, dtype=np.int64)  # not to be read again
+                    self._timing = _main_stream(container)
+            shown, keys = self._timing.times, self._timing.keys
             start = self._stream.start_time or 0
-            if index < len(self._shown):
-                target = int(self._shown[index])
+            if shown is not None and index < len(shown):
+                target = int(shown[index])
             else:
                 fps = self.get(cv2.CAP_PROP_FPS) or 25.0
                 target = start + round((index - 0.5) / fps / self._stream.time_base)
-            try:
-                self._container.seek(max(target, start), stream=self._stream, backward=True)
-            except av.FFmpegError:  # an unseekable stream: read nothing, so the reader falls back to one pass
-                self._frames = iter(())
-                return False
-            self._frames = self._container.decode(self._stream)
+            # MPEG transport and program streams, which have no index, are searched by decoding
+            # times, and a seek lands on the first key frame from the time sought: the decoding
+            # time of the key frame shown last before the wanted frame, where the packets tell it
+            key = np.searchsorted(keys[:, 0], target, side="right") - 1
+            first_try = int(keys[key, 1]) if key >= 0 else max(target, start)
+            seek_to, back_s = first_try, 0.0
+            while True:
+                try:
+                    self._container.seek(seek_to, stream=self._stream, backward=True)
+                except av.FFmpegError:  # an unseekable stream: read nothing, so the reader falls back to one pass
+                    self._frames = iter(())
+                    return False
+                self._frames = self._container.decode(self._stream)
+                self._skip_before = None
+                landed = self.grab()
+                if landed and seek_to == first_try and key >= 0 and self._frame.key_frame and self._frame.pts is not None:
+                    # The key frame sought, where its time lies before the next key frame's: an
+                    # MPEG program stream's demuxer times the first frame after a seek a frame late.
+                    following = keys[key + 1, 0] if key + 1 < len(keys) else np.iinfo(np.int64).max
+                    if keys[key, 0] < self._frame.pts < following:
+                        self._frame.pts = int(keys[key, 0])
+                # Where it lands past the wanted frame all the same, or at the end: from further
+                # back, then, and before the first frame at the last.
+                if (landed and (self._frame.pts is None or self._frame.pts <= target)) or seek_to < start:
+                    break
+                back_s = max(1.0, 2 * back_s)
+                seek_to = first_try - round(back_s / self._stream.time_base)
+            self._frames = itertools.chain([self._frame] if landed else [], self._frames)
             self._skip_before = target
         else:
             return False
@@ -763,14 +805,15 @@ def read_frames(
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen
     frames; a part far into the video is seeked to first); long ones seek near each chosen frame
-    (through PyAV where OpenCV cannot seek: a browser's WebM recording has no index). A frame
-    count missing from the header is taken from the container's packets, without decoding, as is
-    one that counts frames an edit list hides (a clip trimmed without re-encoding), or one that
-    counts only the first of recordings joined end to end, each timed from zero, which are read
-    in one pass (a seek by time might land in any of them); a wrong one is corrected by
-    counting. Rotation metadata is
-    applied by the decoder, and pixels that are not square are stretched as a player shows
-    them. Where the frame rate varies, the frames are spread evenly in time, and a part and the
+    (through PyAV where OpenCV cannot seek, as in a browser's WebM recording, or may land on a
+    later key frame unawares, as in MPEG transport and program streams: none has an index). A
+    frame count missing from the header is taken from the container's packets, without
+    decoding, as is one the container does not store (an estimate from the duration, which may
+    be a frame short), one that counts frames an edit list hides (a clip trimmed without
+    re-encoding), or one that counts only the first of recordings joined end to end, each timed
+    from zero, which are read in one pass (a seek by time might land in any of them); a wrong
+    one is corrected by counting. Rotation metadata is applied by the decoder, and pixels that
+    are not square are stretched as a player shows them. Where the frame rate varies, the frames are spread evenly in time, and a part and the
     frames' times (`timeline`) follow the container's presentation times rather than the
     average rate. OpenCV decodes; what it cannot, PyAV does:
     AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
@@ -824,21 +867,24 @@ def _sample(
 
     if facts.joined_frames:
         timeline = counted(facts.joined_frames)
-    elif shown_s is not None and 0 < len(shown_s) < info.frame_count:
-        # an edit list hides frames that the header counts (a clip trimmed without re-encoding)
+    elif shown_s is not None and (len(shown_s) < info.frame_count or info.frame_count <= 0 or facts.count_estimated):
+        # The packets, not decoded, where an edit list hides frames the header counts (a clip
+        # trimmed without re-encoding), or the header's count is none (a browser's recording) or
+        # an estimate (an MPEG program stream's may be a frame short).
         timeline = counted(len(shown_s))
     elif info.frame_count > 0:
         timeline = counted(info.frame_count)
-    elif shown_s is not None:  # no count in the header (a browser's recording): its packets, not decoded
-        timeline = counted(len(shown_s))
     else:
         timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
     seekable = not facts.joined_frames
+    # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
+    # frame asked for; PyAV's finds a frame by its packet's time.
+    seek_capture = PyAVCapture if facts.unindexed and open_capture is _open and shown_s is not None else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
-        indices, frames = with_capture(lambda c: _read_seeking(c, wanted, to_rgb, progress))
-        if len(indices) < len(wanted) // 2 and open_capture is _open and shown_s is not None:
+        indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
+        if len(indices) < len(wanted) // 2 and seek_capture is _open and shown_s is not None:
             # OpenCV cannot seek in a container without an index (a browser's WebM recording); PyAV can
             indices, frames = _with_capture(PyAVCapture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
@@ -846,7 +892,8 @@ def _sample(
             wanted, span = _wanted(timeline, count, part)
     if method == "sequential":
         seek_first = seekable and wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
-        indices, frames, seen = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
+        first_capture = seek_capture if seek_first else open_capture
+        indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted
             # afresh where the pass began with a seek, which may itself have missed).

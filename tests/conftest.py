@@ -63,6 +63,23 @@ def variable_rate(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def transport_stream(tmp_path_factory) -> Path:
+    """The astronaut clip as an H.264 MPEG transport stream (as broadcasts, camcorders' .mts and
+    saved live streams are: no index) of 300 frames, 10 a second, each frame's number modulo 256
+    stamped on it; x264's defaults give it B-frames and a key frame at 0 and at 250."""
+    frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
+    return write_h264(tmp_path_factory.mktemp("ts") / "broadcast.ts", frames)
+
+
+@pytest.fixture(scope="session")
+def program_stream(tmp_path_factory) -> Path:
+    """The same 300 stamped frames as MPEG-2 video in an MPEG program stream (as .mpg files and
+    DVDs' .vob are: no index), a key frame every 12 frames."""
+    frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
+    return write_video(tmp_path_factory.mktemp("ps") / "disc.mpg", frames, "mpeg2video")
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A small randomly initialised checkpoint: exercises the plumbing, says nothing about faces."""
     torch.manual_seed(0)

@@ -396,6 +396,52 @@ def test_recordings_joined_end_to_end_are_read_to_the_end_of_the_last(tmp_path, 
     assert part.span == (20, 60) and [read_stamp(cv2.resize(frame, (480, 270))) for frame in part.frames] == part.indices
 
 
+@pytest.mark.parametrize("seek_min_gap, part", [(1, TimeRange()), (30, TimeRange(20.0, 24.0))])
+def test_frames_sought_in_a_transport_stream_are_the_frames_asked_for(transport_stream, seek_min_gap, part):
+    """A transport stream has no index: OpenCV's seek to a frame before its second key frame
+    landed on frame 251 and took it for the one asked for, so that a part from 20 s to 24 s,
+    decoded on from a seek to its first frame, was read from 25 s to 28 s."""
+    sampled = read_frames(transport_stream, 6, seek_min_gap=seek_min_gap, part=part)
+    assert sampled.method == ("seek" if seek_min_gap == 1 else "sequential") and len(sampled.frames) == 6
+    assert [read_stamp(frame) for frame in sampled.frames] == [index % 256 for index in sampled.indices]
+
+
+@pytest.mark.parametrize(
+    "stream, indices, keys_known",
+    [
+        ("transport_stream", (100, 0, 299, 249, 250, 120), True),
+        ("transport_stream", (100, 0, 299, 249, 250, 120), False),
+        ("program_stream", range(300), True),
+    ],
+)
+def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monkeypatch, stream, indices, keys_known):
+    """FFmpeg's seek by time into an MPEG transport stream landed on the key frame after the one
+    before the wanted frame (250 for 100), or past the last packet (nothing for 299); where the
+    packets do not tell the key frames' decoding times to seek to, it is tried again from further
+    back. In a program stream, sought by the key frame's decoding time, the key frame was timed
+    as the frame after it, and taken for it (120 for 121)."""
+    import model.video as video
+
+    if not keys_known:
+        main_stream = video._main_stream
+        monkeypatch.setattr(video, "_main_stream", lambda container: main_stream(container)._replace(keys=np.empty((0, 2), dtype=np.int64)))
+    capture = PyAVCapture(request.getfixturevalue(stream))
+    for index in indices:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+        assert ok and read_stamp(frame) == index % 256
+    capture.release()
+
+
+def test_an_mpeg_program_stream_is_read_to_its_last_frame(tmp_path):
+    """Its header's count is its duration times its rate, which left out the last frame (14 of 15)."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(15))]
+    path = write_video(tmp_path / "clip.mpg", frames, "mpeg1video", fps=25)
+    sampled = read_frames(path, 15)
+    assert sampled.info.frame_count == 15 and sampled.indices == list(range(15))
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+
+
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.webp", "photo-named-like-a-video.mp4"])
 def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     path = tmp_path / name
