@@ -62,13 +62,23 @@ def variable_rate(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("vfr") / "vfr.mp4", frames, "libx264", fps=30, times_s=VARIABLE_RATE_TIMES_S)
 
 
+def _stamped_transport_stream(path: Path, options: dict | None = None) -> Path:
+    frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
+    return write_video(path, frames, "libx264", options=options)
+
+
 @pytest.fixture(scope="session")
 def transport_stream(tmp_path_factory) -> Path:
     """The astronaut clip as an H.264 MPEG transport stream (as broadcasts, camcorders' .mts and
     saved live streams are: no index) of 300 frames, 10 a second, each frame's number modulo 256
     stamped on it; x264's defaults give it B-frames and a key frame at 0 and at 250."""
-    frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
-    return write_h264(tmp_path_factory.mktemp("ts") / "broadcast.ts", frames)
+    return _stamped_transport_stream(tmp_path_factory.mktemp("ts") / "broadcast.ts")
+
+
+@pytest.fixture(scope="session")
+def interlaced_transport_stream(tmp_path_factory) -> Path:
+    """The same, interlaced (as television broadcasts and 1080i camcorders record): read by PyAV."""
+    return _stamped_transport_stream(tmp_path_factory.mktemp("ts") / "broadcast-1080i.ts", {"x264-params": "interlaced=1:tff=1"})
 
 
 @pytest.fixture(scope="session")
