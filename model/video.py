@@ -36,7 +36,8 @@ MAX_FRAME_SIDE = 1920
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
 VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".vob", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".dv", ".ogv", ".gif", ".webp"}
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".vob", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts"}
+    | {".dv", ".ogv", ".gif", ".webp", ".h264", ".264", ".hevc", ".h265"}  # the last four: raw streams, as CCTV recorders export
 )
 T = TypeVar("T")
 Progress = Callable[[float], None]  # called with the fraction of the work done, 0–1
@@ -803,21 +804,21 @@ def read_frames(
     """Decode `count` frames spread evenly over the whole video, or over a `part` of it, as RGB
     arrays no larger than `max_side` on their longest side (`scale` says how much they were shrunk).
 
-    Short clips are read in one sequential pass (grab everything, retrieve only the chosen
-    frames; a part far into the video is seeked to first); long ones seek near each chosen frame
-    (through PyAV where OpenCV cannot seek, as in a browser's WebM recording, or may land on a
-    later key frame unawares, as in MPEG transport and program streams: none has an index). A
-    frame count missing from the header is taken from the container's packets, without
-    decoding, as is one the container does not store (an estimate from the duration, which may
-    be a frame short), one that counts frames an edit list hides (a clip trimmed without
-    re-encoding), or one that counts only the first of recordings joined end to end, each timed
-    from zero, which are read in one pass (a seek by time might land in any of them); a wrong
-    one is corrected by counting. Rotation metadata is applied by the decoder, and pixels that
-    are not square are stretched as a player shows them. Where the frame rate varies, the frames are spread evenly in time, and a part and the
-    frames' times (`timeline`) follow the container's presentation times rather than the
-    average rate. OpenCV decodes; what it cannot, PyAV does:
-    AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
-    tone-mapped to SDR, a file with several video streams, of which the one a player shows is
+    Short clips are read in one sequential pass (grab everything, retrieve only the chosen frames; a
+    part far into the video is seeked to first); long ones seek near each chosen frame (through PyAV
+    where OpenCV cannot seek, as in a browser's WebM recording, or may land on a later key frame
+    unawares, as in MPEG transport and program streams: none has an index; a raw stream, whose
+    packets carry no times to seek by, is read in one pass). A frame count missing from the header
+    is taken from the container's packets, without decoding, as is one the container does not store
+    (an estimate from the duration, which may be a frame short), one that counts frames an edit list
+    hides (a clip trimmed without re-encoding), or one that counts only the first of recordings
+    joined end to end, each timed from zero, which are read in one pass (a seek by time might land
+    in any of them); a wrong one is corrected by counting. Rotation metadata is applied by the
+    decoder, and pixels that are not square are stretched as a player shows them. Where the frame
+    rate varies, the frames are spread evenly in time, and a part and the frames' times (`timeline`)
+    follow the container's presentation times rather than the average rate. OpenCV decodes; what it
+    cannot, PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG,
+    PQ), tone-mapped to SDR, a file with several video streams, of which the one a player shows is
     read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
     FFmpeg cannot. `progress` hears how far through the chosen frames the reading is.
     OutsideVideo where the part begins after the end.
@@ -877,7 +878,10 @@ def _sample(
     else:
         timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
-    seekable = not facts.joined_frames
+    # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
+    # raw stream (H.264 or HEVC as CCTV recorders and dashcams export it) has none, where
+    # OpenCV's seek moves nowhere and says it did.
+    seekable = shown_s is not None
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time.
     seek_capture = PyAVCapture if facts.unindexed and open_capture is _open and shown_s is not None else open_capture

@@ -435,6 +435,18 @@ def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monk
     capture.release()
 
 
+@pytest.mark.parametrize("part", [TimeRange(), TimeRange(2.0, 6.0)])
+def test_a_raw_stream_with_no_times_is_read_in_one_pass(tmp_path, part):
+    """Raw H.264, as CCTV recorders and dashcams export it, has no times to seek by: OpenCV's seek
+    moved nowhere and said it did, so that each frame read was taken for one further on (frame
+    0 for 16, or for the first of the part)."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(200, (320, 180)))]
+    path = write_h264(tmp_path / "camera.h264", frames)
+    sampled = read_frames(path, 6, seek_min_gap=1, part=part)
+    assert sampled.method == "sequential" and len(sampled.frames) == 6
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+
+
 def test_an_mpeg_program_stream_is_read_to_its_last_frame(tmp_path):
     """Its header's count is its duration times its rate, which left out the last frame (14 of 15)."""
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(15))]
@@ -701,8 +713,8 @@ def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatc
 
     real_facts = video._container_facts
     monkeypatch.setattr(video, "_probe", long_probe)
-    # no packet times to count instead (fewer packets than the header's count would be believed)
-    monkeypatch.setattr(video, "_container_facts", lambda path: real_facts(path)._replace(shown_s=None))
+    # and as many packets, a tenth of a second apart (fewer would be counted instead)
+    monkeypatch.setattr(video, "_container_facts", lambda path: real_facts(path)._replace(shown_s=np.arange(10**6) / 10))
     monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
     with pytest.raises(VideoError, match="no decodable frames"):
         video.read_frames(media["face_h264"], 10, seek_min_gap=1)
