@@ -482,7 +482,7 @@ class PyAVCapture:
         except VideoError:
             self._container.close()
             raise
-        self._timing: _MainStream | None = None  # each frame's presentation time, read at the first seek
+        self._timing: _MainStream | None = None  # the packets' times, read at the first seek
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
@@ -884,11 +884,11 @@ def _sample(
     seekable = shown_s is not None
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time.
-    seek_capture = PyAVCapture if facts.unindexed and open_capture is _open and shown_s is not None else open_capture
+    seek_capture = PyAVCapture if facts.unindexed and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
-        if len(indices) < len(wanted) // 2 and seek_capture is _open and shown_s is not None:
+        if len(indices) < len(wanted) // 2 and seek_capture is _open:
             # OpenCV cannot seek in a container without an index (a browser's WebM recording); PyAV can
             indices, frames = _with_capture(PyAVCapture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
