@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from media import face_frames, write_animated_webp
+from media import face_frames, write_animated_webp, write_h264
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,11 +74,13 @@ def test_detect_every_video_in_a_folder(media, tiny_weights, tmp_path):
     shutil.copy(media["face_mp4v"], folder / "more" / "a.MOV")
     shutil.copy(media["face_h264"], folder / ".hidden" / "c.mp4")
     write_animated_webp(folder / "sticker.webp", face_frames(12), [100] * 12, lossless=False)
+    write_h264(folder / "dashcam.h264", face_frames(12))  # a raw stream, as CCTV recorders and dashcams export
     (folder / "notes.txt").write_text("not a video")
     done = run_cli("detect", "--json", "--sequence-length", "10", "--weights", str(tiny_weights), str(folder), str(media["no_face"]))
     assert done.returncode == 0, done.stderr
     paths = [json.loads(line)["path"] for line in done.stdout.splitlines()]
-    assert paths == [str(folder / "b.mp4"), str(folder / "more" / "a.MOV"), str(folder / "sticker.webp"), str(media["no_face"])]
+    found = ["b.mp4", "dashcam.h264", "more/a.MOV", "sticker.webp"]
+    assert paths == [str(folder / name) for name in found] + [str(media["no_face"])]
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = run_cli("detect", "--weights", str(tiny_weights), str(empty))
