@@ -62,9 +62,10 @@ def variable_rate(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("vfr") / "vfr.mp4", frames, "libx264", fps=30, times_s=VARIABLE_RATE_TIMES_S)
 
 
-def _stamped_transport_stream(path: Path, options: dict | None = None) -> Path:
+def _stamped_clip(path: Path, codec: str, options: dict | None = None) -> Path:
+    """300 frames of the astronaut clip, each frame's number modulo 256 stamped on it (read_stamp)."""
     frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
-    return write_video(path, frames, "libx264", options=options)
+    return write_video(path, frames, codec, options=options)
 
 
 @pytest.fixture(scope="session")
@@ -72,21 +73,20 @@ def transport_stream(tmp_path_factory) -> Path:
     """The astronaut clip as an H.264 MPEG transport stream (as broadcasts, camcorders' .mts and
     saved live streams are: no index) of 300 frames, 10 a second, each frame's number modulo 256
     stamped on it; x264's defaults give it B-frames and a key frame at 0 and at 250."""
-    return _stamped_transport_stream(tmp_path_factory.mktemp("ts") / "broadcast.ts")
+    return _stamped_clip(tmp_path_factory.mktemp("ts") / "broadcast.ts", "libx264")
 
 
 @pytest.fixture(scope="session")
 def interlaced_transport_stream(tmp_path_factory) -> Path:
     """The same, interlaced (as television broadcasts and 1080i camcorders record): read by PyAV."""
-    return _stamped_transport_stream(tmp_path_factory.mktemp("ts") / "broadcast-1080i.ts", {"x264-params": "interlaced=1:tff=1"})
+    return _stamped_clip(tmp_path_factory.mktemp("ts") / "broadcast-1080i.ts", "libx264", {"x264-params": "interlaced=1:tff=1"})
 
 
 @pytest.fixture(scope="session")
 def program_stream(tmp_path_factory) -> Path:
     """The same 300 stamped frames as MPEG-2 video in an MPEG program stream (as .mpg files and
     DVDs' .vob are: no index), a key frame every 12 frames."""
-    frames = (stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180))))
-    return write_video(tmp_path_factory.mktemp("ps") / "disc.mpg", frames, "mpeg2video")
+    return _stamped_clip(tmp_path_factory.mktemp("ps") / "disc.mpg", "mpeg2video")
 
 
 @pytest.fixture(scope="session")
