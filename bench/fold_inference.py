@@ -90,6 +90,8 @@ def held_out_margins(report: dict, models: Path, clips: dict, cache_dir: str) ->
     """variant → quality → margin per clip (the report's clip order), with each clip's fold and label."""
     qualities = {**report["qualities"], **report.get("other_qualities", {})}
     rows = next(iter(qualities.values()))["clips"]
+    # the crops as the recipe cut them (a report from before the setting had the default)
+    upright_from = report["train_config"].get("upright_from_degrees", TrainConfig(manifest="").upright_from_degrees)
     fold_of = np.array([r["fold"] for r in rows])
     margins = {v: {q: np.full(len(rows), np.nan) for q in qualities} for v in VARIANTS}
     for fold in sorted(set(fold_of)):
@@ -97,7 +99,7 @@ def held_out_margins(report: dict, models: Path, clips: dict, cache_dir: str) ->
         size = model.config.image_size
         for i in np.flatnonzero(fold_of == fold):
             for quality in qualities:
-                crops = load_cached(cache_dir, clips[rows[i]["path"]], quality, size)[0]
+                crops = load_cached(cache_dir, clips[rows[i]["path"]], quality, size, upright_from)[0]
                 if len(crops):
                     for name, margin in variant_margins(model, crops).items():
                         margins[name][quality][i] = margin

@@ -342,6 +342,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--tilt-prob", type=float, default=defaults.tilt_prob, metavar="P",
         help=f"turn every frame of this share of the training sequences by one angle within ±{UPRIGHT_FROM_DEGREES:g}°, real and fake alike (0: none)",
     )
+    parser.add_argument(
+        "--upright-from", dest="upright_from_degrees", type=float, default=defaults.upright_from_degrees, metavar="DEGREES",
+        help="turn a face upright before cropping it where it leans this far or further, in training and in the model made (0: every face)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)

@@ -21,6 +21,7 @@ import numpy as np
 from .augment import reencode
 from .faces import (
     LANDMARKS,
+    UPRIGHT_FROM_DEGREES,
     crop_face,
     detect_faces_in_frames,
     expand_box,
@@ -183,8 +184,11 @@ def identity_folds(clips: list[Clip], folds: int, seed: int = 0) -> list[int]:
     return [fold_of[c] for c in components]
 
 
-def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The detector's face crops for one video, with its landmarks in crop pixels."""
+def crops_for_video(
+    path: str | Path, frames: int, size: int, upright_from: float = UPRIGHT_FROM_DEGREES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's face crops for one video (a face leaning `upright_from` degrees or more
+    turned upright), with its landmarks in crop pixels."""
     sampled = read_frames(path, frames)
     # As when serving, less serving's search for smaller faces beside the ones found
     # (several_faces): training follows one face, the most often seen.
@@ -195,7 +199,7 @@ def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarra
     for position, box in zip(tracks[0].frame_positions, tracks[0].boxes):
         frame = sampled.frames[position]
         top, right, bottom, left = expand_box(box, frame.shape)
-        rotation = upright_rotation(frame, box)
+        rotation = upright_rotation(frame, box, upright_from)
         # a leaning face's landmarks are found with it upright: dlib's 68-point model misplaces them
         # on a face leaning 35° (its eye line read as 18°)
         upright = frame
@@ -208,24 +212,28 @@ def crops_for_video(path: str | Path, frames: int, size: int) -> tuple[np.ndarra
     return np.stack(crops), np.stack(marks)
 
 
-def cache_path(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> Path:
-    return Path(cache_dir) / f"v{CROPS_VERSION}" / f"{quality}-{size}px" / f"{clip.key}.npz"
+def cache_path(
+    cache_dir: str | Path, clip: Clip, quality: str, size: int = 112, upright_from: float = UPRIGHT_FROM_DEGREES
+) -> Path:
+    # crops turned upright from another lean are other crops; the default's keep their folder
+    turned = "" if upright_from == UPRIGHT_FROM_DEGREES else f"-upright-from-{upright_from:g}"
+    return Path(cache_dir) / f"v{CROPS_VERSION}" / f"{quality}-{size}px{turned}" / f"{clip.key}.npz"
 
 
-def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:
-    clip, quality, cache_dir, frames, size = args
-    target = cache_path(cache_dir, clip, quality, size)
+def _prepare_one(args: tuple[Clip, str, str, int, int, float]) -> str:
+    clip, quality, cache_dir, frames, size, upright_from = args
+    target = cache_path(cache_dir, clip, quality, size, upright_from)
     if target.exists():
         return "cached"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if QUALITIES[quality] is None:
-            crops, marks = crops_for_video(clip.path, frames, size)
+            crops, marks = crops_for_video(clip.path, frames, size, upright_from)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 encoded = Path(tmp) / "clip.mp4"
                 reencode(clip.path, encoded, *QUALITIES[quality])
-                crops, marks = crops_for_video(encoded, frames, size)
+                crops, marks = crops_for_video(encoded, frames, size, upright_from)
     except (VideoError, OSError, ValueError) as error:  # av raises OSError subclasses
         log.warning("skipping %s (%s): %s", clip.path, quality, error)
         crops, marks = np.zeros((0, size, size, 3), np.uint8), np.zeros((0, LANDMARKS, 2), np.float32)
@@ -234,15 +242,23 @@ def _prepare_one(args: tuple[Clip, str, str, int, int]) -> str:
 
 
 def prepare_cache(
-    clips: list[Clip], cache_dir: str | Path, qualities: list[str], frames: int = 32, size: int = 112, workers: int = 2
+    clips: list[Clip],
+    cache_dir: str | Path,
+    qualities: list[str],
+    frames: int = 32,
+    size: int = 112,
+    workers: int = 2,
+    upright_from: float = UPRIGHT_FROM_DEGREES,
 ) -> None:
     """Crop every clip at every quality into `cache_dir` (skipping what is already there)."""
-    jobs = [(clip, q, str(cache_dir), frames, size) for clip in clips for q in qualities]
+    jobs = [(clip, q, str(cache_dir), frames, size, upright_from) for clip in clips for q in qualities]
     with ProcessPoolExecutor(workers) as pool:
         for i, (job, outcome) in enumerate(zip(jobs, pool.map(_prepare_one, jobs)), 1):
             log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
 
 
-def load_cached(cache_dir: str | Path, clip: Clip, quality: str, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(cache_path(cache_dir, clip, quality, size)) as data:
+def load_cached(
+    cache_dir: str | Path, clip: Clip, quality: str, size: int = 112, upright_from: float = UPRIGHT_FROM_DEGREES
+) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(cache_path(cache_dir, clip, quality, size, upright_from)) as data:
         return data["crops"], data["landmarks"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .explain import grad_cam, overlay_heatmap
-from .faces import FaceCrops, extract_face_crops
+from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
 from .video import SampledFrames, TimeRange, VideoInfo, read_frames
@@ -184,6 +184,11 @@ class Detector:
     def name(self) -> str:
         return self.weights.name
 
+    @property
+    def upright_from(self) -> float:
+        """How far a face leans before it is turned upright for this model: as its training crops were cut."""
+        return float(self.config.extra.get("upright_from_degrees", UPRIGHT_FROM_DEGREES))
+
     def describe(self) -> dict:
         """Which model gives the verdicts: file, content hash, architecture, calibration and
         validation (None when the checkpoint states none)."""
@@ -261,7 +266,9 @@ class Detector:
 
         mark = time.perf_counter()
         picture = picture_region(sampled.frames)
-        faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture)
+        faces = extract_face_crops(
+            sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture, self.upright_from
+        )
         seconds["faces"] = time.perf_counter() - mark
         frames = len(sampled.frames)
         # The most often seen face is always judged; others need enough frames to say anything.

@@ -41,7 +41,8 @@ STEADY_IOU = 0.6  # neighbours' boxes this similar let the frame between skip de
 # upright before it is cropped: heads tilted by 30° made real videos look manipulated (model
 # card, "Tilted heads"). The training clips' faces lean less (at most 22.6° over the 32 frames
 # training takes, at every quality the training and cross-validation crop them at), so their
-# crops are never turned.
+# crops are never turned. The default; a checkpoint trained otherwise (`train --upright-from`)
+# names its own.
 UPRIGHT_FROM_DEGREES = 25.0
 
 
@@ -159,11 +160,11 @@ def face_roll(frame: np.ndarray, box: Box) -> float | None:
     return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
 
 
-def upright_rotation(frame: np.ndarray, box: Box) -> np.ndarray | None:
+def upright_rotation(frame: np.ndarray, box: Box, from_degrees: float = UPRIGHT_FROM_DEGREES) -> np.ndarray | None:
     """The 2×3 affine that turns the face in `box` upright about the box's centre, where it leans
-    UPRIGHT_FROM_DEGREES or more; else None."""
+    `from_degrees` or more (0: wherever its eyes are found); else None."""
     roll = face_roll(frame, box)
-    if roll is None or abs(roll) < UPRIGHT_FROM_DEGREES:
+    if roll is None or abs(roll) < from_degrees:
         return None
     top, right, bottom, left = box
     return cv2.getRotationMatrix2D(((left + right) / 2, (top + bottom) / 2), roll, 1.0)
@@ -368,15 +369,16 @@ def extract_face_crops(
     max_tracks: int = 1,
     progress: Callable[[float], None] | None = None,
     picture: SearchArea = "find",
+    upright_from: float = UPRIGHT_FROM_DEGREES,
 ) -> list[FaceCrops]:
     """Detect faces in the frames (in the `picture` alone where there is one), follow them (a
     person's tracks joined, `merge_same_faces`), and crop each track (the most often seen first;
-    a face that leans far turned upright); empty when no face."""
+    a face that leans `upright_from` degrees or more turned upright); empty when no face."""
     detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1, picture=picture)
     tracks = merge_same_faces(track_faces(detections, max_tracks=None), frames)[:max_tracks]
 
     def cropped(track: FaceTrack) -> FaceCrops:
-        rotations = [upright_rotation(frames[p], box) for p, box in zip(track.frame_positions, track.boxes)]
+        rotations = [upright_rotation(frames[p], box, upright_from) for p, box in zip(track.frame_positions, track.boxes)]
         crops = [crop_face(frames[p], box, size, rotation=r) for p, box, r in zip(track.frame_positions, track.boxes, rotations)]
         return FaceCrops(track, np.stack(crops), [rotation_degrees(r) for r in rotations])
 

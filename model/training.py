@@ -81,6 +81,9 @@ class TrainConfig:
     # (a head tilted, a phone held at a slant): serving turns a face upright only from there, and
     # the training clips' faces lean little (95% within 10°). 0 = off.
     tilt_prob: float = 0.0
+    # Faces leaning this far or further are turned upright before they are cropped, for training
+    # and, stored in the checkpoint, when its model serves. 0 turns every face whose eyes are found.
+    upright_from_degrees: float = UPRIGHT_FROM_DEGREES
     cached_frames: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -99,7 +102,14 @@ class TrainConfig:
 def cache_crops(config: TrainConfig, clips: list[Clip]) -> None:
     """Crop and cache the faces of `clips` at every quality that training and validation read."""
     qualities = sorted(set(config.train_qualities) | {"orig", config.hard_quality} | set(config.judge_qualities))
-    prepare_cache(clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers)
+    prepare_cache(
+        clips, config.cache_dir, qualities, config.cached_frames, config.image_size, config.workers, config.upright_from_degrees
+    )
+
+
+def cached_crops(config: TrainConfig, clip: Clip, quality: str) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's crops and landmarks at a quality, cut as `config` crops them (`cache_crops`)."""
+    return load_cached(config.cache_dir, clip, quality, config.image_size, config.upright_from_degrees)
 
 
 def portable_settings(config: TrainConfig) -> dict:
@@ -343,15 +353,17 @@ def fit(
     excluded = f" (no {', '.join(config.exclude_methods)} fakes)" if config.exclude_methods else ""
     log.info("training on %d clips%s", len(train_clips), excluded)
     device = pick_device(config.device)
-    train_data = {c.key: [load_cached(config.cache_dir, c, q, config.image_size) for q in config.train_qualities] for c in train_clips}
+    train_data = {c.key: [cached_crops(config, c, q) for q in config.train_qualities] for c in train_clips}
     sampler = SequenceSampler(train_data, train_clips, config)
     scored = ("orig", config.hard_quality)  # the qualities that select the step and calibrate
     val_qualities = dict.fromkeys([*scored, *config.judge_qualities])
-    val_sets = {q: [load_cached(config.cache_dir, c, q, config.image_size)[0] for c in val_clips] for q in val_qualities}
+    val_sets = {q: [cached_crops(config, c, q)[0] for c in val_clips] for q in val_qualities}
     kept = [i for i in range(len(val_clips)) if all(len(val_sets[q][i]) for q in scored)]
     y_val = np.array([val_clips[i].label == "FAKE" for i in kept])
 
     net_config = NetworkConfig(encoder=config.encoder, hidden_size=config.hidden_size, image_size=config.image_size)
+    if config.upright_from_degrees != UPRIGHT_FROM_DEGREES:  # serving must crop as training did
+        net_config.extra["upright_from_degrees"] = config.upright_from_degrees
     model = DeepfakeNet(net_config, config.imagenet_weights).to(device)
     frozen = model.encoder[: config.frozen_blocks]
     frozen.requires_grad_(False)
@@ -459,7 +471,7 @@ def save_trained(
     unseen people) when there is one to state."""
     model, (temperature, bias) = result.model, calibration
     stated = {"validation": validation} if validation else {}
-    model.config.temperature, model.config.extra = temperature, {"logit_bias": bias}
+    model.config.temperature, model.config.extra = temperature, {**model.config.extra, "logit_bias": bias}
     record = {
         "train_config": portable_settings(config),
         "best_step": result.kept_step,

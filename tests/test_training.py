@@ -1013,6 +1013,53 @@ def test_a_leaning_face_is_cropped_upright_for_training_with_its_landmarks_turne
         assert abs(np.degrees(np.arctan2(eyes[1][1] - eyes[0][1], eyes[1][0] - eyes[0][0]))) < 8
 
 
+def test_a_recipe_that_turns_every_face_upright_crops_so_and_makes_models_that_serve_so(tmp_path, tiny_weights, capsys):
+    """`--upright-from 0`: the training crops of a face leaning 12° (less than the default turns)
+    are cut upright, in a cache of their own, and the models made name the setting, so that
+    serving crops their faces as their training did."""
+    from model.detector import Detector
+    from model.faces import UPRIGHT_FROM_DEGREES, detect_faces, face_roll
+
+    leaning = [turned_about_centre(f, 12) for f in face_frames(12)]
+    rows = ["path,label,method,source_ids"]
+    for identity in ("001", "002"):
+        write_h264(tmp_path / f"{identity}.mp4", leaning)
+        tinted = [f.copy() for f in leaning]
+        for f in tinted:
+            f[90:230, 260:400, 0] = 255
+        write_h264(tmp_path / f"{identity}_fake.mp4", tinted)
+        rows += [f"{identity}.mp4,REAL,original,{identity}", f"{identity}_fake.mp4,FAKE,Tint,{identity}"]
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "cache"
+    recipe = ["--manifest", str(manifest), "--cache-dir", str(cache), "--steps", "2", "--eval-every", "2", "--clips-per-batch", "2"]
+    report_path = tmp_path / "cv" / "crossval.json"
+    folds = ["--folds", "2", "--keep-models", str(tmp_path / "folds"), "--out", str(report_path.parent)]
+    assert cli_main(["crossval", *recipe, "--upright-from", "0", *folds]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["train_config"]["upright_from_degrees"] == 0
+    assert sorted({p.parent.name for p in cache.rglob("*.npz")}) == ["crf40_480p-112px-upright-from-0", "orig-112px-upright-from-0"]
+    crops = np.concatenate([np.load(p)["crops"] for p in cache.rglob("orig-*/*.npz")])
+    rolls = [face_roll(crop, (19, 93, 93, 19)) for crop in crops]  # the face's box in a 112 px crop
+    assert len(crops) == 4 * 12 and max(abs(r) for r in rolls) < 4, rolls
+    lean = face_roll(leaning[0], detect_faces(leaning[0])[0])  # as the face stands in the video
+    assert abs(lean) > 5
+
+    video = write_h264(tmp_path / "leaning.mp4", leaning)
+    fold_model = Detector(tmp_path / "folds" / "fold-1.pt")
+    assert fold_model.upright_from == 0 and "logit_bias" in fold_model.config.extra  # calibration kept the setting
+    out = tmp_path / "final.pt"
+    assert cli_main(["train", *recipe, "--crossval-report", str(report_path), "--out", str(out)]) == 2  # not the recipe
+    assert "upright_from_degrees 0.0 there, 25.0 here" in capsys.readouterr().err
+    assert cli_main(["train", *recipe, "--upright-from", "0", "--crossval-report", str(report_path), "--out", str(out)]) == 0
+    for detector in (fold_model, Detector(out)):
+        [track] = detector.detect(video, 10).tracks
+        assert all(abs(s["turned_deg"] - lean) < 3 for s in track.frame_scores), track.frame_scores
+    assert Detector(tiny_weights).upright_from == UPRIGHT_FROM_DEGREES
+    [track] = Detector(tiny_weights).detect(video, 10).tracks
+    assert {s["turned_deg"] for s in track.frame_scores} == {0.0}  # the default leaves a 12° lean as it is
+
+
 def test_blend_regions_are_drawn_only_when_asked():
     from model.augment import BLEND_REGIONS, SelfBlend
 
