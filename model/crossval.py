@@ -241,7 +241,7 @@ def keep_fold_model(member_files: list[Path], path: Path, calibration: tuple[flo
     files go. The weights stay in float32: the held-out margins come back to the rounding."""
     members = [read_checkpoint(f)[0] for f in member_files]
     model = members[0] if len(members) == 1 else EnsembleNet.of(members)
-    model.config.temperature, model.config.extra = calibration[0], {**model.config.extra, "logit_bias": calibration[1]}
+    model.config.calibrate(*calibration)
     save_checkpoint(model, path, half=False, **learnt_from(trained_on))
     for f in member_files:
         f.unlink()

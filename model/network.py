@@ -70,6 +70,10 @@ class NetworkConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def calibrate(self, temperature: float, logit_bias: float) -> None:
+        """Store a calibration fitted on validation, keeping the other settings in `extra`."""
+        self.temperature, self.extra = temperature, {**self.extra, "logit_bias": logit_bias}
+
 
 def build_encoder(name: str, imagenet_weights: str | Path | None = None) -> nn.Sequential:
     """The convolutional trunk (no pooling, no classifier), optionally with ImageNet weights."""

@@ -471,7 +471,7 @@ def save_trained(
     unseen people) when there is one to state."""
     model, (temperature, bias) = result.model, calibration
     stated = {"validation": validation} if validation else {}
-    model.config.temperature, model.config.extra = temperature, {**model.config.extra, "logit_bias": bias}
+    model.config.calibrate(temperature, bias)
     record = {
         "train_config": portable_settings(config),
         "best_step": result.kept_step,
