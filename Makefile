@@ -78,12 +78,13 @@ CROSSVAL_OUT ?= weights/crossval
 # The recipe judged on all 20 identity groups, 5 models each holding out 4 (30–47 minutes on 2 CPU cores,
 # after about 20 minutes of face cropping); it also calibrates the default weights (make train). The held-out
 # clips are judged at 240p too (small faces), as animated GIFs and WebP, in black and white, toned sepia, and as
-# filmed in a dim room (the report's other_qualities), which calibration leaves aside.
+# filmed in a dim room, left dark or brought back up by the camera's gain (the report's other_qualities), which
+# calibration leaves aside.
 crossval: install $(MOBILENET_WEIGHTS)
 	$(PY) -m model -v crossval --manifest weights/ffpp_c23_train_clips.csv --root $(DATA_ROOT) \
 	  --encoder mobilenet_v2 --imagenet-weights $(MOBILENET_WEIGHTS) --folds 5 \
 	  --judge-quality crf23_240p --judge-quality gif_480p --judge-quality webp_480p --judge-quality bw_crf23_480p --judge-quality sepia_crf23_480p \
-	  --judge-quality dim_crf23_480p \
+	  --judge-quality dim_crf23_480p --judge-quality gained_crf23_480p \
 	  $(CROSSVAL_OPTIONS) --out $(CROSSVAL_OUT)
 
 clean:

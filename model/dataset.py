@@ -39,7 +39,7 @@ class Reencode(NamedTuple):
     crf: int
     max_lines: int  # on the shorter side
     codec: str = "libx264"
-    tone: str | None = None  # augment.TONES: in black and white, sepia, or dim
+    tone: str | None = None  # augment.TONES: in black and white, sepia, dim, or dim with the gain up
 
 
 # name → how the clip is re-encoded; None keeps the file as it is.
@@ -64,6 +64,8 @@ QUALITIES: dict[str, Reencode | None] = {
     "sepia_crf23_480p": Reencode(23, 480, tone="sepia"),
     # a face filmed in a dim room: two stops under, with the sensor noise brought up; else as bw_crf23_480p
     "dim_crf23_480p": Reencode(23, 480, tone="dim"),
+    # the same dim room filmed by a camera that brought the exposure back up: bright, but grainy
+    "gained_crf23_480p": Reencode(23, 480, tone="gained"),
 }
 # Bumped whenever face cropping or the re-encode changes what a cached crop holds, so that crops
 # cut by earlier code are never mixed with new ones. 1: x264's C code on one thread (2026-11-27).

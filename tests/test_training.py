@@ -1221,6 +1221,27 @@ def test_the_dim_quality_is_darker_and_noisier_and_the_same_file_every_time(tmp_
         assert grain(frame) > 1.5 * grain(DIM_LEVELS[source_frame].astype(np.uint8))  # the sensor's noise
 
 
+def test_the_gained_quality_is_as_bright_but_noisier_than_the_dim_one_and_the_same_file_every_time(tmp_path):
+    from model.augment import reencode
+    from model.dataset import QUALITIES
+    from model.video import read_frames
+
+    frames = face_frames(12)
+    source = write_h264(tmp_path / "source.mp4", frames)
+    outputs = [tmp_path / f"gained-{i}.mp4" for i in range(2)]
+    for path in outputs:
+        reencode(source, path, *QUALITIES["gained_crf23_480p"])
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    dim = tmp_path / "dim.mp4"
+    reencode(source, dim, *QUALITIES["dim_crf23_480p"])
+    grain = lambda image: np.abs(image.astype(float) - cv2.GaussianBlur(image, (5, 5), 0)).mean()  # noqa: E731
+    lit, gained, dimmed = (read_frames(path, 4) for path in (source, outputs[0], dim))
+    for index, frame, source_frame, dim_frame in zip(gained.indices, gained.frames, lit.frames, dimmed.frames):
+        smooth = cv2.GaussianBlur(frame, (9, 9), 0).astype(int)
+        assert np.abs(smooth - cv2.GaussianBlur(frames[index], (9, 9), 0)).mean() < 4  # brought back up
+        assert grain(frame) > 1.5 * grain(source_frame) and grain(frame) > 1.3 * grain(dim_frame)
+
+
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
     clip = read_manifest(tiny_dataset)[0]
     unversioned = tmp_path / "orig-112px" / f"{clip.key}.npz"  # where crops lay before the cache had versions
