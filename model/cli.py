@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--quality", nargs="+", default=["orig", "crf40_480p"], choices=list(QUALITIES),
-        help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p, av1_crf45_480p (SVT-AV1 CRF 45, 480p), vp9_crf45_480p (VP9 CRF 45, 480p), gif_480p (an animated GIF, 480p), webp_480p (an animated WebP, 480p), bw_crf23_480p (black and white, H.264 CRF 23, 480p), sepia_crf23_480p (sepia, H.264 CRF 23, 480p), dim_crf23_480p (as filmed in a dim room, H.264 CRF 23, 480p)",
+        help="orig (as it is), crf40_480p (H.264 CRF 40, 480p), crf32_360p, crf23_360p, crf23_240p, av1_crf45_480p (SVT-AV1 CRF 45, 480p), vp9_crf45_480p (VP9 CRF 45, 480p), gif_480p (an animated GIF, 480p), webp_480p (an animated WebP, 480p), bw_crf23_480p (black and white, H.264 CRF 23, 480p), sepia_crf23_480p (sepia, H.264 CRF 23, 480p), dim_crf23_480p (as filmed in a dim room, H.264 CRF 23, 480p), gained_crf23_480p (the dim room with the camera's gain up: bright but grainy, H.264 CRF 23, 480p)",
     )
     evaluate.add_argument(
         "--unseen-only", action="store_true",

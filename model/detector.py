@@ -55,6 +55,17 @@ DIM_QUALITY = "dim_crf23_480p"
 # 73–135 dimmed two stops (DIM_QUALITY; 87 of the 106 under 120); the 32 clips from elsewhere 131
 # and up. Skin alone does not decide it: a dark-skinned face in daylight, beside a lit wall, measured 193.
 DIM_HIGHLIGHTS = 120
+# So may the grain a camera's gain brings up in a dim room whose exposure it kept (model card,
+# "Grainy low light"), measured as:
+GRAINY_QUALITY = "gained_crf23_480p"
+# A face is taken for grainy where even the smoothest quarter of its crops carries noise above
+# this (`_grain`: a Gaussian noise's standard deviation, in grey levels). The 106 training clips
+# measured 0.29–0.75 as published and 1.01–2.19 grainy (GRAINY_QUALITY); the 32 clips from
+# elsewhere 0.31–0.97; an animated GIF's dithering up to 6.9.
+GRAINY_LEVEL = 1.0
+GRAIN_BLOCKS = 12  # a crop is cut into 12×12 blocks, to find its smoothest parts
+# Immerkær's kernel: the difference of two Laplacians, blind to a picture's smooth gradients
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 # Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
 SPARSE_FRAMES_S = 10.0
 # A face found in no more frames than this is judged less surely: on people the recipe never saw,
@@ -317,6 +328,7 @@ class Detector:
             self._black_and_white_caveat(label, tracks),
             self._toned_caveat(label, tracks),
             self._dim_caveat(label, tracks),
+            self._grainy_caveat(label, tracks, sampled),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
         )
@@ -382,6 +394,21 @@ class Detector:
         why = f"{faces} dimly lit in this video: shadow and the camera's noise hide some of what gives fakes away"
         return self._fakes_pass("dim", why, DIM_QUALITY, "darkened as if filmed in a dim room")
 
+    def _grainy_caveat(self, label: str, tracks: list[TrackResult], sampled: SampledFrames) -> dict | None:
+        """A REAL verdict on grainy faces, lit as in good light, says less than usual, as on dim
+        ones. Grain on a dim face, and an animated GIF's dithering, which reads as grain, are the
+        dim and the GIF caveats' to tell."""
+        if label != "REAL" or sampled.info.codec == "gif":
+            return None
+        if not all(_grain(t.crops) > GRAINY_LEVEL and _highlights(t.crops) >= DIM_HIGHLIGHTS for t in tracks):
+            return None
+        faces = "The faces are" if len(tracks) > 1 else "The face is"
+        why = (
+            f"{faces} grainy in this video, as a camera's gain leaves them in a dim room: the grain hides some of "
+            "what gives fakes away"
+        )
+        return self._fakes_pass("grainy", why, GRAINY_QUALITY, "filmed in a dim room with the camera's gain up")
+
     def _fakes_pass(self, code: str, why: str, quality: str, videos: str) -> dict:
         """A caveat on a REAL verdict where more fakes pass: `why`, and how many fakes the
         validation caught at `quality` (`videos` says what it did to them)."""
@@ -445,6 +472,20 @@ def _highlights(crops: np.ndarray) -> float:
     255), the median over the crops."""
     luma = np.array([cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) for crop in crops])
     return float(np.median(np.percentile(luma.reshape(len(luma), -1), 98, axis=1)))
+
+
+def _grain(crops: np.ndarray) -> float:
+    """How grainy a face's crops are: the noise left in the smoothest quarter of each crop's
+    blocks, where the picture itself varies least (Immerkær's estimate from a Laplacian-difference
+    filter, as a Gaussian noise's standard deviation in grey levels); the median over the crops."""
+    levels = []
+    for crop in crops:
+        response = np.abs(cv2.filter2D(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32), -1, NOISE_KERNEL))[1:-1, 1:-1]
+        block = response.shape[0] // GRAIN_BLOCKS
+        blocks = response[: block * GRAIN_BLOCKS, : block * GRAIN_BLOCKS].reshape(GRAIN_BLOCKS, block, GRAIN_BLOCKS, block)
+        levels.append(np.percentile(blocks.mean(axis=(1, 3)), 25) * np.sqrt(np.pi / 2) / 6)
+    return float(np.median(levels))
+
 
 
 def _chromaticity_spread(crops: np.ndarray) -> float:

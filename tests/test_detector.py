@@ -193,13 +193,14 @@ def test_the_small_face_caveat_says_how_many_fakes_were_caught_where_the_checkpo
 
 @pytest.fixture(scope="module")
 def hiding_clips(tmp_path_factory) -> dict[str, Path]:
-    """The astronaut clip as an animated GIF, in black and white, toned sepia, and dimly lit."""
+    """The astronaut clip as an animated GIF, in black and white, toned sepia, dimly lit, and grainy
+    from a camera's gain."""
     from fractions import Fraction
 
     import cv2
     from media import face_frames, write_h264
 
-    from model.augment import dim, sepia, write_gif
+    from model.augment import dim, gained, sepia, write_gif
 
     folder = tmp_path_factory.mktemp("hiding")
     frames = face_frames(20)
@@ -211,6 +212,7 @@ def hiding_clips(tmp_path_factory) -> dict[str, Path]:
         "toned": write_h264(folder / "sepia.mp4", [sepia(frame) for frame in frames]),
         # a room dimmer still than the validation's: dimmed once, her white suit stays about as bright as DIM_HIGHLIGHTS
         "dim": write_h264(folder / "dim.mp4", [dim(dim(frame)) for frame in frames]),
+        "grainy": write_h264(folder / "gained.mp4", [gained(frame) for frame in frames]),
     }
 
 
@@ -276,6 +278,7 @@ HIDING = {
     "black_and_white": ("This video is in black and white", "bw_crf23_480p", "turned black and white"),
     "toned": ("This video is toned in a single colour", "sepia_crf23_480p", "toned sepia"),
     "dim": ("The face is dimly lit in this video", "dim_crf23_480p", "darkened as if filmed in a dim room"),
+    "grainy": ("The face is grainy in this video", "gained_crf23_480p", "filmed in a dim room with the camera's gain up"),
 }
 
 

@@ -1200,46 +1200,46 @@ def test_a_toned_quality_is_written_in_the_tone_and_light_of_the_picture(tmp_pat
             assert (red - green).mean() > 4 and (green - blue).mean() > 6  # brown, not grey
 
 
-def test_the_dim_quality_is_darker_and_noisier_and_the_same_file_every_time(tmp_path):
-    from model.augment import DIM_LEVELS, reencode
-    from model.dataset import QUALITIES
-    from model.video import read_frames
-
-    frames = face_frames(12)
-    source = write_h264(tmp_path / "source.mp4", frames)
-    outputs = [tmp_path / f"dim-{i}.mp4" for i in range(2)]
-    for path in outputs:
-        reencode(source, path, *QUALITIES["dim_crf23_480p"])
-    assert outputs[0].read_bytes() == outputs[1].read_bytes()
-    lit = read_frames(source, 4)
-    dimmed = read_frames(outputs[0], 4)
-    grain = lambda image: np.abs(image.astype(float) - cv2.GaussianBlur(image, (5, 5), 0)).mean()  # noqa: E731
-    for index, frame, source_frame in zip(dimmed.indices, dimmed.frames, lit.frames):
-        smooth = cv2.GaussianBlur(frame, (9, 9), 0).astype(int)
-        assert np.abs(smooth - cv2.GaussianBlur(DIM_LEVELS[frames[index]], (9, 9), 0)).mean() < 3
-        assert frame.mean() < 0.6 * source_frame.mean()
-        assert grain(frame) > 1.5 * grain(DIM_LEVELS[source_frame].astype(np.uint8))  # the sensor's noise
-
-
-def test_the_gained_quality_is_as_bright_but_noisier_than_the_dim_one_and_the_same_file_every_time(tmp_path):
+def _lit_and_at(tmp_path: Path, *qualities: str) -> tuple[list[np.ndarray], list]:
+    """The face clip's frames, and the clip read back as is and at each quality (4 frames each);
+    each quality's re-encode is checked to give the same file twice."""
     from model.augment import reencode
     from model.dataset import QUALITIES
     from model.video import read_frames
 
     frames = face_frames(12)
     source = write_h264(tmp_path / "source.mp4", frames)
-    outputs = [tmp_path / f"gained-{i}.mp4" for i in range(2)]
-    for path in outputs:
-        reencode(source, path, *QUALITIES["gained_crf23_480p"])
-    assert outputs[0].read_bytes() == outputs[1].read_bytes()
-    dim = tmp_path / "dim.mp4"
-    reencode(source, dim, *QUALITIES["dim_crf23_480p"])
-    grain = lambda image: np.abs(image.astype(float) - cv2.GaussianBlur(image, (5, 5), 0)).mean()  # noqa: E731
-    lit, gained, dimmed = (read_frames(path, 4) for path in (source, outputs[0], dim))
+    read = [read_frames(source, 4)]
+    for quality in qualities:
+        outputs = [tmp_path / f"{quality}-{i}.mp4" for i in range(2)]
+        for path in outputs:
+            reencode(source, path, *QUALITIES[quality])
+        assert outputs[0].read_bytes() == outputs[1].read_bytes()
+        read.append(read_frames(outputs[0], 4))
+    return frames, read
+
+
+def _grain(image: np.ndarray) -> float:
+    return float(np.abs(image.astype(float) - cv2.GaussianBlur(image, (5, 5), 0)).mean())
+
+
+def test_the_dim_quality_is_darker_and_noisier_and_the_same_file_every_time(tmp_path):
+    from model.augment import DIM_LEVELS
+
+    frames, (lit, dimmed) = _lit_and_at(tmp_path, "dim_crf23_480p")
+    for index, frame, source_frame in zip(dimmed.indices, dimmed.frames, lit.frames):
+        smooth = cv2.GaussianBlur(frame, (9, 9), 0).astype(int)
+        assert np.abs(smooth - cv2.GaussianBlur(DIM_LEVELS[frames[index]], (9, 9), 0)).mean() < 3
+        assert frame.mean() < 0.6 * source_frame.mean()
+        assert _grain(frame) > 1.5 * _grain(DIM_LEVELS[source_frame].astype(np.uint8))  # the sensor's noise
+
+
+def test_the_gained_quality_is_as_bright_but_noisier_than_the_dim_one_and_the_same_file_every_time(tmp_path):
+    frames, (lit, gained, dimmed) = _lit_and_at(tmp_path, "gained_crf23_480p", "dim_crf23_480p")
     for index, frame, source_frame, dim_frame in zip(gained.indices, gained.frames, lit.frames, dimmed.frames):
         smooth = cv2.GaussianBlur(frame, (9, 9), 0).astype(int)
         assert np.abs(smooth - cv2.GaussianBlur(frames[index], (9, 9), 0)).mean() < 4  # brought back up
-        assert grain(frame) > 1.5 * grain(source_frame) and grain(frame) > 1.3 * grain(dim_frame)
+        assert _grain(frame) > 1.5 * _grain(source_frame) and _grain(frame) > 1.3 * _grain(dim_frame)
 
 
 def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
