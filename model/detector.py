@@ -404,7 +404,7 @@ class Detector:
             return None
         faces = "The faces are" if len(tracks) > 1 else "The face is"
         why = (
-            f"{faces} grainy in this video, as a camera's gain leaves them in a dim room: the grain hides some of "
+            f"{faces} grainy in this video, as a camera's gain makes faces in a dim room: the grain hides some of "
             "what gives fakes away"
         )
         return self._fakes_pass("grainy", why, GRAINY_QUALITY, "filmed in a dim room with the camera's gain up")
