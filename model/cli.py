@@ -218,6 +218,7 @@ def _verdict(detector, path: str, quality: str, sequence_length: int | None) -> 
     return {
         "prediction": result.label, "p_fake": result.p_fake, "faces_judged": len(result.tracks),
         "face_height_px": result.decisive.height if result.decisive else None,
+        "caveats": [caveat["code"] for caveat in result.caveats],
     }
 
 

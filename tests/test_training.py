@@ -546,6 +546,23 @@ def test_evaluate_cli_writes_report(tiny_dataset, tiny_weights, tmp_path, capsys
     assert report["clips_of_people_seen_in_training"] == 0  # the checkpoint lists no training people
 
 
+def test_evaluate_lists_each_verdicts_caveats(tiny_weights, tmp_path, monkeypatch):
+    """How often the app hedges on one's own footage is part of how it does there."""
+    from model.augment import gained
+    from model.detector import Detector
+
+    frames = face_frames(12)
+    write_h264(tmp_path / "clean.mp4", frames)
+    write_h264(tmp_path / "grainy.mp4", [gained(frame) for frame in frames])
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("path,label\nclean.mp4,REAL\ngrainy.mp4,REAL\n")
+    monkeypatch.setattr(Detector, "score_features", lambda self, features: (0.2, np.full(len(features), 0.2)))
+    args = ["evaluate", "--manifest", str(manifest), "--weights", str(tiny_weights), "--sequence-length", "10", "--quality", "orig"]
+    assert cli_main([*args, "--out", str(tmp_path / "report")]) == 0
+    rows = json.loads((tmp_path / "report" / "evaluation.json").read_text())["qualities"]["orig"]["clips"]
+    assert [(r["prediction"], r["caveats"]) for r in rows] == [("REAL", []), ("REAL", ["grainy"])]
+
+
 def test_evaluate_on_real_clips_alone_or_on_clips_without_faces_writes_json_any_reader_takes(tiny_dataset, tiny_weights, tmp_path, capsys):
     """Checking for false alarms on one's own real footage is an evaluation too: the metrics that
     need fake clips are null in the report (json writes NaN, which is not JSON) and n/a on screen."""
