@@ -76,7 +76,7 @@ CROSSVAL_OPTIONS ?=
 CROSSVAL_OUT ?= weights/crossval
 
 # The recipe judged on all 20 identity groups, 5 models each holding out 4 (30–47 minutes on 2 CPU cores,
-# after about 20 minutes of face cropping); it also calibrates the default weights (make train). The held-out
+# after about 80 minutes of face cropping the first time); it also calibrates the default weights (make train). The held-out
 # clips are judged at 240p too (small faces), as animated GIFs and WebP, in black and white, toned sepia, and as
 # filmed in a dim room, left dark or brought back up by the camera's gain (the report's other_qualities), which
 # calibration leaves aside.
