@@ -30,6 +30,7 @@ from model.dataset import load_cached, read_manifest, shown_path  # noqa: E402
 from model.evaluation import (  # noqa: E402
     balanced_accuracy, bootstrap_interval, expected_calibration_error, fit_calibration_on_qualities, log_loss, recalls, roc_auc,
 )
+from model.faces import UPRIGHT_FROM_DEGREES  # noqa: E402
 from model.images import decode_jpeg, encode_jpeg  # noqa: E402
 from model.network import ClipModel, read_checkpoint, to_input  # noqa: E402
 from model.training import TrainConfig, evenly  # noqa: E402
@@ -91,7 +92,7 @@ def held_out_margins(report: dict, models: Path, clips: dict, cache_dir: str) ->
     qualities = {**report["qualities"], **report.get("other_qualities", {})}
     rows = next(iter(qualities.values()))["clips"]
     # the crops as the recipe cut them (a report from before the setting had the default)
-    upright_from = report["train_config"].get("upright_from_degrees", TrainConfig(manifest="").upright_from_degrees)
+    upright_from = report["train_config"].get("upright_from_degrees", UPRIGHT_FROM_DEGREES)
     fold_of = np.array([r["fold"] for r in rows])
     margins = {v: {q: np.full(len(rows), np.nan) for q in qualities} for v in VARIANTS}
     for fold in sorted(set(fold_of)):

@@ -388,7 +388,7 @@ class Detector:
 
     def _dim_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on a dimly lit face says less than usual, as in black and white."""
-        if label != "REAL" or not all(_highlights(t.crops) < DIM_HIGHLIGHTS for t in tracks):
+        if label != "REAL" or not all(_dim(t.crops) for t in tracks):
             return None
         faces = "The faces are" if len(tracks) > 1 else "The face is"
         why = f"{faces} dimly lit in this video: shadow and the camera's noise hide some of what gives fakes away"
@@ -400,7 +400,7 @@ class Detector:
         dim and the GIF caveats' to tell."""
         if label != "REAL" or sampled.info.codec == "gif":
             return None
-        if not all(_grain(t.crops) > GRAINY_LEVEL and _highlights(t.crops) >= DIM_HIGHLIGHTS for t in tracks):
+        if not all(_grain(t.crops) > GRAINY_LEVEL and not _dim(t.crops) for t in tracks):
             return None
         faces = "The faces are" if len(tracks) > 1 else "The face is"
         why = (
@@ -467,6 +467,11 @@ def _toned(crops: np.ndarray) -> bool:
     return not _colourless(crops) and _chromaticity_spread(crops) < TONED_SPREAD
 
 
+def _dim(crops: np.ndarray) -> bool:
+    """A face dimly lit: nothing in or around it bright (`DIM_HIGHLIGHTS`)."""
+    return _highlights(crops) < DIM_HIGHLIGHTS
+
+
 def _highlights(crops: np.ndarray) -> float:
     """How bright the brightest 2% of a face's crops are: the 98th percentile of their luma (of
     255), the median over the crops."""
@@ -485,7 +490,6 @@ def _grain(crops: np.ndarray) -> float:
         blocks = response[: block * GRAIN_BLOCKS, : block * GRAIN_BLOCKS].reshape(GRAIN_BLOCKS, block, GRAIN_BLOCKS, block)
         levels.append(np.percentile(blocks.mean(axis=(1, 3)), 25) * np.sqrt(np.pi / 2) / 6)
     return float(np.median(levels))
-
 
 
 def _chromaticity_spread(crops: np.ndarray) -> float:
