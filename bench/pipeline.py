@@ -34,6 +34,9 @@ CLIPS = {  # name: (width, height, seconds, fps, codec, container)
     # the same packets in an MPEG transport stream (as broadcasts and camcorders' .mts are): no
     # index, so its frames are seeked by PyAV
     "1080p_10min_ts": (1920, 1080, 600, 30, "libx264", "ts"),
+    # and in a raw H.264 stream (as CCTV recorders and dashcams export one): no times, so its
+    # frames are counted from its packets and sought by their bytes; read at 25 frames a second
+    "1080p_10min_h264": (1920, 1080, 600, 30, "libx264", "h264"),
 }
 SEQUENCE_LENGTHS = (20, 60, 100)
 BASELINE_CLIP = "720p_10s"
@@ -159,9 +162,9 @@ def measure_crossover(clip: Path, counts: tuple[int, ...] = (2, 4, 8, 16, 30)) -
 def measure_parts(clip: Path, count: int = 20) -> list[dict]:
     """Decode time of `count` frames from a part of a long video: near its start and near its
     end, read with a seek to the part (as the detector reads it) or decoded from the video's start."""
-    from model.video import SEEK_MIN_GAP_FRAMES, TimeRange, probe_video, read_frames
+    from model.video import SEEK_MIN_GAP_FRAMES, TimeRange, read_frames
 
-    duration = probe_video(clip).duration_s
+    duration = read_frames(clip, 1).timeline.duration_s  # a raw stream's header states none
     rows = []
     for start in (30.0, duration - 60):
         part = TimeRange(start, start + 30)
@@ -287,7 +290,7 @@ def main() -> None:
     log.info("decode only, %s: seconds for one sequential pass vs seeking to each frame", crossover_clip.name)
     for row in report["seek_crossover"]:
         log.info(f"  {row['frames']:>3} frames, gap {row['gap_frames']:>6.1f}: sequential {row['sequential']:.3f}  seek {row['seek']:.3f}")
-    for name, key in (("1080p_10min", "parts"), ("1080p_10min_ts", "parts_transport_stream")):
+    for name, key in (("1080p_10min", "parts"), ("1080p_10min_ts", "parts_transport_stream"), ("1080p_10min_h264", "parts_raw_stream")):
         if name in args.clips:
             report[key] = measure_parts(clips[name])
             log.info("decode only, %s: seconds for 20 frames of a 30 s part", clips[name].name)

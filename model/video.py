@@ -114,6 +114,11 @@ INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 # .mts and saved live streams are; MPEG program streams, as .mpg and DVDs' .vob are): a seek
 # searches them by time
 UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg"})
+# The NAL unit types of a picture that begins a closed group of pictures, by codec: H.264's IDR
+# picture, HEVC's two kinds. Decoded from one, a raw stream gives every frame after it and none
+# before. (An open group's first picture, an H.264 recovery point or HEVC's CRA, leaves out the
+# frames shown just before it, which refer to the group before: frames counted from it are off.)
+CLOSED_GOP_STARTS = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
 # Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
 # captures are stored, an average rate of 60,000), not a video's.
 MAX_FPS = 1000.0
@@ -320,6 +325,20 @@ class _MainStream(NamedTuple):
     joined_frames: int = 0  # the frames of recordings joined end to end, each timed from zero (else 0)
     # (presentation, decoding) times of the key frames, in display order, where `times` is known
     keys: np.ndarray = np.empty((0, 2), dtype=np.int64)
+    # A raw stream's (H.264 or HEVC as CCTV recorders and dashcams export it), whose packets carry
+    # no times: its frames, one a packet, and (frame index, byte position) of each packet that
+    # begins a closed group of pictures (`CLOSED_GOP_STARTS`)
+    untimed_frames: int = 0
+    closed_gops: np.ndarray = np.empty((0, 2), dtype=np.int64)
+
+
+def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
+    """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
+    store them: each unit follows a 00 00 01 start code."""
+    starts = [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
+    if codec == "h264":
+        return {access_unit[start] & 0x1F for start in starts}
+    return {(access_unit[start] >> 1) & 0x3F for start in starts}
 
 
 def _restarts(times: list[int]) -> bool:
@@ -339,16 +358,25 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
+    closed_gops: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
+    codecs = {stream.index: stream.codec_context.codec.canonical_name for stream in streams}
     try:
         for packet in container.demux(*streams):
             if packet.size and not packet.is_discard:
-                times[packet.stream.index].append(packet.pts)
+                index = packet.stream.index
+                if packet.is_keyframe and packet.pts is None and packet.pos is not None and codecs[index] in CLOSED_GOP_STARTS:
+                    if _nal_unit_types(bytes(packet), codecs[index]) & CLOSED_GOP_STARTS[codecs[index]]:
+                        closed_gops[index].append((len(times[index]), packet.pos))
+                times[index].append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
-                    keys[packet.stream.index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
+                    keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
     except av.FFmpegError:
         return _MainStream(streams[0], None)
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
+    if shown and all(time is None for time in shown):  # a raw stream
+        gops = np.array(closed_gops[stream.index], dtype=np.int64).reshape(-1, 2)
+        return _MainStream(stream, None, untimed_frames=len(shown), closed_gops=gops)
     if not shown or None in shown:
         return _MainStream(stream, None)
     if _restarts(shown):
@@ -379,6 +407,12 @@ class _ContainerFacts(NamedTuple):
     # the container stores no frame count (Matroska, WebM, MPEG streams): OpenCV's is then its
     # duration times the average rate, which may leave out the last frame
     count_estimated: bool = False
+    # a raw stream's frames, counted from its packets, which carry no times (else 0): OpenCV's
+    # count is then a guess from the bitrate, or none
+    untimed_frames: int = 0
+    # a raw stream that begins with a closed group of pictures and has more: it is sought by the
+    # byte position of the group a frame falls in (`_MainStream.closed_gops`), not by time
+    sought_by_bytes: bool = False
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -388,7 +422,10 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
-            stream, times, joined_frames, _ = _main_stream(container)
+            main_stream = _main_stream(container)
+            stream, times, joined_frames = main_stream.stream, main_stream.times, main_stream.joined_frames
+            gops = main_stream.closed_gops
+            sought_by_bytes = len(gops) > 1 and gops[0, 0] == 0
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
@@ -415,6 +452,8 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         joined_frames=joined_frames,
         unindexed=unindexed,
         count_estimated=count_estimated,
+        untimed_frames=main_stream.untimed_frames,
+        sought_by_bytes=sought_by_bytes,
     )
 
 
@@ -542,6 +581,8 @@ class PyAVCapture:
                 with av.open(str(self._path)) as container:
                     self._timing = _main_stream(container)
             shown, keys = self._timing.times, self._timing.keys
+            if shown is None and len(self._timing.closed_gops):
+                return self._seek_by_bytes(index, self._timing.closed_gops)
             start = self._stream.start_time or 0
             if shown is not None and index < len(shown):
                 target = int(shown[index])
@@ -579,6 +620,22 @@ class PyAVCapture:
             self._skip_before = target
         else:
             return False
+        return True
+
+    def _seek_by_bytes(self, index: int, closed_gops: np.ndarray) -> bool:
+        """To frame `index` of a raw stream, whose packets carry no times but are its frames in
+        order: decoded from the first packet of the closed group of pictures it falls in, counting."""
+        group = np.searchsorted(closed_gops[:, 0], index, side="right") - 1
+        try:
+            if group < 0:  # `read_frames` seeks only a stream that begins with a closed group
+                raise ValueError(f"frame {index} comes before the stream's first closed group of pictures")
+            first, position = (int(value) for value in closed_gops[group])
+            self._container.seek(position, unsupported_byte_offset=True)
+        except (ValueError, av.FFmpegError):  # read nothing, so the reader falls back to one pass
+            self._frames = iter(())
+            return False
+        self._skip_before = None
+        self._frames = itertools.islice(self._container.decode(self._stream), index - first, None)
         return True
 
     def release(self) -> None:
@@ -873,6 +930,8 @@ def _sample(
         # trimmed without re-encoding), or the header's count is none (a browser's recording) or
         # an estimate (an MPEG program stream's may be a frame short).
         timeline = counted(len(shown_s))
+    elif facts.untimed_frames:  # a raw stream's packets, not decoded
+        timeline = counted(facts.untimed_frames)
     elif info.frame_count > 0:
         timeline = counted(info.frame_count)
     else:
@@ -880,11 +939,12 @@ def _sample(
     wanted, span = _wanted(timeline, count, part)
     # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
     # raw stream (H.264 or HEVC as CCTV recorders and dashcams export it) has none, where
-    # OpenCV's seek moves nowhere and says it did.
-    seekable = shown_s is not None
+    # OpenCV's seek moves nowhere and says it did; PyAV's finds one by its closed group's bytes.
+    seekable = shown_s is not None or facts.sought_by_bytes
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time.
-    seek_capture = PyAVCapture if facts.unindexed and open_capture is _open else open_capture
+    by_pyav = facts.unindexed or facts.sought_by_bytes
+    seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))

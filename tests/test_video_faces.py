@@ -254,13 +254,12 @@ def test_a_stream_pyav_cannot_seek_is_read_in_one_pass(tmp_path, monkeypatch):
     assert all(np.abs(frame.astype(int) - frames[i]).mean() < 5 for i, frame in zip(sampled.indices, sampled.frames))
 
 
-def test_a_recording_without_length_or_index_is_sampled_without_decoding_it_all(tmp_path, monkeypatch):
+@pytest.fixture
+def counted_without_decoding(monkeypatch):
+    """Fails a test where every frame is decoded to count them (the check for a photo, which
+    decodes two, is left to run)."""
     import model.video as video
 
-    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(60))]
-    # as a browser records WebM: no duration, no frame count, no index to seek by
-    path = write_video(tmp_path / "recording.webm", frames, "libvpx", container_options={"live": "1"})
-    assert probe_video(path).frame_count == 0
     counting = video._count_frames
 
     def count_no_further_than_a_photo_check(capture, limit=None):
@@ -268,6 +267,13 @@ def test_a_recording_without_length_or_index_is_sampled_without_decoding_it_all(
         return counting(capture, limit)
 
     monkeypatch.setattr(video, "_count_frames", count_no_further_than_a_photo_check)
+
+
+def test_a_recording_without_length_or_index_is_sampled_without_decoding_it_all(tmp_path, counted_without_decoding):
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(60))]
+    # as a browser records WebM: no duration, no frame count, no index to seek by
+    path = write_video(tmp_path / "recording.webm", frames, "libvpx", container_options={"live": "1"})
+    assert probe_video(path).frame_count == 0
     for seek_min_gap, method in [(1, "seek"), (10**6, "sequential")]:
         sampled = read_frames(path, 6, seek_min_gap=seek_min_gap)
         assert sampled.method == method and sampled.info.frame_count == 60
@@ -435,15 +441,30 @@ def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monk
     capture.release()
 
 
+@pytest.mark.parametrize(
+    "codec, params, sought",
+    [
+        ("libx264", "", False),  # one closed group of pictures (a key frame each 250 frames)
+        ("libx264", "keyint=30", True),
+        ("libx264", "keyint=30:open-gop=1", False),  # key frames that are recovery points, not IDR pictures
+        ("libx265", "keyint=30:open-gop=0", True),
+        ("libx265", "keyint=30", False),  # CRA pictures: open groups
+    ],
+)
 @pytest.mark.parametrize("part", [TimeRange(), TimeRange(2.0, 6.0)])
-def test_a_raw_stream_with_no_times_is_read_in_one_pass(tmp_path, part):
-    """Raw H.264, as CCTV recorders and dashcams export it, has no times to seek by: OpenCV's seek
-    moved nowhere and said it did, so that each frame read was taken for one further on (frame
-    0 for 16, or for the first of the part)."""
+def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_closed_groups(tmp_path, counted_without_decoding, codec, params, sought, part):
+    """Raw H.264 and HEVC, as CCTV recorders and dashcams export them, have no times to seek by:
+    OpenCV's seek moved nowhere and said it did, so that each frame read was taken for one
+    further on (frame 0 for 16, or for the first of the part). They were then decoded whole
+    twice, once to count their frames. Their packets, one a frame, now count them, and where
+    the stream has closed groups of pictures, a frame is decoded from its group's first byte;
+    decoded from an open group's, frames shown before its key frame are left out (the frame
+    after the one asked for)."""
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(200, (320, 180)))]
-    path = write_h264(tmp_path / "camera.h264", frames)
+    params_option = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
+    path = write_video(tmp_path / ("camera.h264" if codec == "libx264" else "camera.hevc"), frames, codec, options=params_option)
     sampled = read_frames(path, 6, seek_min_gap=1, part=part)
-    assert sampled.method == "sequential" and len(sampled.frames) == 6
+    assert sampled.info.frame_count == 200 and sampled.method == ("seek" if sought else "sequential") and len(sampled.frames) == 6
     assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
 
 
