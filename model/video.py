@@ -114,11 +114,11 @@ INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 # .mts and saved live streams are; MPEG program streams, as .mpg and DVDs' .vob are): a seek
 # searches them by time
 UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg"})
-# The NAL unit types of a picture that begins a closed group of pictures, by codec: H.264's IDR
-# picture, HEVC's two kinds. Decoded from one, a raw stream gives every frame after it and none
-# before. (An open group's first picture, an H.264 recovery point or HEVC's CRA, leaves out the
-# frames shown just before it, which refer to the group before: frames counted from it are off.)
-CLOSED_GOP_STARTS = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
+# NAL unit types (`_EntryPoints`): IDR pictures by codec, HEVC's CRA picture, and its leading
+# pictures, those that refer to the group of pictures before (RASL) and those that do not (RADL)
+IDR_TYPES = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
+HEVC_CRA = 21
+HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
 # Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
 # captures are stored, an average rate of 60,000), not a video's.
 MAX_FPS = 1000.0
@@ -326,10 +326,49 @@ class _MainStream(NamedTuple):
     # (presentation, decoding) times of the key frames, in display order, where `times` is known
     keys: np.ndarray = np.empty((0, 2), dtype=np.int64)
     # A raw stream's (H.264 or HEVC as CCTV recorders and dashcams export it), whose packets carry
-    # no times: its frames, one a packet, and (frame index, byte position) of each packet that
-    # begins a closed group of pictures (`CLOSED_GOP_STARTS`)
+    # no times: its frames, one a packet, and where a decoder can start (`_EntryPoints`)
     untimed_frames: int = 0
-    closed_gops: np.ndarray = np.empty((0, 2), dtype=np.int64)
+    entry_points: np.ndarray = np.empty((0, 2), dtype=np.int64)
+
+
+class _EntryPoints:
+    """Where decoding a raw H.264 or HEVC stream can start, found from its packets, which carry no
+    times but are its frames in order: (the first frame a decoder started there gives, counted in
+    display order, the packet's byte position). Each IDR picture begins a closed group of
+    pictures, from which every later frame decodes and no earlier one. An HEVC CRA picture begins
+    an open one: its leading pictures that refer to the group before (RASL), shown before it, are
+    left out by a decoder started there, which gives the frame after them first; they are counted
+    from their NAL unit types. H.264's recovery points begin open groups too, but no NAL unit type
+    tells their leading pictures, so a decoder is not started at them: frames counted from there
+    would be off."""
+
+    def __init__(self, codec: str):
+        self._codec = codec
+        self._points: list[tuple[int, int]] = []
+        self._open: list[int] | None = None  # [frame, position, RASL pictures] of the last CRA picture
+
+    def add(self, packet: av.Packet, frame: int) -> None:
+        if self._codec not in IDR_TYPES or packet.pos is None or not (packet.is_keyframe or self._open):
+            return
+        types = _nal_unit_types(bytes(packet), self._codec)
+        if self._open and not packet.is_keyframe and types & HEVC_LEADING:
+            self._open[2] += bool(types & HEVC_RASL)
+            return
+        self._close_open_group()
+        if types & IDR_TYPES[self._codec]:
+            self._points.append((frame, packet.pos))
+        elif packet.is_keyframe and self._codec == "hevc" and HEVC_CRA in types:
+            self._open = [frame, packet.pos, 0]
+
+    def _close_open_group(self) -> None:
+        if self._open:
+            frame, position, left_out = self._open
+            self._points.append((frame + left_out, position))
+            self._open = None
+
+    def found(self) -> np.ndarray:
+        self._close_open_group()
+        return np.array(self._points, dtype=np.int64).reshape(-1, 2)
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
@@ -358,15 +397,13 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
-    closed_gops: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
-    codecs = {stream.index: stream.codec_context.codec.canonical_name for stream in streams}
+    entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
     try:
         for packet in container.demux(*streams):
             if packet.size and not packet.is_discard:
                 index = packet.stream.index
-                if packet.is_keyframe and packet.pts is None and packet.pos is not None and codecs[index] in CLOSED_GOP_STARTS:
-                    if _nal_unit_types(bytes(packet), codecs[index]) & CLOSED_GOP_STARTS[codecs[index]]:
-                        closed_gops[index].append((len(times[index]), packet.pos))
+                if packet.pts is None:
+                    entry_points[index].add(packet, len(times[index]))
                 times[index].append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
@@ -375,8 +412,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
     if shown and all(time is None for time in shown):  # a raw stream
-        gops = np.array(closed_gops[stream.index], dtype=np.int64).reshape(-1, 2)
-        return _MainStream(stream, None, untimed_frames=len(shown), closed_gops=gops)
+        return _MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found())
     if not shown or None in shown:
         return _MainStream(stream, None)
     if _restarts(shown):
@@ -410,8 +446,8 @@ class _ContainerFacts(NamedTuple):
     # a raw stream's frames, counted from its packets, which carry no times (else 0): OpenCV's
     # count is then a guess from the bitrate, or none
     untimed_frames: int = 0
-    # a raw stream that begins with a closed group of pictures and has more: it is sought by the
-    # byte position of the group a frame falls in (`_MainStream.closed_gops`), not by time
+    # a raw stream that a decoder can start at its first frame and further on: it is sought by
+    # the byte position of the last entry point before a frame (`_EntryPoints`), not by time
     sought_by_bytes: bool = False
 
 
@@ -424,8 +460,8 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
                 return _ContainerFacts(None)
             main_stream = _main_stream(container)
             stream, times, joined_frames = main_stream.stream, main_stream.times, main_stream.joined_frames
-            gops = main_stream.closed_gops
-            sought_by_bytes = len(gops) > 1 and gops[0, 0] == 0
+            entries = main_stream.entry_points
+            sought_by_bytes = len(entries) > 1 and entries[0, 0] == 0
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
@@ -581,8 +617,8 @@ class PyAVCapture:
                 with av.open(str(self._path)) as container:
                     self._timing = _main_stream(container)
             shown, keys = self._timing.times, self._timing.keys
-            if shown is None and len(self._timing.closed_gops):
-                return self._seek_by_bytes(index, self._timing.closed_gops)
+            if shown is None and len(self._timing.entry_points):
+                return self._seek_by_bytes(index, self._timing.entry_points)
             start = self._stream.start_time or 0
             if shown is not None and index < len(shown):
                 target = int(shown[index])
@@ -622,14 +658,14 @@ class PyAVCapture:
             return False
         return True
 
-    def _seek_by_bytes(self, index: int, closed_gops: np.ndarray) -> bool:
+    def _seek_by_bytes(self, index: int, entry_points: np.ndarray) -> bool:
         """To frame `index` of a raw stream, whose packets carry no times but are its frames in
-        order: decoded from the first packet of the closed group of pictures it falls in, counting."""
-        group = np.searchsorted(closed_gops[:, 0], index, side="right") - 1
+        order: decoded from the last entry point before it (`_EntryPoints`), counting frames."""
+        entry = np.searchsorted(entry_points[:, 0], index, side="right") - 1
         try:
-            if group < 0:  # `read_frames` seeks only a stream that begins with a closed group
-                raise ValueError(f"frame {index} comes before the stream's first closed group of pictures")
-            first, position = (int(value) for value in closed_gops[group])
+            if entry < 0:  # `read_frames` seeks only a stream that a decoder can start at its first frame
+                raise ValueError(f"frame {index} comes before the stream's first entry point")
+            first, position = (int(value) for value in entry_points[entry])
             self._container.seek(position, unsupported_byte_offset=True)
         except (ValueError, av.FFmpegError):  # read nothing, so the reader falls back to one pass
             self._frames = iter(())
@@ -939,7 +975,7 @@ def _sample(
     wanted, span = _wanted(timeline, count, part)
     # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
     # raw stream (H.264 or HEVC as CCTV recorders and dashcams export it) has none, where
-    # OpenCV's seek moves nowhere and says it did; PyAV's finds one by its closed group's bytes.
+    # OpenCV's seek moves nowhere and says it did; PyAV's finds one by an entry point's bytes.
     seekable = shown_s is not None or facts.sought_by_bytes
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time.

@@ -448,7 +448,7 @@ def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monk
         ("libx264", "keyint=30", True),
         ("libx264", "keyint=30:open-gop=1", False),  # key frames that are recovery points, not IDR pictures
         ("libx265", "keyint=30:open-gop=0", True),
-        ("libx265", "keyint=30", False),  # CRA pictures: open groups
+        ("libx265", "keyint=30", True),  # CRA pictures: open groups
     ],
 )
 @pytest.mark.parametrize("part", [TimeRange(), TimeRange(2.0, 6.0)])
@@ -456,10 +456,11 @@ def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_closed_group
     """Raw H.264 and HEVC, as CCTV recorders and dashcams export them, have no times to seek by:
     OpenCV's seek moved nowhere and said it did, so that each frame read was taken for one
     further on (frame 0 for 16, or for the first of the part). They were then decoded whole
-    twice, once to count their frames. Their packets, one a frame, now count them, and where
-    the stream has closed groups of pictures, a frame is decoded from its group's first byte;
-    decoded from an open group's, frames shown before its key frame are left out (the frame
-    after the one asked for)."""
+    twice, once to count their frames. Their packets, one a frame, now count them, and a frame
+    is decoded from the first byte of its group of pictures. An open group's key frame (an HEVC
+    CRA picture) is shown after leading pictures that a decoder started there leaves out; it
+    gave frames up to four further on where they were not counted. An H.264 recovery point's
+    leading pictures cannot be told from their NAL units: such a stream is read in one pass."""
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(200, (320, 180)))]
     params_option = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
     path = write_video(tmp_path / ("camera.h264" if codec == "libx264" else "camera.hevc"), frames, codec, options=params_option)
