@@ -844,12 +844,16 @@ def probe_video(path: str | Path) -> VideoInfo:
     refused: the detector judges a face over time, and was calibrated on sequences of frames.
     A file with several video streams is probed by PyAV, which takes the one a player shows, as
     is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A
-    recording of sound is refused as such, also where it carries a cover picture."""
+    recording of sound is refused as such, also where it carries a cover picture. A raw stream,
+    whose header states no length, is counted from its packets."""
     if durations := animated_webp_durations(path):
         return _probe(path, partial(PillowCapture, durations=durations))
     if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
-    return _decoded_by_either(lambda open_capture: _probe(path, open_capture))
+    info = _decoded_by_either(lambda open_capture: _probe(path, open_capture))
+    if info.frame_count <= 0 and (frames := _container_facts(path).untimed_frames):
+        info.frame_count, info.duration_s = frames, frames / info.fps
+    return info
 
 
 def _probed_by_pyav(path: str | Path) -> bool:
