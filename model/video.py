@@ -355,9 +355,11 @@ class _EntryPoints:
             self._open[2] += bool(types & HEVC_RASL)
             return
         self._close_open_group()
+        if not packet.is_keyframe:
+            return
         if types & IDR_TYPES[self._codec]:
             self._points.append((frame, packet.pos))
-        elif packet.is_keyframe and self._codec == "hevc" and HEVC_CRA in types:
+        elif self._codec == "hevc" and HEVC_CRA in types:
             self._open = [frame, packet.pos, 0]
 
     def _close_open_group(self) -> None:
@@ -982,7 +984,7 @@ def _sample(
     # OpenCV's seek moves nowhere and says it did; PyAV's finds one by an entry point's bytes.
     seekable = shown_s is not None or facts.sought_by_bytes
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
-    # frame asked for; PyAV's finds a frame by its packet's time.
+    # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above).
     by_pyav = facts.unindexed or facts.sought_by_bytes
     seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"

@@ -452,7 +452,7 @@ def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monk
     ],
 )
 @pytest.mark.parametrize("part", [TimeRange(), TimeRange(2.0, 6.0)])
-def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_closed_groups(tmp_path, counted_without_decoding, codec, params, sought, part):
+def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_groups_of_pictures(tmp_path, counted_without_decoding, codec, params, sought, part):
     """Raw H.264 and HEVC, as CCTV recorders and dashcams export them, have no times to seek by:
     OpenCV's seek moved nowhere and said it did, so that each frame read was taken for one
     further on (frame 0 for 16, or for the first of the part). They were then decoded whole
