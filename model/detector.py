@@ -16,6 +16,7 @@ import torch
 
 from .explain import grad_cam, overlay_heatmap
 from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
+from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
 from .video import SampledFrames, TimeRange, VideoInfo, read_frames
@@ -299,6 +300,7 @@ class Detector:
         seconds["total"] = time.perf_counter() - start
 
         deciding = max(tracks, key=lambda t: t.p_fake)
+        deciding_face = faces[tracks.index(deciding)]
         if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
             label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
         else:
@@ -315,11 +317,13 @@ class Detector:
             _rounded(seconds),
             tracks,
             deciding.track_id,
-            self._caveats(label, confidence, tracks, sampled),
+            self._caveats(label, confidence, tracks, sampled, deciding_face),
             picture,
         )
 
-    def _caveats(self, label: str, confidence: float, tracks: list[TrackResult], sampled: SampledFrames) -> list[dict]:
+    def _caveats(
+        self, label: str, confidence: float, tracks: list[TrackResult], sampled: SampledFrames, deciding_face: FaceCrops
+    ) -> list[dict]:
         """What makes this verdict say less than the validation's headline figures suggest."""
         caveats = (
             self._uncertain_caveat(confidence),
@@ -329,6 +333,7 @@ class Detector:
             self._toned_caveat(label, tracks),
             self._dim_caveat(label, tracks),
             self._grainy_caveat(label, tracks, sampled),
+            self._glasses_caveat(label, deciding_face, sampled, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
         )
@@ -408,6 +413,21 @@ class Detector:
             "what gives fakes away"
         )
         return self._fakes_pass("grainy", why, GRAINY_QUALITY, "filmed in a dim room with the camera's gain up")
+
+    def _glasses_caveat(self, label: str, face: FaceCrops, sampled: SampledFrames, tracks: list[TrackResult]) -> dict | None:
+        """A FAKE verdict on a face that wears glasses says less than usual: real people wearing
+        them were called FAKE far more often than others. Looked for only on a FAKE verdict, and on
+        the face that decided it."""
+        if label != "FAKE" or not wears_glasses(sampled.frames, face.track, self.upright_from):
+            return None
+        who = f"Face {max(tracks, key=lambda t: t.p_fake).track_id}" if len(tracks) > 1 else "The person"
+        return {
+            "code": "glasses",
+            "message": (
+                f"{who} appears to wear glasses. Real people wearing glasses were called FAKE far more often than "
+                "others (its training data shows almost none), so a FAKE verdict says less than usual."
+            ),
+        }
 
     def _fakes_pass(self, code: str, why: str, quality: str, videos: str) -> dict:
         """A caveat on a REAL verdict where more fakes pass: `why`, and how many fakes the
