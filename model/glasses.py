@@ -15,9 +15,10 @@ from .faces import UPRIGHT_FROM_DEGREES, FaceTrack, crop_face, face_landmarks_po
 
 CROP_PX = 224
 FRAMES = 8  # of a track's frames, spread over it; a face's verdict is the median of theirs
-# How strong a line across the bridge must be, against the edges of the nose below it. Set on
-# 65 clips (8 with glasses) and checked on 73 more: 10 of 11 faces with glasses were above it, 4 of
-# 127 without (README, Limits).
+# How strong a line across the bridge must be, against the edges of the nose below it: set on 65
+# of the 138 faces of the training clips and the clips from elsewhere (8 wearing glasses), below
+# the weakest of theirs; over all 138, 9 of the 11 faces wearing glasses were above it and 3 of
+# the 127 without (model card, "Glasses").
 BRIDGE_LINE_LEVEL = 2.8
 
 _INNER_CORNERS = (39, 42)  # of the eyes, in `faces.face_landmarks_points` order (dlib's 68 points)
