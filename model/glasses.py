@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .faces import UPRIGHT_FROM_DEGREES, FaceTrack, crop_face, face_landmarks_points, upright_rotation
+from .faces import CROP_MARGIN, UPRIGHT_FROM_DEGREES, FaceTrack, crop_face, face_landmarks_points, upright_rotation
 
 CROP_PX = 224
 FRAMES = 8  # of a track's frames, spread over it; a face's verdict is the median of theirs
@@ -27,8 +27,8 @@ _NOSE_BRIDGE_LOW, _NOSE_TIP_TOP = 29, 30
 
 def _face_box(size: int) -> tuple[int, int, int, int]:
     """Where `faces.crop_face` puts the face box in its crop (top, right, bottom, left)."""
-    near, far = round(size / 6), round(5 * size / 6)
-    return near, far, far, near
+    near = round(size * CROP_MARGIN / (1 + 2 * CROP_MARGIN))
+    return near, size - near, size - near, near
 
 
 def bridge_line(crop: np.ndarray) -> float | None:
