@@ -6,7 +6,8 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
-from .video import SampledFrames, TimeRange, VideoInfo, read_frames
+from .video import SampledFrames, TimeRange, VideoInfo, damaged_pictures, read_frames
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "detector.pt"
 MIN_SEQUENCE, MAX_SEQUENCE = 10, 100
@@ -191,6 +192,8 @@ class Detector:
         # how the model did on people it never saw, where its checkpoint states it
         self.validation: dict | None = self.metadata.get("validation")
         self._lock = threading.Lock()
+        # looks for damage in the file (`damaged_pictures`) while the analysis goes on
+        self._damage_check = ThreadPoolExecutor(1, thread_name_prefix="damage-check")
 
     @property
     def name(self) -> str:
@@ -275,54 +278,77 @@ class Detector:
         progress("decoding", 0)
         sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
+        with self._checking_for_damage(path, sampled.span_s) as damage_found:
+            mark = time.perf_counter()
+            picture = picture_region(sampled.frames)
+            faces = extract_face_crops(
+                sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture, self.upright_from
+            )
+            seconds["faces"] = time.perf_counter() - mark
+            frames = len(sampled.frames)
+            # The most often seen face is always judged; others need enough frames to say anything.
+            faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
+            if not faces:
+                seconds["total"] = time.perf_counter() - start
+                seconds = _rounded(seconds)
+                return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, seconds, picture=picture)
 
-        mark = time.perf_counter()
-        picture = picture_region(sampled.frames)
-        faces = extract_face_crops(
-            sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture, self.upright_from
-        )
-        seconds["faces"] = time.perf_counter() - mark
-        frames = len(sampled.frames)
-        # The most often seen face is always judged; others need enough frames to say anything.
-        faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
-        if not faces:
+            mark = time.perf_counter()
+            report = _stage(progress, "scoring")
+            tracks = []
+            for number, face in enumerate(faces, 1):
+                tracks.append(self._judge(number, face, sampled, explain))
+                report(number / len(faces))
+            seconds["model"] = time.perf_counter() - mark
+            damaged = damage_found()
             seconds["total"] = time.perf_counter() - start
-            seconds = _rounded(seconds)
-            return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, seconds, picture=picture)
 
-        mark = time.perf_counter()
-        report = _stage(progress, "scoring")
-        tracks = []
-        for number, face in enumerate(faces, 1):
-            tracks.append(self._judge(number, face, sampled, explain))
-            report(number / len(faces))
-        seconds["model"] = time.perf_counter() - mark
-        seconds["total"] = time.perf_counter() - start
+            deciding = max(tracks, key=lambda t: t.p_fake)
+            deciding_face = faces[tracks.index(deciding)]
+            if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
+                label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
+            else:
+                p_fake = video_p_fake([t.p_fake for t in tracks])
+                label, confidence = self._verdict(p_fake)
+            return DetectionResult(
+                label,
+                confidence,
+                round(p_fake, 4),
+                frames,
+                len(deciding.crops),
+                sampled.info,
+                sampled.span_s,
+                _rounded(seconds),
+                tracks,
+                deciding.track_id,
+                self._caveats(label, confidence, tracks, sampled, deciding_face, damaged),
+                picture,
+            )
 
-        deciding = max(tracks, key=lambda t: t.p_fake)
-        deciding_face = faces[tracks.index(deciding)]
-        if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
-            label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
-        else:
-            p_fake = video_p_fake([t.p_fake for t in tracks])
-            label, confidence = self._verdict(p_fake)
-        return DetectionResult(
-            label,
-            confidence,
-            round(p_fake, 4),
-            frames,
-            len(deciding.crops),
-            sampled.info,
-            sampled.span_s,
-            _rounded(seconds),
-            tracks,
-            deciding.track_id,
-            self._caveats(label, confidence, tracks, sampled, deciding_face),
-            picture,
-        )
+    @contextlib.contextmanager
+    def _checking_for_damage(self, path: str | Path, span_s: tuple[float, float]) -> Iterator[Callable[[], int]]:
+        """`damaged_pictures` runs beside the block, as far as it gets: the face search and the
+        scoring leave a core idle. The callable yielded stops it and says what it found."""
+        stop = threading.Event()
+        future = self._damage_check.submit(damaged_pictures, path, span_s, stop)
+
+        def found() -> int:
+            stop.set()
+            return future.result()
+
+        try:
+            yield found
+        finally:
+            stop.set()
 
     def _caveats(
-        self, label: str, confidence: float, tracks: list[TrackResult], sampled: SampledFrames, deciding_face: FaceCrops
+        self,
+        label: str,
+        confidence: float,
+        tracks: list[TrackResult],
+        sampled: SampledFrames,
+        deciding_face: FaceCrops,
+        damaged: int,
     ) -> list[dict]:
         """What makes this verdict say less than the validation's headline figures suggest."""
         caveats = (
@@ -336,6 +362,7 @@ class Detector:
             self._glasses_caveat(label, deciding_face, sampled, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
+            _damaged_caveat(damaged),
         )
         return [c for c in caveats if c]
 
@@ -556,6 +583,22 @@ def _sparse_caveat(sampled: SampledFrames) -> dict | None:
         "message": (
             f"The frames examined lie about {apart:.0f} s apart: a manipulated stretch shorter than that may fall "
             "between them. To look closer, examine the part you doubt, or more frames."
+        ),
+    }
+
+
+def _damaged_caveat(damaged: int) -> dict | None:
+    """A video whose file is damaged (`damaged_pictures`): damage moved verdicts both ways
+    (model card, "Damaged files")."""
+    if not damaged:
+        return None
+    pictures = "1 picture" if damaged == 1 else f"{damaged} pictures"
+    return {
+        "code": "damaged",
+        "message": (
+            f"The file is damaged: {pictures} of the video did not decode cleanly, and the decoder patched over "
+            "the broken data. Damage like this turned verdicts both ways, REAL to FAKE more "
+            "often, so this verdict says less than usual; an intact copy of the video, where there is one, says more."
         ),
     }
 

@@ -113,6 +113,25 @@ def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: 
     return write_video(path, frames, "libx264", fps, options={"preset": preset})
 
 
+def damaged_copy(path: Path, to: Path, count: int = 5, seed: int = 0) -> Path:
+    """A copy of an MP4 with `count` bytes of its media data (the `mdat` box) overwritten at
+    random, as a bad disk or a broken transfer leaves it: its index intact, some pictures broken."""
+    data = bytearray(path.read_bytes())
+    position = 0
+    while position + 8 <= len(data):  # the top-level boxes (no 64-bit sizes in these small files)
+        size, kind = struct.unpack(">I4s", bytes(data[position : position + 8]))
+        if kind == b"mdat":
+            break
+        position += size
+    else:
+        raise ValueError(f"{path} has no media data box")
+    rng = np.random.default_rng(seed)
+    for offset in rng.integers(position + 8, position + size, count):
+        data[offset] ^= int(rng.integers(1, 256))  # never the byte it was
+    to.write_bytes(bytes(data))
+    return to
+
+
 def write_video(
     path: Path,
     frames: Iterable[np.ndarray],

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from model.video import (
     TimeRange,
     Timeline,
     VideoError,
+    damaged_pictures,
     format_time,
     parse_time,
     probe_video,
@@ -41,6 +43,7 @@ from model.video import (
 
 from media import (
     VARIABLE_RATE_TIMES_S,
+    damaged_copy,
     face_frames,
     hdr_code_values,
     near_and_far_frames,
@@ -468,6 +471,31 @@ def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_groups_of_pi
     sampled = read_frames(path, 6, seek_min_gap=1, part=part)
     assert sampled.info.frame_count == 200 and sampled.method == ("seek" if sought else "sequential") and len(sampled.frames) == 6
     assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    assert damaged_pictures(path, sampled.span_s) == 0  # nor is any picture taken for damaged
+
+
+@pytest.mark.parametrize(
+    "name, codec, params",
+    [
+        ("clip.mp4", "libx264", ""),  # one group of pictures
+        ("open.mp4", "libx264", "keyint=30:open-gop=1"),  # key frames that are recovery points, not IDR pictures
+        ("phone.mp4", "libx265", "keyint=30:log-level=error"),  # CRA pictures: open groups
+    ],
+)
+def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, params):
+    """Broken data in a file (bytes overwritten in its media data) is found in the pictures it
+    breaks, which a player, and OpenCV, patch over unseen; an intact file has none, whether it
+    is decoded from the start or from the key frame before a part, where an open group's
+    pictures refer to the group before and cannot be decoded."""
+    options = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
+    intact = write_video(tmp_path / name, face_frames(200, (320, 180)), codec, options=options)
+    whole, part = (0.0, 20.0), (3.3, 6.5)  # the part sought into at a key frame 3 s in
+    assert damaged_pictures(intact, whole) == 0 and damaged_pictures(intact, part) == 0
+    damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
+    assert damaged_pictures(damaged, whole) > 0
+    stopped = threading.Event()
+    stopped.set()
+    assert damaged_pictures(damaged, whole, stopped) == 0  # not looked for once stopped
 
 
 def test_an_mpeg_program_stream_is_read_to_its_last_frame(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from conftest import app_config
 from media import (
     VARIABLE_RATE_TIMES_S,
+    damaged_copy,
     face_frames,
     over_blurred_copy,
     turned_about_centre,
@@ -250,6 +251,7 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     body = post(client, "/api/v1/detect", path, name=name).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
     assert (body["video"]["width"], body["video"]["height"]) == (640, 360)
+    assert "damaged" not in [c["code"] for c in body["caveats"]]  # an intact file, whatever its codec
 
 
 def test_an_animated_gif_is_judged_and_a_still_one_is_a_photo(client, tmp_path):
@@ -279,6 +281,17 @@ def test_a_real_verdict_on_a_small_face_carries_a_caveat_in_both_forms(client, t
     html = client.get(f"/results/{body['id']}").data.decode()
     note = re.search(r'<p class="notice caveat" role="note" data-caveat="small_face">(.*?)</p>', html, re.S)
     assert note and f"only about {height} px tall" in note.group(1)
+
+
+def test_a_damaged_file_gets_its_verdict_with_a_caveat_in_both_forms(client, media, tmp_path, upload_dir):
+    intact = post(client, "/api/v1/detect", media["face_h264"]).get_json()
+    assert "damaged" not in [c["code"] for c in intact["caveats"]]
+    body = post(client, "/api/v1/detect", damaged_copy(media["face_h264"], tmp_path / "damaged.mp4")).get_json()
+    assert body["label"] in ("REAL", "FAKE") and "damaged" in [c["code"] for c in body["caveats"]]
+    html = client.get(f"/results/{body['id']}").data.decode()
+    note = re.search(r'<p class="notice caveat" role="note" data-caveat="damaged">(.*?)</p>', html, re.S)
+    assert note and "The file is damaged" in note.group(1)
+    assert list(upload_dir.iterdir()) == []
 
 
 def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media):
