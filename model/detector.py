@@ -193,7 +193,7 @@ class Detector:
         self.validation: dict | None = self.metadata.get("validation")
         self._lock = threading.Lock()
         # looks for damage in the file (`damaged_pictures`) while the analysis goes on
-        self._damage_check = ThreadPoolExecutor(1, thread_name_prefix="damage-check")
+        self._damage_check = ThreadPoolExecutor(1, thread_name_prefix="damage-check", initializer=_yield_the_cores)
 
     @property
     def name(self) -> str:
@@ -327,8 +327,8 @@ class Detector:
 
     @contextlib.contextmanager
     def _checking_for_damage(self, path: str | Path, span_s: tuple[float, float]) -> Iterator[Callable[[], int]]:
-        """`damaged_pictures` runs beside the block, as far as it gets: the face search and the
-        scoring leave a core idle. The callable yielded stops it and says what it found."""
+        """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
+        gets. The callable yielded stops it and says what it found."""
         stop = threading.Event()
         future = self._damage_check.submit(damaged_pictures, path, span_s, stop)
 
@@ -585,6 +585,13 @@ def _sparse_caveat(sampled: SampledFrames) -> dict | None:
             "between them. To look closer, examine the part you doubt, or more frames."
         ),
     }
+
+
+def _yield_the_cores() -> None:
+    """In a worker thread: the lowest priority (Linux sets it a thread at a time), so that it
+    takes only what the analysis leaves of the cores."""
+    with contextlib.suppress(AttributeError, OSError):  # no such call, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _damaged_caveat(damaged: int) -> dict | None:
