@@ -732,7 +732,9 @@ def damaged_pictures(path: str | Path, span_s: tuple[float, float], stop: thread
         return 0
 
 
-def _count_damaged(container: av.container.InputContainer, stream: av.VideoStream, span_s: tuple[float, float], stop: threading.Event) -> int:
+def _count_damaged(
+    container: av.container.InputContainer, stream: av.VideoStream, span_s: tuple[float, float], stop: threading.Event
+) -> int:
     stream.codec_context.thread_count = 1
     # Half the work or less: no deblocking (the pictures themselves are not looked at), and no
     # pictures that no other refers to, whose damage spoils themselves alone.

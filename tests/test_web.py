@@ -294,6 +294,15 @@ def test_a_damaged_file_gets_its_verdict_with_a_caveat_in_both_forms(client, med
     assert list(upload_dir.iterdir()) == []
 
 
+def test_a_check_for_damage_that_fails_costs_the_caveat_not_the_verdict(client, media, monkeypatch):
+    def failing(*args):
+        raise RuntimeError("a decoder's bug")
+
+    monkeypatch.setattr("model.detector.damaged_pictures", failing)
+    response = post(client, "/api/v1/detect", media["face_h264"])
+    assert response.status_code == 200 and response.get_json()["label"] in ("REAL", "FAKE")
+
+
 def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media):
     url = post(client, "/detect", media["face_h264"]).headers["Location"]
     job_id = url.rstrip("/").split("/")[-1]
