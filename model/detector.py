@@ -281,7 +281,7 @@ class Detector:
         progress("decoding", 0)
         sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
-        with self._checking_for_damage(path, sampled.span_s) as damage_found:
+        with self._checking_for_damage(path, sampled) as damage_found:
             mark = time.perf_counter()
             picture = picture_region(sampled.frames)
             faces = extract_face_crops(
@@ -329,11 +329,12 @@ class Detector:
             )
 
     @contextlib.contextmanager
-    def _checking_for_damage(self, path: str | Path, span_s: tuple[float, float]) -> Iterator[Callable[[], int]]:
+    def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[], int]]:
         """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
         gets. The callable yielded stops it and says what it found."""
         stop = threading.Event()
-        future = self._damage_check.submit(damaged_pictures, path, span_s, stop)
+        # the stream the frames were read from, as the sampling chose it: not sought again
+        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream)
 
         def found() -> int:
             stop.set()

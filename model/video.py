@@ -277,6 +277,7 @@ class SampledFrames:
     method: str = "sequential"
     scale: float = 1.0  # frame pixels per video pixel: below 1 where frames were shrunk
     span: tuple[int, int] = (0, 0)  # the frames sampled from: first, and the one after the last
+    stream: int | None = None  # the index of the video stream read, among the file's, where PyAV told it
 
     @property
     def span_s(self) -> tuple[float, float]:
@@ -707,26 +708,25 @@ def animated_webp_durations(path: str | Path) -> list[int] | None:
     return durations
 
 
-def damaged_pictures(path: str | Path, span_s: tuple[float, float], stop: threading.Event | None = None) -> int:
+def damaged_pictures(
+    path: str | Path, span_s: tuple[float, float], stop: threading.Event | None = None, stream_index: int | None = None
+) -> int:
     """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
     OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
     the key frame before it, until `stop` is set. FFmpeg is asked to fail on such pictures
     (`err_detect=explode`) rather than conceal them; pictures that no other refers to are left
     out. Where the span starts past the first frame, the group of pictures sought into is not
     counted: an open group's pictures may refer to the one before. One thread: it is meant to
-    run beside the analysis, on what that leaves idle. 0 for what FFmpeg does not decode
-    (animated WebP) or cannot open."""
+    run beside the analysis, on what that leaves idle. `stream_index`: the video stream to check
+    (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated WebP)
+    or cannot open."""
     if animated_webp_durations(path):
         return 0
     try:
-        index = None
-        with av.open(str(path)) as container:
-            if len(container.streams.video) > 1:
-                index = _main_stream(container).stream.index
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return 0
-            stream = container.streams.video[0] if index is None else container.streams[index]
+            stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
             return _count_damaged(container, stream, span_s, stop or threading.Event())
     except (av.FFmpegError, OSError):
         return 0
@@ -1068,7 +1068,7 @@ def _sample(
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.codec = facts.codec
     info.duration_s = timeline.duration_s
-    return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span)
+    return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span, facts.main_stream)
 
 
 def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:
