@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from .captions import text_across_face
 from .explain import grad_cam, overlay_heatmap
 from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
@@ -324,7 +325,7 @@ class Detector:
                 _rounded(seconds),
                 tracks,
                 deciding.track_id,
-                self._caveats(label, confidence, tracks, sampled, deciding_face, damaged),
+                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged),
                 picture,
             )
 
@@ -355,6 +356,7 @@ class Detector:
         confidence: float,
         tracks: list[TrackResult],
         sampled: SampledFrames,
+        faces: list[FaceCrops],
         deciding_face: FaceCrops,
         damaged: int,
     ) -> list[dict]:
@@ -368,6 +370,7 @@ class Detector:
             self._dim_caveat(label, tracks),
             self._grainy_caveat(label, tracks, sampled),
             self._glasses_caveat(label, deciding_face, sampled, tracks),
+            _caption_caveat(faces, sampled, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
             _damaged_caveat(damaged),
@@ -561,6 +564,26 @@ def _chromaticity_spread(crops: np.ndarray) -> float:
             red, blue = pixels[lit, 0] / total[lit], pixels[lit, 2] / total[lit]
             spreads.append(1000 * np.sqrt(red.var() + blue.var()))
     return float(np.median(spreads)) if spreads else float("inf")
+
+
+def _caption_caveat(faces: list[FaceCrops], sampled: SampledFrames, tracks: list[TrackResult]) -> dict | None:
+    """Text burnt in across a judged face (`text_across_face`): a caption across the chin turned
+    verdicts both ways (model card, "Captions across the face")."""
+    covered = [t.track_id for f, t in zip(faces, tracks) if text_across_face(sampled.frames, f.track)]
+    if not covered:
+        return None
+    if len(tracks) == 1:
+        where = "the face"
+    else:
+        where = f"face {covered[0]}" if len(covered) == 1 else f"faces {', '.join(map(str, covered[:-1]))} and {covered[-1]}"
+    return {
+        "code": "caption",
+        "message": (
+            f"Text is burnt into the video across {where} (a caption, or a watermark with words). In tests a caption "
+            "across the chin turned up to one verdict in five, both ways, so this verdict says less than usual; a part "
+            "of the video without the text, where there is one, says more."
+        ),
+    }
 
 
 def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:

@@ -319,3 +319,15 @@ def write_mp4v(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def with_caption(frame: np.ndarray, text: str, centre_x: int, baseline_y: int, width: int) -> np.ndarray:
+    """The frame with `text` burnt in as apps burn captions in: white letters outlined in black,
+    `width` px wide, centred on `centre_x`, standing on `baseline_y`."""
+    frame = frame.copy()
+    font = cv2.FONT_HERSHEY_DUPLEX
+    scale = width / cv2.getTextSize(text, font, 1.0, 2)[0][0]
+    origin = (centre_x - width // 2, baseline_y)
+    cv2.putText(frame, text, origin, font, scale, (0, 0, 0), max(4, round(scale * 8)), cv2.LINE_AA)
+    cv2.putText(frame, text, origin, font, scale, (255, 255, 255), max(2, round(scale * 3)), cv2.LINE_AA)
+    return frame
