@@ -81,3 +81,10 @@ def test_the_caption_caveat_names_the_face_the_text_lies_across(tiny_weights, cl
     assert len(result.tracks) == 2
     (message,) = captions(result)
     assert message.startswith("Text is burnt into the video across face 2 ")
+
+
+def test_the_caption_caveat_names_every_face_text_lies_across(tiny_weights, clips, monkeypatch):
+    monkeypatch.setattr("model.detector.text_across_face", lambda frames, track: True)
+    result = Detector(tiny_weights).detect(clips["two"], 20, max_faces=2)
+    (message,) = captions(result)
+    assert message.startswith("Text is burnt into the video across faces 1 and 2 ")
