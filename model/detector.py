@@ -293,9 +293,11 @@ class Detector:
             # The most often seen face is always judged; others need enough frames to say anything.
             faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
             if not faces:
+                notes = [note for note in [_damaged_caveat(damage_found(), verdict=False)] if note]
                 seconds["total"] = time.perf_counter() - start
-                seconds = _rounded(seconds)
-                return DetectionResult("NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, seconds, picture=picture)
+                return DetectionResult(
+                    "NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds), caveats=notes, picture=picture
+                )
 
             mark = time.perf_counter()
             report = _stage(progress, "scoring")
@@ -625,18 +627,23 @@ def _yield_the_cores() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _damaged_caveat(damaged: int) -> dict | None:
+def _damaged_caveat(damaged: int, verdict: bool = True) -> dict | None:
     """A video whose file is damaged (`damaged_pictures`): damage moved verdicts both ways
-    (model card, "Damaged files")."""
+    (model card, "Damaged files"), and may leave no face to judge at all."""
     if not damaged:
         return None
     pictures = "1 picture" if damaged == 1 else f"{damaged} pictures"
+    what = (
+        "Damage like this turned verdicts both ways, REAL to FAKE more often, so this verdict says less than usual; "
+        "an intact copy of the video, where there is one, says more."
+        if verdict
+        else "That may be why no face was found: an intact copy of the video, where there is one, may show a face this one hides."
+    )
     return {
         "code": "damaged",
         "message": (
             f"The file is damaged: {pictures} of the video did not decode cleanly, and the decoder patched over "
-            "the broken data. Damage like this turned verdicts both ways, REAL to FAKE more "
-            "often, so this verdict says less than usual; an intact copy of the video, where there is one, says more."
+            f"the broken data. {what}"
         ),
     }
 

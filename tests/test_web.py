@@ -290,7 +290,7 @@ def test_a_damaged_file_gets_its_verdict_with_a_caveat_in_both_forms(client, med
     assert body["label"] in ("REAL", "FAKE") and "damaged" in [c["code"] for c in body["caveats"]]
     html = client.get(f"/results/{body['id']}").data.decode()
     note = re.search(r'<p class="notice caveat" role="note" data-caveat="damaged">(.*?)</p>', html, re.S)
-    assert note and "The file is damaged" in note.group(1)
+    assert note and "The file is damaged" in note.group(1) and "no face was found" not in note.group(1)
     assert list(upload_dir.iterdir()) == []
 
 
@@ -329,9 +329,19 @@ def test_no_face_is_a_result_not_a_verdict(client, media):
     body = post(client, "/api/v1/detect", media["no_face"]).get_json()
     assert body["label"] == "NO_FACE"
     assert body["confidence"] is None and body["p_fake"] is None
-    assert body["face_tracks"] == [] and body["frame_scores"] == []
+    assert body["face_tracks"] == [] and body["frame_scores"] == [] and body["caveats"] == []
     html = post(client, "/detect", media["no_face"], follow=True).data.decode()
-    assert "No face found" in html
+    assert "No face found" in html and 'class="notice caveat"' not in html
+
+
+def test_no_face_in_a_damaged_file_says_the_damage_may_be_why(client, media, tmp_path, upload_dir):
+    body = post(client, "/api/v1/detect", damaged_copy(media["no_face"], tmp_path / "damaged.mp4", count=20)).get_json()
+    assert body["label"] == "NO_FACE" and [c["code"] for c in body["caveats"]] == ["damaged"]
+    assert "may be why no face was found" in body["caveats"][0]["message"]
+    html = client.get(f"/results/{body['id']}").data.decode()
+    note = re.search(r'<p class="notice caveat" role="note" data-caveat="damaged">(.*?)</p>', html, re.S)
+    assert "No face found" in html and note and "may be why no face was found" in note.group(1)
+    assert list(upload_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize(
