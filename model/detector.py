@@ -403,7 +403,7 @@ class Detector:
         smallest = min(tracks, key=lambda t: t.height)
         if label != "REAL" or smallest.height >= SMALL_FACE_PX:
             return None
-        face = f"Face {smallest.track_id}" if len(tracks) > 1 else "The face"
+        face = _named(smallest, tracks)
         why = f"{face} is only about {smallest.height} px tall in this video. On faces under {SMALL_FACE_PX} px the detector misses more fakes"
         return self._fakes_pass("small_face", why, SMALL_FACE_QUALITY, "re-encoded small (240p)")
 
@@ -460,7 +460,7 @@ class Detector:
         the face that decided it."""
         if label != "FAKE" or not wears_glasses(sampled.frames, face.track, self.upright_from):
             return None
-        who = f"Face {max(tracks, key=lambda t: t.p_fake).track_id}" if len(tracks) > 1 else "The person"
+        who = _named(max(tracks, key=lambda t: t.p_fake), tracks, alone="The person")
         return {
             "code": "glasses",
             "message": (
@@ -588,13 +588,18 @@ def _caption_caveat(faces: list[FaceCrops], sampled: SampledFrames, tracks: list
     }
 
 
+def _named(track: TrackResult, tracks: list[TrackResult], alone: str = "The face") -> str:
+    """How a caveat names a face: by its number where several were judged."""
+    return f"Face {track.track_id}" if len(tracks) > 1 else alone
+
+
 def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:
     """A judged face found in only a few of the frames (the main face is judged however few)."""
     rarest = min(tracks, key=lambda t: len(t.frame_scores))
     seen = len(rarest.frame_scores)
     if seen > FEW_FRAMES:
         return None
-    face = f"Face {rarest.track_id}" if len(tracks) > 1 else "The face"
+    face = _named(rarest, tracks)
     return {
         "code": "few_frames",
         "message": (
