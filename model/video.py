@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable, NamedTuple, Protocol, TypeVar
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Protocol, TypeVar
 
 import av
 import cv2
@@ -572,22 +572,35 @@ class PyAVCapture:
         else:
             self._stream = self._container.streams.video[0]
         self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decoded()
         self._frame: av.VideoFrame | None = None
         self._upright = False
         self._skip_before: int | None = None  # after a seek: the first presentation time wanted
         self._path = path
 
-    def grab(self) -> bool:
+    def _decoded(self) -> Iterator[av.VideoFrame | None]:
+        """The stream's frames from where the container stands; None for a packet that does not
+        decode (a damaged file), after which decoding goes on, as OpenCV's does."""
         try:
-            while True:
-                self._frame = next(self._frames)
-                if self._skip_before is None or self._frame.pts is None or self._frame.pts >= self._skip_before:
-                    self._skip_before = None
-                    return True
-        except (StopIteration, av.FFmpegError):
-            self._frame = None
-            return False
+            for packet in self._container.demux(self._stream):
+                try:
+                    yield from packet.decode()
+                except av.FFmpegError:
+                    yield None
+        except av.FFmpegError:  # the container cannot be read on (a truncated file): the end
+            return
+
+    def grab(self) -> bool:
+        """False at the end, and for a frame that did not decode (see `_grabs`)."""
+        for frame in self._frames:
+            if frame is None and self._skip_before is None:
+                break
+            if frame is not None and (self._skip_before is None or frame.pts is None or frame.pts >= self._skip_before):
+                self._skip_before = None
+                self._frame = frame
+                return True
+        self._frame = None
+        return False
 
     def retrieve(self) -> tuple[bool, np.ndarray | None]:
         if self._frame is None:
@@ -641,7 +654,7 @@ class PyAVCapture:
                 except av.FFmpegError:  # an unseekable stream: read nothing, so the reader falls back to one pass
                     self._frames = iter(())
                     return False
-                self._frames = self._container.decode(self._stream)
+                self._frames = self._decoded()
                 self._skip_before = None
                 landed = self.grab()
                 if landed and seek_to == first_try and key >= 0 and self._frame.key_frame and self._frame.pts is not None:
@@ -675,7 +688,7 @@ class PyAVCapture:
             self._frames = iter(())
             return False
         self._skip_before = None
-        self._frames = itertools.islice(self._container.decode(self._stream), index - first, None)
+        self._frames = itertools.islice(self._decoded(), index - first, None)
         return True
 
     def release(self) -> None:
@@ -852,11 +865,27 @@ class _ToRGB:
         return sdr_from_hdr(rgb, self.hdr) if self.hdr and rgb.dtype == np.uint16 else rgb
 
 
+# A picture that a damaged file breaks fails to decode alone: the frames after it decode again.
+# The stream ends where this many frames in a row fail (a second or more of video).
+FAILED_GRABS_AT_THE_END = 25
+
+
+def _grabs(capture: Capture) -> Iterator[bool]:
+    """Each frame of the stream in order: whether it decoded (`grab`). Frames that fail are
+    counted where frames that decode follow them; read as the end of the stream, a broken
+    picture left the rest of a damaged file unseen and its length taken for what came before."""
+    failed = 0
+    while failed < FAILED_GRABS_AT_THE_END:
+        if capture.grab():
+            yield from itertools.repeat(False, failed)
+            failed = 0
+            yield True
+        else:
+            failed += 1
+
+
 def _count_frames(capture: Capture, limit: int | None = None) -> int:
-    count = 0
-    while (limit is None or count < limit) and capture.grab():
-        count += 1
-    return count
+    return sum(1 for _ in itertools.islice(_grabs(capture), limit))
 
 
 def _read_sequential(
@@ -868,8 +897,9 @@ def _read_sequential(
     first, last = wanted[0], wanted[-1]
     index = first if seek_first and capture.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
     got_idx, got = [], []
-    while index <= last and capture.grab():
-        if index in targets:
+    grabs = _grabs(capture)
+    while index <= last and (decoded := next(grabs, None)) is not None:
+        if decoded and index in targets:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
                 got_idx.append(index)

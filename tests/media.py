@@ -132,6 +132,19 @@ def damaged_copy(path: Path, to: Path, count: int = 5, seed: int = 0) -> Path:
     return to
 
 
+def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
+    """A copy of an MP4 in which the `packet`-th frame (in decoding order) cannot be decoded at
+    all: its first NAL unit's length overwritten, as damage in a transfer leaves it. The decoder
+    refuses that frame alone; the frames after it decode."""
+    data = bytearray(path.read_bytes())
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    position = packets[packet].pos
+    data[position : position + 4] = b"\xff" * 4
+    to.write_bytes(bytes(data))
+    return to
+
+
 def write_video(
     path: Path,
     frames: Iterable[np.ndarray],

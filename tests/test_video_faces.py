@@ -26,6 +26,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.video import (
+    FAILED_GRABS_AT_THE_END,
     PICTURE_FRAME_MS,
     OutsideVideo,
     PyAVCapture,
@@ -53,6 +54,7 @@ from media import (
     turn_quarter_clockwise_on_display,
     turned_about_centre,
     two_face_frames,
+    undecodable_frame_copy,
     write_animated_webp,
     write_behind_a_still_track,
     write_h264,
@@ -472,6 +474,29 @@ def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_groups_of_pi
     assert sampled.info.frame_count == 200 and sampled.method == ("seek" if sought else "sequential") and len(sampled.frames) == 6
     assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
     assert damaged_pictures(path, sampled.span_s) == 0  # nor is any picture taken for damaged
+
+
+@pytest.mark.parametrize("reader", ["opencv", "pyav"])
+def test_a_frame_that_does_not_decode_does_not_end_the_video(tmp_path, reader):
+    """A damaged file's frame that cannot be decoded at all fails alone: the frames after it are
+    read and the video keeps its length (read as the end, the 8 frames before it were taken for
+    the whole video here). The frames after it show what the decoder patched together without
+    it, so only those before it can be told by the number on them."""
+    import model.video as video
+
+    frames = (stamp_number(frame, i) for i, frame in enumerate(face_frames(40)))
+    broken = undecodable_frame_copy(write_h264(tmp_path / "intact.mp4", frames), tmp_path / "broken.mp4", packet=10)
+    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    capture = open_capture(broken)
+    grabbed = [capture.grab() for _ in range(40 + FAILED_GRABS_AT_THE_END)]
+    capture.release()
+    failed = grabbed.index(False)
+    assert grabbed.count(False) == 1 + FAILED_GRABS_AT_THE_END and 0 < failed < 39  # one frame fails, then the end
+    sampled = video._sample(broken, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
+    assert sampled.info.frame_count == 40 and sampled.info.duration_s == pytest.approx(4.0)
+    assert len(sampled.frames) == 20 and sampled.indices[-1] == 39
+    before = [(index, frame) for index, frame in zip(sampled.indices, sampled.frames) if index < failed]
+    assert len(before) >= 3 and [read_stamp(frame) for _, frame in before] == [index for index, _ in before]
 
 
 @pytest.mark.parametrize(
