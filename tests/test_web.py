@@ -332,6 +332,7 @@ def test_no_face_is_a_result_not_a_verdict(client, media):
     assert body["face_tracks"] == [] and body["frame_scores"] == [] and body["caveats"] == []
     html = post(client, "/detect", media["no_face"], follow=True).data.decode()
     assert "No face found" in html and 'class="notice caveat"' not in html
+    assert re.search(r'<p class="hint no-face">Faces are found where .*? check that part, or more frames\.</p>', html)
 
 
 def test_no_face_in_a_damaged_file_says_the_damage_may_be_why(client, media, tmp_path, upload_dir):
