@@ -479,9 +479,9 @@ def test_a_raw_stream_is_counted_from_its_packets_and_sought_by_its_groups_of_pi
 @pytest.mark.parametrize("reader", ["opencv", "pyav"])
 def test_a_frame_that_does_not_decode_does_not_end_the_video(tmp_path, reader):
     """A damaged file's frame that cannot be decoded at all fails alone: the frames after it are
-    read and the video keeps its length (read as the end, the 8 frames before it were taken for
-    the whole video here). The frames after it show what the decoder patched together without
-    it, so only those before it can be told by the number on them."""
+    read and the video keeps its length (read as the end, the frames before it were taken for
+    the whole video). The frames after it show what the decoder patched together without it,
+    so only those before it can be told by the number on them."""
     import model.video as video
 
     frames = (stamp_number(frame, i) for i, frame in enumerate(face_frames(40)))
