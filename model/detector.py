@@ -22,7 +22,7 @@ from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
-from .video import SampledFrames, TimeRange, VideoInfo, damaged_pictures, read_frames
+from .video import SampledFrames, TimeRange, VideoInfo, damaged_pictures, format_time, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,8 @@ class Detector:
             # The most often seen face is always judged; others need enough frames to say anything.
             faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
             if not faces:
-                notes = [note for note in [_damaged_caveat(damage_found(), verdict=False)] if note]
+                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damage_found(), verdict=False))
+                notes = [note for note in found if note]
                 seconds["total"] = time.perf_counter() - start
                 return DetectionResult(
                     "NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds), caveats=notes, picture=picture
@@ -375,6 +376,7 @@ class Detector:
             _caption_caveat(faces, sampled, tracks),
             _few_frames_caveat(tracks, len(sampled.frames)),
             _sparse_caveat(sampled),
+            _cut_short_caveat(sampled.info),
             _damaged_caveat(damaged),
         )
         return [c for c in caveats if c]
@@ -621,6 +623,22 @@ def _sparse_caveat(sampled: SampledFrames) -> dict | None:
         "message": (
             f"The frames examined lie about {apart:.0f} s apart: a manipulated stretch shorter than that may fall "
             "between them. To look closer, examine the part you doubt, or more frames."
+        ),
+    }
+
+
+def _cut_short_caveat(info: VideoInfo, verdict: bool = True) -> dict | None:
+    """A file that ends before the length its header states (`VideoInfo.stated_duration_s`): what
+    is missing was not examined."""
+    if info.stated_duration_s is None:
+        return None
+    examined = "Only that part was examined" if verdict else "Only that part was searched for faces"
+    return {
+        "code": "cut_short",
+        "message": (
+            f"The file ends early: its header gives the video a length of {format_time(info.stated_duration_s)}, but its "
+            f"data stops at {format_time(info.duration_s)}, as an unfinished download or copy leaves a file. {examined}; "
+            "a complete copy, where there is one, shows the rest."
         ),
     }
 

@@ -147,6 +147,9 @@ class VideoInfo:
     frame_count: int
     duration_s: float
     codec: str = ""  # FFmpeg's name for the picture's codec (h264, gif, …); empty where unknown
+    # the length the container's header states, where the file holds fewer of the frames it
+    # counts (cut short: an unfinished download or copy); None where it holds them all
+    stated_duration_s: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -156,6 +159,7 @@ class VideoInfo:
             "frame_count": self.frame_count,
             "duration_s": round(self.duration_s, 3),
             "codec": self.codec,
+            "stated_duration_s": None if self.stated_duration_s is None else round(self.stated_duration_s, 3),
         }
 
 
@@ -331,6 +335,7 @@ class _MainStream(NamedTuple):
     # no times: its frames, one a packet, and where a decoder can start (`_EntryPoints`)
     untimed_frames: int = 0
     entry_points: np.ndarray = np.empty((0, 2), dtype=np.int64)
+    packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
 
 
 class _EntryPoints:
@@ -402,8 +407,11 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
+    packets = dict.fromkeys(times, 0)
     try:
         for packet in container.demux(*streams):
+            if packet.size or packet.dts is not None:  # not the empty packet that ends a stream
+                packets[packet.stream.index] += 1
             if packet.size and not packet.is_discard:
                 index = packet.stream.index
                 if packet.pts is None:
@@ -422,7 +430,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     if _restarts(shown):
         return _MainStream(stream, None, joined_frames=len(shown))
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
-    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times)
+    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times, packets=packets[stream.index])
 
 
 class _ContainerFacts(NamedTuple):
@@ -453,6 +461,9 @@ class _ContainerFacts(NamedTuple):
     # a raw stream that a decoder can start at its first frame and further on: it is sought by
     # the byte position of the last entry point before a frame (`_EntryPoints`), not by time
     sought_by_bytes: bool = False
+    # the length the header states, where the file holds fewer frames than the header counts
+    # (`VideoInfo.stated_duration_s`), else None
+    stated_s: float | None = None
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -476,6 +487,13 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             main = stream.index
             unindexed = container.format.name in UNINDEXED_FORMATS
             count_estimated = not stream.frames
+            # An index that counts frames the file does not hold: its data stops short (a file whose
+            # index comes first, as web videos store it, cut off in a download). An edit list's
+            # hidden frames are held all the same.
+            stated_s = None
+            if stream.frames and 0 < main_stream.packets < stream.frames:
+                rate = frame_rate(stream)
+                stated_s = float(stream.duration * time_base) if stream.duration else stream.frames / float(rate or 25)
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
@@ -494,6 +512,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         count_estimated=count_estimated,
         untimed_frames=main_stream.untimed_frames,
         sought_by_bytes=sought_by_bytes,
+        stated_s=stated_s,
     )
 
 
@@ -1098,6 +1117,7 @@ def _sample(
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.codec = facts.codec
     info.duration_s = timeline.duration_s
+    info.stated_duration_s = facts.stated_s
     return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span, facts.main_stream)
 
 

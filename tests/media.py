@@ -132,6 +132,13 @@ def damaged_copy(path: Path, to: Path, count: int = 5, seed: int = 0) -> Path:
     return to
 
 
+def cut_short_copy(path: Path, to: Path, share: float = 0.5) -> Path:
+    """The first `share` of a file's bytes, as an unfinished download leaves it."""
+    data = path.read_bytes()
+    to.write_bytes(data[: round(len(data) * share)])
+    return to
+
+
 def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
     """A copy of an MP4 in which the `packet`-th frame (in decoding order) cannot be decoded at
     all: its first NAL unit's length overwritten, as damage in a transfer leaves it. The decoder

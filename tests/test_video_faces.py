@@ -379,6 +379,7 @@ def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tm
     path = write_trimmed(tmp_path / "trimmed.mp4", frames, first_shown=25)
     sampled = read_frames(path, 5, seek_min_gap=seek_min_gap)
     assert sampled.info.frame_count == 15 and sampled.timeline.duration_s == pytest.approx(1.5)
+    assert sampled.info.stated_duration_s is None  # the hidden frames are there: the file is whole
     assert sampled.indices == sample_indices(15, 5)
     assert [read_stamp(frame) for frame in sampled.frames] == [25 + i for i in sampled.indices]
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import app_config
 from media import (
     VARIABLE_RATE_TIMES_S,
+    blank_frames,
+    cut_short_copy,
     damaged_copy,
     face_frames,
     over_blurred_copy,
@@ -291,6 +293,27 @@ def test_a_damaged_file_gets_its_verdict_with_a_caveat_in_both_forms(client, med
     html = client.get(f"/results/{body['id']}").data.decode()
     note = re.search(r'<p class="notice caveat" role="note" data-caveat="damaged">(.*?)</p>', html, re.S)
     assert note and "The file is damaged" in note.group(1) and "no face was found" not in note.group(1)
+    assert list(upload_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("clip", ["face", "no_face"])
+def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_path, upload_dir, clip):
+    """A web video stores its index first: cut off in a download, it still opens, and its index
+    counts frames whose data is not there."""
+    frames = face_frames(100) if clip == "face" else blank_frames(100)
+    whole = write_video(tmp_path / "whole.mp4", frames, "libx264", container_options={"movflags": "+faststart"})
+    intact = post(client, "/api/v1/detect", whole).get_json()
+    assert intact["video"]["stated_duration_s"] is None and intact["video"]["duration_s"] == pytest.approx(10.0)
+    assert "cut_short" not in [c["code"] for c in intact["caveats"]]
+    body = post(client, "/api/v1/detect", cut_short_copy(whole, tmp_path / "cut.mp4")).get_json()
+    assert body["label"] == ("NO_FACE" if clip == "no_face" else intact["label"]), body
+    assert body["video"]["stated_duration_s"] == pytest.approx(10.0) and 2.0 < body["video"]["duration_s"] < 8.0
+    note = next(c["message"] for c in body["caveats"] if c["code"] == "cut_short")
+    assert note.startswith("The file ends early: its header gives the video a length of 0:10, but its data stops at 0:0")
+    assert ("searched for faces" in note) == (clip == "no_face")
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert re.search(r'<p class="notice caveat" role="note" data-caveat="cut_short">.*?The file ends early', html, re.S)
+    assert "the file ends early: its header states 10.0 s" in html
     assert list(upload_dir.iterdir()) == []
 
 
