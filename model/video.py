@@ -759,13 +759,17 @@ def damaged_pictures(
             if not container.streams.video:
                 return 0
             stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
-            return _count_damaged(container, stream, span_s, stop or threading.Event())
+            return _count_damaged(container, stream, span_s, stop or threading.Event(), os.path.getsize(path))
     except (av.FFmpegError, OSError):
         return 0
 
 
 def _count_damaged(
-    container: av.container.InputContainer, stream: av.VideoStream, span_s: tuple[float, float], stop: threading.Event
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    span_s: tuple[float, float],
+    stop: threading.Event,
+    file_size: int,
 ) -> int:
     stream.codec_context.thread_count = 1
     # Half the work or less: no deblocking (the pictures themselves are not looked at), and no
@@ -788,7 +792,9 @@ def _count_damaged(
             try:
                 stream.codec_context.decode(packet)  # the last packet, with no data, flushes
             except av.error.InvalidDataError:
-                damaged += not keys_to_pass
+                # the picture that a file cut short leaves unfinished at its end: told as cut short
+                unfinished = packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size >= file_size
+                damaged += not keys_to_pass and not unfinished
     except av.FFmpegError:  # the container itself broken further on
         damaged += 1
     return damaged

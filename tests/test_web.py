@@ -311,6 +311,7 @@ def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_pat
     note = next(c["message"] for c in body["caveats"] if c["code"] == "cut_short")
     assert note.startswith("The file ends early: its header gives the video a length of 0:10, but its data stops at 0:0")
     assert ("searched for faces" in note) == (clip == "no_face")
+    assert "damaged" not in [c["code"] for c in body["caveats"]]  # the picture the cut left unfinished is no damage
     html = client.get(f"/results/{body['id']}").data.decode()
     assert re.search(r'<p class="notice caveat" role="note" data-caveat="cut_short">.*?The file ends early', html, re.S)
     assert "the file ends early: its header states 10.0 s" in html
