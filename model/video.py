@@ -487,13 +487,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
             main = stream.index
             unindexed = container.format.name in UNINDEXED_FORMATS
             count_estimated = not stream.frames
-            # An index that counts frames the file does not hold: its data stops short (a file whose
-            # index comes first, as web videos store it, cut off in a download). An edit list's
-            # hidden frames are held all the same.
-            stated_s = None
-            if stream.frames and 0 < main_stream.packets < stream.frames:
-                rate = frame_rate(stream)
-                stated_s = float(stream.duration * time_base) if stream.duration else stream.frames / float(rate or 25)
+            stated_s = _length_cut_short(stream, main_stream)
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
@@ -514,6 +508,32 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
     )
+
+
+# How far a Matroska track's stated length may run past its last frame held before the file is
+# taken for cut short
+CUT_SHORT_MIN_S = 1.0
+
+
+def _length_cut_short(stream: av.VideoStream, main: _MainStream) -> float | None:
+    """The length the container states for the stream, where the file holds less of it (cut off
+    in a download or a copy), else None. An MP4's index counts frames whose data is not there
+    (web videos store the index first, so a cut file still opens; an edit list's hidden frames
+    are there all the same). A Matroska or WebM track states its length in a tag (DURATION, as
+    FFmpeg and mkvmerge write it; a browser's recording has none), past the last frame held."""
+    rate = float(frame_rate(stream) or 25)
+    if stream.frames:
+        if not 0 < main.packets < stream.frames:
+            return None
+        return float(stream.duration * stream.time_base) if stream.duration else stream.frames / rate
+    try:
+        stated = parse_time(stream.metadata.get("DURATION", ""))
+    except ValueError:
+        return None
+    if main.times is None or not len(main.times):
+        return None
+    held = float(main.times[-1] * stream.time_base) + 1 / rate
+    return stated if stated - held > max(CUT_SHORT_MIN_S, 0.05 * stated) else None
 
 
 def pixel_aspect(stream: av.VideoStream) -> float:

@@ -44,6 +44,7 @@ from model.video import (
 
 from media import (
     VARIABLE_RATE_TIMES_S,
+    cut_short_copy,
     damaged_copy,
     face_frames,
     hdr_code_values,
@@ -382,6 +383,22 @@ def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tm
     assert sampled.info.stated_duration_s is None  # the hidden frames are there: the file is whole
     assert sampled.indices == sample_indices(15, 5)
     assert [read_stamp(frame) for frame in sampled.frames] == [25 + i for i in sampled.indices]
+
+
+@pytest.mark.parametrize(
+    "name, codec, options",
+    [("web.mp4", "libx264", {"movflags": "+faststart"}), ("film.mkv", "libx264", {}), ("clip.webm", "libvpx-vp9", {})],
+)
+def test_a_file_cut_short_states_the_length_its_header_gives(tmp_path, name, codec, options):
+    """An MP4 whose index comes first counts frames a cut file does not hold; a Matroska or WebM
+    track states its length. Either way the part held is read, and the length stated is kept."""
+    whole = write_video(tmp_path / name, face_frames(100), codec, container_options=options)
+    sampled = read_frames(whole, 10)
+    assert sampled.info.stated_duration_s is None and sampled.info.duration_s == pytest.approx(10.0)
+    cut = cut_short_copy(whole, tmp_path / f"cut-{name}")
+    sampled = read_frames(cut, 10)
+    assert sampled.info.stated_duration_s == pytest.approx(10.0) and 2.0 < sampled.info.duration_s < 8.0
+    assert len(sampled.frames) >= 8 and sampled.span_s[1] == pytest.approx(sampled.info.duration_s)
 
 
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
