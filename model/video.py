@@ -525,7 +525,7 @@ def _length_cut_short(stream: av.VideoStream, main: _MainStream) -> float | None
     if stream.frames:
         if not 0 < main.packets < stream.frames:
             return None
-        return float(stream.duration * stream.time_base) if stream.duration else stream.frames / rate
+        return float(stream.duration * stream.time_base) if stream.duration and stream.time_base else stream.frames / rate
     try:
         stated = parse_time(stream.metadata.get("DURATION", ""))
     except ValueError:
