@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +29,7 @@ from .faces import (
     track_faces,
     upright_rotation,
 )
+from .processes import cores_each, spawn_pool, start_worker
 from .video import VideoError, read_frames, videos_in_folder
 
 log = logging.getLogger(__name__)
@@ -254,9 +255,18 @@ def prepare_cache(
 ) -> None:
     """Crop every clip at every quality into `cache_dir` (skipping what is already there)."""
     jobs = [(clip, q, str(cache_dir), frames, size, upright_from) for clip in clips for q in qualities]
-    with ProcessPoolExecutor(workers) as pool:
-        for i, (job, outcome) in enumerate(zip(jobs, pool.map(_prepare_one, jobs)), 1):
-            log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
+    if workers > 1:
+        # spawned, not forked: a process forked while another thread holds a lock (torch's, or a
+        # logging handler's) can wait on that lock for ever
+        with spawn_pool(workers, start_worker, (cores_each(workers), logging.getLogger().level)) as pool:
+            _log_outcomes(jobs, pool.map(_prepare_one, jobs))
+    else:
+        _log_outcomes(jobs, map(_prepare_one, jobs))
+
+
+def _log_outcomes(jobs: list[tuple], outcomes: Iterable[str]) -> None:
+    for i, (job, outcome) in enumerate(zip(jobs, outcomes), 1):
+        log.info("[%d/%d] %s %s: %s", i, len(jobs), job[1], Path(job[0].path).name, outcome)
 
 
 def load_cached(

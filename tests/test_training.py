@@ -1271,11 +1271,12 @@ def test_crops_cut_by_earlier_code_are_not_reused(tiny_dataset, tmp_path):
 
 
 def test_a_crop_cache_cut_afresh_gives_the_same_crops_and_the_same_weights(tiny_dataset, tmp_path):
-    # what `make crossval` and `make train` need to give the same files on another machine
+    # what `make crossval` and `make train` need to give the same files on another machine; the
+    # second cache is cut by worker processes, the first in this one
     states = []
-    for run in ("first", "second"):
+    for run, workers in (("first", 1), ("second", 2)):
         (tmp_path / run).mkdir()
-        config = tiny_config(tiny_dataset, tmp_path / run, val_fraction=0.5)
+        config = tiny_config(tiny_dataset, tmp_path / run, val_fraction=0.5, workers=workers)
         train(config)
         states.append(load_checkpoint(config.out).state_dict())
     first = sorted((tmp_path / "first" / "cache").rglob("*.npz"))
