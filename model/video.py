@@ -600,7 +600,7 @@ class PyAVCapture:
         except VideoError:
             self._container.close()
             raise
-        self._timing: _MainStream | None = None  # the packets' times, read at the first seek
+        self._timing: _MainStream | None = None  # the packets' times (`_stream_timing`)
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
@@ -669,12 +669,10 @@ class PyAVCapture:
         elif prop == cv2.CAP_PROP_POS_FRAMES:
             # to the key frame before the wanted one, then decode up to it
             index = int(value)
-            if self._timing is None:
-                with av.open(str(self._path)) as container:
-                    self._timing = _main_stream(container)
-            shown, keys = self._timing.times, self._timing.keys
-            if shown is None and len(self._timing.entry_points):
-                return self._seek_by_bytes(index, self._timing.entry_points)
+            timing = self._stream_timing()
+            shown, keys = timing.times, timing.keys
+            if shown is None and len(timing.entry_points):
+                return self._seek_by_bytes(index, timing.entry_points)
             start = self._stream.start_time or 0
             if shown is not None and index < len(shown):
                 target = int(shown[index])
@@ -713,6 +711,27 @@ class PyAVCapture:
         else:
             return False
         return True
+
+    def grab_shown(self) -> int | None:
+        """The next frame that decodes, and where it is shown: its index among the frames the
+        container times (`_MainStream.times`, which must be known); None at the end. A frame
+        that does not decode is passed over, and one the decoder held back is put out late, so
+        the frames' order is the decoder's, not always the display order."""
+        times = self._stream_timing().times
+        for frame in self._frames:
+            if frame is not None and frame.pts is not None:
+                index = int(np.searchsorted(times, frame.pts))
+                if index < len(times) and times[index] == frame.pts:
+                    self._frame = frame
+                    return index
+        self._frame = None
+        return None
+
+    def _stream_timing(self) -> _MainStream:
+        if self._timing is None:  # read from the packets once, when a seek or `grab_shown` needs them
+            with av.open(str(self._path)) as container:
+                self._timing = _main_stream(container)
+        return self._timing
 
     def _seek_by_bytes(self, index: int, entry_points: np.ndarray) -> bool:
         """To frame `index` of a raw stream, whose packets carry no times but are its frames in
@@ -955,6 +974,25 @@ def _read_sequential(
     return got_idx, got, index
 
 
+def _read_by_times(
+    capture: PyAVCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
+) -> tuple[list[int], list[np.ndarray]]:
+    """One decoding pass to the end, or until every wanted frame is found, each frame placed by
+    its presentation time rather than by counting: a stretch of a damaged file that does not
+    decode swallows frames unseen (OpenCV's grab passes over packets that decode to nothing), and
+    the decoder puts out the frames it held back before that stretch after it."""
+    targets, got = set(wanted), {}
+    while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
+        if index in targets and index not in got:
+            ok, frame = capture.retrieve()
+            if ok and frame is not None:
+                got[index] = to_rgb(frame)
+                if progress:
+                    progress(len(got) / len(targets))
+    indices = sorted(got)
+    return indices, [got[index] for index in indices]
+
+
 def _read_seeking(
     capture: Capture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
 ) -> tuple[list[int], list[np.ndarray]]:
@@ -1043,7 +1081,9 @@ def read_frames(
     (an estimate from the duration, which may be a frame short), one that counts frames an edit list
     hides (a clip trimmed without re-encoding), or one that counts only the first of recordings
     joined end to end, each timed from zero, which are read in one pass (a seek by time might land
-    in any of them); a wrong one is corrected by counting. Rotation metadata is applied by the
+    in any of them); a wrong one is corrected by counting. Where a pass decodes fewer frames than
+    the file holds timed packets for, a stretch of a damaged file did not decode: the frames are
+    then placed by their times (`_read_by_times`), and the length stays the packets'. Rotation metadata is applied by the
     decoder, and pixels that are not square are stretched as a player shows them. Where the frame
     rate varies, the frames are spread evenly in time, and a part and the frames' times (`timeline`)
     follow the container's presentation times rather than the average rate. OpenCV decodes; what it
@@ -1131,7 +1171,15 @@ def _sample(
         seek_first = seekable and wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
         first_capture = seek_capture if seek_first else open_capture
         indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
-        if seen <= wanted[-1]:
+        if seen <= wanted[-1] and frames and shown_s is not None and len(shown_s) == timeline.frame_count:
+            # Frames decoded, but fewer than the file holds packets for, each timed: a damaged
+            # stretch did not decode (no intact file of the 319 timed ones here decodes fewer); the
+            # frames after it are found by their times, and the length stays the packets'. (Where
+            # none decoded, the decoder could not: PyAV's is tried, `_decoded_by_either`.)
+            log.info("the pass ended at frame %d of the %d the file holds: read again by their times", seen, len(shown_s))
+            pyav = partial(PyAVCapture, stream_index=facts.main_stream)
+            indices, frames = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
+        elif seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted
             # afresh where the pass began with a seek, which may itself have missed).
             timeline = counted(with_capture(_count_frames) if seek_first else seen)

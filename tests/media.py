@@ -152,6 +152,18 @@ def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
     return to
 
 
+def zeroed_stretch_copy(path: Path, to: Path, first: int, last: int) -> Path:
+    """A copy of an MP4 whose frames `first` to `last` (in decoding order) are zeros, as an
+    unfinished download leaves the parts it never received in a file written in parts."""
+    data = bytearray(path.read_bytes())
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    start, end = packets[first].pos, packets[last].pos + packets[last].size
+    data[start:end] = bytes(end - start)
+    to.write_bytes(bytes(data))
+    return to
+
+
 def write_video(
     path: Path,
     frames: Iterable[np.ndarray],

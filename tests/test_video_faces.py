@@ -62,6 +62,7 @@ from media import (
     write_hdr_video,
     write_trimmed,
     write_video,
+    zeroed_stretch_copy,
 )
 
 
@@ -515,6 +516,28 @@ def test_a_frame_that_does_not_decode_does_not_end_the_video(tmp_path, reader):
     assert len(sampled.frames) == 20 and sampled.indices[-1] == 39
     before = [(index, frame) for index, frame in zip(sampled.indices, sampled.frames) if index < failed]
     assert len(before) >= 3 and [read_stamp(frame) for _, frame in before] == [index for index, _ in before]
+
+
+@pytest.mark.parametrize("reader", ["opencv", "pyav"])
+@pytest.mark.parametrize("last_zeroed, intact_from", [(44, 50), (64, 70)])  # under and over FAILED_GRABS_AT_THE_END
+def test_frames_after_a_stretch_that_does_not_decode_are_read_where_they_are_shown(tmp_path, reader, last_zeroed, intact_from):
+    """Frames 30 to `last_zeroed` are zeros: OpenCV passes over some unseen, and fails on
+    others; the rest of the video is read all the same, each frame where it is shown, and the
+    video keeps its length."""
+    import model.video as video
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(90))]
+    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
+    intact = write_video(tmp_path / "intact.mp4", frames, "libx264", options=key_every_10)
+    holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, last_zeroed)
+    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    sampled = video._sample(holed, 90, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
+    assert sampled.info.frame_count == 90 and sampled.info.duration_s == pytest.approx(9.0)
+    # the frames of groups of pictures the zeros left whole (a frame after them but before the
+    # next key frame is patched over from an earlier picture, but shown at its own time)
+    whole = [(index, frame) for index, frame in zip(sampled.indices, sampled.frames) if index < 30 or index >= intact_from]
+    assert [read_stamp(frame) for _, frame in whole] == [index for index, _ in whole]
+    assert sum(index >= intact_from for index, _ in whole) == 90 - intact_from
 
 
 @pytest.mark.parametrize(
