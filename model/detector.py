@@ -335,7 +335,8 @@ class Detector:
     @contextlib.contextmanager
     def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[], int]]:
         """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
-        gets. The callable yielded stops it and says what it found."""
+        gets. The callable yielded stops it and says what it found, or what the reading found
+        where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
         stop = threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
         future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream)
@@ -343,10 +344,10 @@ class Detector:
         def found() -> int:
             stop.set()
             try:
-                return future.result()
+                return max(future.result(), sampled.undecoded)
             except Exception:  # a check beside the analysis: its failure costs the caveat, not the verdict
                 log.exception("the check for damage in %s failed", path)
-                return 0
+                return sampled.undecoded
 
         try:
             yield found

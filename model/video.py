@@ -282,6 +282,8 @@ class SampledFrames:
     scale: float = 1.0  # frame pixels per video pixel: below 1 where frames were shrunk
     span: tuple[int, int] = (0, 0)  # the frames sampled from: first, and the one after the last
     stream: int | None = None  # the index of the video stream read, among the file's, where PyAV told it
+    # frames the file holds that did not decode at all, as far as the reading went (`_read_by_times`)
+    undecoded: int = 0
 
     @property
     def span_s(self) -> tuple[float, float]:
@@ -976,13 +978,15 @@ def _read_sequential(
 
 def _read_by_times(
     capture: PyAVCapture, wanted: list[int], to_rgb: _ToRGB, progress: Progress | None = None
-) -> tuple[list[int], list[np.ndarray]]:
+) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass to the end, or until every wanted frame is found, each frame placed by
     its presentation time rather than by counting: a stretch of a damaged file that does not
     decode swallows frames unseen (OpenCV's grab passes over packets that decode to nothing), and
-    the decoder puts out the frames it held back before that stretch after it."""
-    targets, got = set(wanted), {}
+    the decoder puts out the frames it held back before that stretch after it. Returns the frames
+    read, and how many of those before the last one decoded did not decode."""
+    targets, got, decoded = set(wanted), {}, set()
     while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
+        decoded.add(index)
         if index in targets and index not in got:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
@@ -990,7 +994,7 @@ def _read_by_times(
                 if progress:
                     progress(len(got) / len(targets))
     indices = sorted(got)
-    return indices, [got[index] for index in indices]
+    return indices, [got[index] for index in indices], max(decoded, default=-1) + 1 - len(decoded)
 
 
 def _read_seeking(
@@ -1083,12 +1087,13 @@ def read_frames(
     joined end to end, each timed from zero, which are read in one pass (a seek by time might land
     in any of them); a wrong one is corrected by counting. Where a pass decodes fewer frames than
     the file holds timed packets for, a stretch of a damaged file did not decode: the frames are
-    then placed by their times (`_read_by_times`), and the length stays the packets'. Rotation metadata is applied by the
-    decoder, and pixels that are not square are stretched as a player shows them. Where the frame
-    rate varies, the frames are spread evenly in time, and a part and the frames' times (`timeline`)
-    follow the container's presentation times rather than the average rate. OpenCV decodes; what it
-    cannot, PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG,
-    PQ), tone-mapped to SDR, a file with several video streams, of which the one a player shows is
+    then placed by their times (`_read_by_times`; `undecoded` counts those that did not decode),
+    and the length stays the packets'. Rotation metadata is applied by the decoder, and pixels
+    that are not square are stretched as a player shows them. Where the frame rate varies, the
+    frames are spread evenly in time, and a part and the frames' times (`timeline`) follow the
+    container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
+    PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
+    tone-mapped to SDR, a file with several video streams, of which the one a player shows is
     read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
     FFmpeg cannot. `progress` hears how far through the chosen frames the reading is.
     OutsideVideo where the part begins after the end.
@@ -1159,6 +1164,7 @@ def _sample(
     by_pyav = facts.unindexed or facts.sought_by_bytes
     seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
+    undecoded = 0
     if method == "seek":
         indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2 and seek_capture is _open:
@@ -1178,7 +1184,7 @@ def _sample(
             # none decoded, the decoder could not: PyAV's is tried, `_decoded_by_either`.)
             log.info("the pass ended at frame %d of the %d the file holds: read again by their times", seen, len(shown_s))
             pyav = partial(PyAVCapture, stream_index=facts.main_stream)
-            indices, frames = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
+            indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
         elif seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted
             # afresh where the pass began with a seek, which may itself have missed).
@@ -1192,7 +1198,8 @@ def _sample(
     info.codec = facts.codec
     info.duration_s = timeline.duration_s
     info.stated_duration_s = facts.stated_s
-    return SampledFrames(info, timeline, indices, frames, method, frames[0].shape[0] / info.height, span, facts.main_stream)
+    scale = frames[0].shape[0] / info.height
+    return SampledFrames(info, timeline, indices, frames, method, scale, span, facts.main_stream, undecoded)
 
 
 def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:

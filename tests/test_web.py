@@ -22,6 +22,7 @@ from media import (
     write_animated_webp,
     write_h264,
     write_video,
+    zeroed_stretch_copy,
 )
 
 from app import create_app
@@ -315,6 +316,20 @@ def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_pat
     html = client.get(f"/results/{body['id']}").data.decode()
     assert re.search(r'<p class="notice caveat" role="note" data-caveat="cut_short">.*?The file ends early', html, re.S)
     assert "the file ends early: its header states 10.0 s" in html
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_a_stretch_that_does_not_decode_is_told_by_the_reading_itself(client, tmp_path, upload_dir, monkeypatch):
+    """Frames 30 to 64 of 90 zeroed, as an unfinished download written in parts leaves them: the
+    video keeps its length, and the reading tells the damage where the check beside it did not
+    get so far."""
+    monkeypatch.setattr("model.detector.damaged_pictures", lambda *args: 0)
+    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
+    intact = write_video(tmp_path / "intact.mp4", face_frames(90), "libx264", options=key_every_10)
+    body = post(client, "/api/v1/detect", zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 64)).get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["video"]["duration_s"] == pytest.approx(9.0)
+    note = next(c["message"] for c in body["caveats"] if c["code"] == "damaged")
+    assert re.match(r"The file is damaged: \d+ pictures of the video did not decode cleanly", note)
     assert list(upload_dir.iterdir()) == []
 
 
