@@ -1179,7 +1179,7 @@ def _sample(
         indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1] and frames and shown_s is not None and len(shown_s) == timeline.frame_count:
             # Frames decoded, but fewer than the file holds packets for, each timed: a damaged
-            # stretch did not decode (no intact file of the 319 timed ones here decodes fewer); the
+            # stretch did not decode (no intact file of the 181 timed ones here decodes fewer); the
             # frames after it are found by their times, and the length stays the packets'. (Where
             # none decoded, the decoder could not: PyAV's is tried, `_decoded_by_either`.)
             log.info("the pass ended at frame %d of the %d the file holds: read again by their times", seen, len(shown_s))
