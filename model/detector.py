@@ -677,8 +677,17 @@ STAGE_SPANS = {"decoding": (0, 45), "finding_faces": (45, 85), "scoring": (85, 1
 
 
 def _stage(progress: Progress, stage: str) -> Callable[[float], None]:
+    """A stage's progress on the whole scale. It never goes back: where the reading starts
+    again (a header that counted wrong, a damaged stretch), it holds until the new pass passes it."""
     low, high = STAGE_SPANS[stage]
-    return lambda fraction: progress(stage, int(low + (high - low) * min(max(fraction, 0.0), 1.0)))
+    reached = low
+
+    def report(fraction: float) -> None:
+        nonlocal reached
+        reached = max(reached, int(low + (high - low) * min(max(fraction, 0.0), 1.0)))
+        progress(stage, reached)
+
+    return report
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

@@ -93,6 +93,20 @@ def test_progress_runs_through_the_stages_in_order(tiny_weights, media):
     assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
 
 
+def test_progress_never_goes_back_where_the_reading_starts_again(tiny_weights, tmp_path):
+    """A stretch of zeros ends the first pass, and the frames are read again by their times."""
+    from media import face_frames, write_video, zeroed_stretch_copy
+
+    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
+    intact = write_video(tmp_path / "intact.mp4", face_frames(90), "libx264", options=key_every_10)
+    holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 64)
+    events = []
+    result = Detector(tiny_weights).detect(holed, 10, progress=lambda stage, percent: events.append((stage, percent)))
+    assert result.video.duration_s == pytest.approx(9.0)  # read again, not cut at the zeros
+    percents = [percent for stage, percent in events if stage == "decoding"]
+    assert len(percents) > 5 and percents == sorted(percents)
+
+
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     from media import two_face_frames, write_h264
