@@ -152,6 +152,11 @@ def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
     return to
 
 
+def write_key_every_10(path: Path, frames: Iterable[np.ndarray]) -> Path:
+    """H.264 with a key frame every 10 frames, so that the damage in a stretch ends soon after it."""
+    return write_video(path, frames, "libx264", options={"x264-params": "keyint=10:min-keyint=10:scenecut=0"})
+
+
 def zeroed_stretch_copy(path: Path, to: Path, first: int, last: int) -> Path:
     """A copy of an MP4 whose frames `first` to `last` (in decoding order) are zeros, as an
     unfinished download leaves the parts it never received in a file written in parts."""

@@ -95,10 +95,9 @@ def test_progress_runs_through_the_stages_in_order(tiny_weights, media):
 
 def test_progress_never_goes_back_where_the_reading_starts_again(tiny_weights, tmp_path):
     """A stretch of zeros ends the first pass, and the frames are read again by their times."""
-    from media import face_frames, write_video, zeroed_stretch_copy
+    from media import face_frames, write_key_every_10, zeroed_stretch_copy
 
-    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
-    intact = write_video(tmp_path / "intact.mp4", face_frames(90), "libx264", options=key_every_10)
+    intact = write_key_every_10(tmp_path / "intact.mp4", face_frames(90))
     holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 64)
     events = []
     result = Detector(tiny_weights).detect(holed, 10, progress=lambda stage, percent: events.append((stage, percent)))

@@ -60,6 +60,7 @@ from media import (
     write_behind_a_still_track,
     write_h264,
     write_hdr_video,
+    write_key_every_10,
     write_trimmed,
     write_video,
     zeroed_stretch_copy,
@@ -527,8 +528,7 @@ def test_frames_after_a_stretch_that_does_not_decode_are_read_where_they_are_sho
     import model.video as video
 
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(90))]
-    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
-    intact = write_video(tmp_path / "intact.mp4", frames, "libx264", options=key_every_10)
+    intact = write_key_every_10(tmp_path / "intact.mp4", frames)
     holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, last_zeroed)
     open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
     sampled = video._sample(holed, 90, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)

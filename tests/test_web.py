@@ -21,6 +21,7 @@ from media import (
     two_face_frames,
     write_animated_webp,
     write_h264,
+    write_key_every_10,
     write_video,
     zeroed_stretch_copy,
 )
@@ -324,8 +325,7 @@ def test_a_stretch_that_does_not_decode_is_told_by_the_reading_itself(client, tm
     video keeps its length, and the reading tells the damage where the check beside it did not
     get so far."""
     monkeypatch.setattr("model.detector.damaged_pictures", lambda *args: 0)
-    key_every_10 = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
-    intact = write_video(tmp_path / "intact.mp4", face_frames(90), "libx264", options=key_every_10)
+    intact = write_key_every_10(tmp_path / "intact.mp4", face_frames(90))
     body = post(client, "/api/v1/detect", zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 64)).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["video"]["duration_s"] == pytest.approx(9.0)
     note = next(c["message"] for c in body["caveats"] if c["code"] == "damaged")
