@@ -282,7 +282,8 @@ class SampledFrames:
     scale: float = 1.0  # frame pixels per video pixel: below 1 where frames were shrunk
     span: tuple[int, int] = (0, 0)  # the frames sampled from: first, and the one after the last
     stream: int | None = None  # the index of the video stream read, among the file's, where PyAV told it
-    # frames the file holds that did not decode at all, as far as the reading went (`_read_by_times`)
+    # frames sampled from that do not decode cleanly: their data is zeros, or refers to such
+    # (`_Spoiled`), or they did not decode at all, as far as the reading went (`_read_by_times`)
     undecoded: int = 0
 
     @property
@@ -338,6 +339,8 @@ class _MainStream(NamedTuple):
     untimed_frames: int = 0
     entry_points: np.ndarray = np.empty((0, 2), dtype=np.int64)
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
+    # presentation times of the frames whose data is zeros, or refers to such a frame (`_Spoiled`)
+    spoiled: np.ndarray = np.empty(0, dtype=np.int64)
 
 
 class _EntryPoints:
@@ -382,6 +385,30 @@ class _EntryPoints:
         return np.array(self._points, dtype=np.int64).reshape(-1, 2)
 
 
+class _Spoiled:
+    """The frames a stretch of zeros spoils, found from the packets in decoding order: a download
+    written in parts (a download manager, a file-sharing program) leaves zeros where a part never
+    arrived, which no coded picture is (an uncompressed one may be: a black frame). Each frame
+    after such a packet until the next key frame may refer to the picture lost, and is taken for
+    spoiled too: a decoder patches it over from an earlier picture, which a reading would then
+    take for what the video showed there."""
+
+    def __init__(self, stream: av.VideoStream):
+        codec = stream.codec_context.codec
+        self._coded = not (codec.intra_only and codec.lossless)
+        self._spoiling = False
+        self.times: list[int] = []
+
+    def add(self, packet: av.Packet) -> None:
+        if not self._coded or packet.pts is None:
+            return
+        # the first bytes alone tell nearly every packet, without a look at the rest
+        zeroed = not any(memoryview(packet)[:16]) and not np.frombuffer(packet, np.uint8).any()
+        self._spoiling = zeroed or (self._spoiling and not packet.is_keyframe)
+        if self._spoiling:
+            self.times.append(packet.pts)
+
+
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
     """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
     store them: each unit follows a 00 00 01 start code."""
@@ -409,6 +436,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
+    spoiled = {stream.index: _Spoiled(stream) for stream in streams}
     packets = dict.fromkeys(times, 0)
     try:
         for packet in container.demux(*streams):
@@ -418,6 +446,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
                 index = packet.stream.index
                 if packet.pts is None:
                     entry_points[index].add(packet, len(times[index]))
+                spoiled[index].add(packet)
                 times[index].append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
@@ -432,7 +461,8 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     if _restarts(shown):
         return _MainStream(stream, None, joined_frames=len(shown))
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
-    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times, packets=packets[stream.index])
+    lost = np.array(spoiled[stream.index].times, dtype=np.int64)
+    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times, packets=packets[stream.index], spoiled=lost)
 
 
 class _ContainerFacts(NamedTuple):
@@ -466,6 +496,8 @@ class _ContainerFacts(NamedTuple):
     # the length the header states, where the file holds fewer frames than the header counts
     # (`VideoInfo.stated_duration_s`), else None
     stated_s: float | None = None
+    # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
+    spoiled: frozenset[int] = frozenset()
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -493,6 +525,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
+    spoiled = frozenset() if times is None else frozenset(np.searchsorted(times, main_stream.spoiled).tolist())
     return _ContainerFacts(
         shown_s,
         interlaced,
@@ -509,6 +542,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         untimed_frames=main_stream.untimed_frames,
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
+        spoiled=spoiled,
     )
 
 
@@ -1088,7 +1122,10 @@ def read_frames(
     in any of them); a wrong one is corrected by counting. Where a pass decodes fewer frames than
     the file holds timed packets for, a stretch of a damaged file did not decode: the frames are
     then placed by their times (`_read_by_times`; `undecoded` counts those that did not decode),
-    and the length stays the packets'. Rotation metadata is applied by the decoder, and pixels
+    and the length stays the packets'. Frames whose data is zeros, as an unfinished download
+    leaves them, and those that refer to them, are found from the packets (`_Spoiled`): they are
+    not read (a decoder patches them over from an earlier picture), they are counted in
+    `undecoded`, and the rest are read by their times, or sought by PyAV. Rotation metadata is applied by the decoder, and pixels
     that are not square are stretched as a player shows them. Where the frame rate varies, the
     frames are spread evenly in time, and a part and the frames' times (`timeline`) follow the
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
@@ -1155,13 +1192,20 @@ def _sample(
     else:
         timeline = counted(with_capture(_count_frames))
     wanted, span = _wanted(timeline, count, part)
+    timed = shown_s is not None and len(shown_s) == timeline.frame_count
+    spoiled = facts.spoiled if timed else frozenset()
+    # a frame a stretch of zeros spoils is not read: a decoder would patch it over from an earlier picture
+    wanted = [index for index in wanted if index not in spoiled]
+    if not wanted:
+        raise _Undecodable(NO_FRAMES)
     # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
     # raw stream (H.264 or HEVC as CCTV recorders and dashcams export it) has none, where
     # OpenCV's seek moves nowhere and says it did; PyAV's finds one by an entry point's bytes.
     seekable = shown_s is not None or facts.sought_by_bytes
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
-    # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above).
-    by_pyav = facts.unindexed or facts.sought_by_bytes
+    # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above). Past
+    # zeros, which it passes over unseen, OpenCV's misses frames.
+    by_pyav = facts.unindexed or facts.sought_by_bytes or bool(spoiled)
     seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     undecoded = 0
@@ -1173,17 +1217,21 @@ def _sample(
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
-    if method == "sequential":
+    pyav = partial(PyAVCapture, stream_index=facts.main_stream)
+    if method == "sequential" and spoiled:
+        # zeros in the file: OpenCV passes over them unseen, and would number every later frame early
+        log.info("%d frames of the file are zeros or refer to such: read by their times", len(spoiled))
+        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
+    elif method == "sequential":
         seek_first = seekable and wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
         first_capture = seek_capture if seek_first else open_capture
         indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
-        if seen <= wanted[-1] and frames and shown_s is not None and len(shown_s) == timeline.frame_count:
+        if seen <= wanted[-1] and frames and timed:
             # Frames decoded, but fewer than the file holds packets for, each timed: a damaged
             # stretch did not decode (no intact file of the 181 timed ones here decodes fewer); the
             # frames after it are found by their times, and the length stays the packets'. (Where
             # none decoded, the decoder could not: PyAV's is tried, `_decoded_by_either`.)
             log.info("the pass ended at frame %d of the %d the file holds: read again by their times", seen, len(shown_s))
-            pyav = partial(PyAVCapture, stream_index=facts.main_stream)
             indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
         elif seen <= wanted[-1]:
             # Fewer frames than the header said: sample again over what is really there (counted
@@ -1194,6 +1242,7 @@ def _sample(
             indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise _Undecodable(NO_FRAMES)
+    undecoded = max(undecoded, sum(span[0] <= index < span[1] for index in spoiled))
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.codec = facts.codec
     info.duration_s = timeline.duration_s

@@ -541,6 +541,41 @@ def test_frames_after_a_stretch_that_does_not_decode_are_read_where_they_are_sho
     assert sum(index >= intact_from for index, _ in whole) == 90 - intact_from
 
 
+@pytest.mark.parametrize("reader", ["opencv", "pyav"])
+@pytest.mark.parametrize("seek_min_gap", [1, 10**9], ids=["seeking", "in-one-pass"])
+def test_frames_a_stretch_of_zeros_spoils_are_left_out_and_told(tmp_path, reader, seek_min_gap):
+    """Frames 30 to 44 (in decoding order) are zeros, as an unfinished download leaves them, and
+    the rest of their groups of pictures, up to the key frame at 50, refer to what they lost: a
+    decoder patches those over from an earlier picture. None of them is read as if the video
+    showed it there, whether the video is read by seeking or in one pass; every other frame
+    chosen is read where it is shown, and the frames spoiled are told."""
+    import model.video as video
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(90))]
+    intact = write_key_every_10(tmp_path / "intact.mp4", frames)
+    holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 44)
+    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    whole = video._sample(intact, 30, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
+    sampled = video._sample(holed, 30, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
+    assert whole.undecoded == 0 and len(whole.indices) == 30
+    assert sampled.method == whole.method == ("seek" if seek_min_gap == 1 else "sequential")
+    assert sampled.indices == [index for index in whole.indices if not 30 <= index < 50]
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    assert sampled.undecoded == 20 and sampled.info.frame_count == 90
+
+
+def test_black_frames_of_uncompressed_video_are_not_taken_for_zeros_left_by_a_download(tmp_path):
+    """An uncompressed black frame's data is all zeros, as a stretch an unfinished download
+    never filled in is; it is a frame of the video all the same, and read."""
+    import model.video as video
+
+    frames = [np.zeros_like(frame) if 5 <= i < 10 else frame for i, frame in enumerate(face_frames(20, (320, 180)))]
+    path = write_video(tmp_path / "raw.avi", frames, "rawvideo", pix_fmt="rgb24")
+    sampled = video._sample(path, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), video._open)
+    assert sampled.indices == list(range(20)) and sampled.undecoded == 0
+    assert all(sampled.frames[i].max() == 0 for i in range(5, 10))
+
+
 @pytest.mark.parametrize(
     "name, codec, params",
     [
