@@ -126,6 +126,10 @@ MAX_FPS = 1000.0
 NOT_OPENED = "This file could not be opened as a video."
 NO_FRAMES = "The video has no decodable frames."
 SOUND_ONLY = "This file holds sound but no video."
+NO_DATA = (
+    "The file holds zeros where the video's frames should be, as a download that did not finish leaves it: "
+    "download it again, or upload a copy that plays."
+)
 
 
 class Capture(Protocol):
@@ -1196,8 +1200,8 @@ def _sample(
     spoiled = facts.spoiled if timed else frozenset()
     # a frame a stretch of zeros spoils is not read: a decoder would patch it over from an earlier picture
     wanted = [index for index in wanted if index not in spoiled]
-    if not wanted:
-        raise _Undecodable(NO_FRAMES)
+    if not wanted:  # no other decoder would find more
+        raise VideoError(NO_DATA)
     # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
     # raw stream (H.264 or HEVC as CCTV recorders and dashcams export it) has none, where
     # OpenCV's seek moves nowhere and says it did; PyAV's finds one by an entry point's bytes.

@@ -333,6 +333,16 @@ def test_a_stretch_that_does_not_decode_is_told_by_the_reading_itself(client, tm
     assert list(upload_dir.iterdir()) == []
 
 
+def test_a_download_that_got_none_of_its_frames_says_so(client, tmp_path, upload_dir):
+    """An unfinished download that holds the video's index, but zeros where every frame should be."""
+    intact = write_key_every_10(tmp_path / "intact.mp4", face_frames(30))
+    response = post(client, "/api/v1/detect", zeroed_stretch_copy(intact, tmp_path / "unfinished.mp4", 0, 29))
+    error = response.get_json()["error"]
+    assert response.status_code == 415 and error["code"] == "not_a_video"
+    assert error["message"].startswith("The file holds zeros where the video's frames should be, as a download that did not finish")
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_a_check_for_damage_that_fails_costs_the_caveat_not_the_verdict(client, media, monkeypatch):
     def failing(*args):
         raise RuntimeError("a decoder's bug")
