@@ -345,6 +345,9 @@ class _MainStream(NamedTuple):
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
     # presentation times of the frames whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: np.ndarray = np.empty(0, dtype=np.int64)
+    # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the presentation time of
+    # the frame after them, how many frames they held, as the times on either side tell)
+    lost: tuple[tuple[int, int], ...] = ()
 
 
 class _EntryPoints:
@@ -401,16 +404,54 @@ class _Spoiled:
         codec = stream.codec_context.codec
         self._coded = not (codec.intra_only and codec.lossless)
         self._spoiling = False
+        self._latest: int | None = None  # the latest presentation time so far
         self.times: list[int] = []
+        self.holes: list[tuple[int, int]] = []  # (the latest time before zeros passed over, the time after)
 
-    def add(self, packet: av.Packet) -> None:
-        if not self._coded or packet.pts is None:
+    def add(self, packet: av.Packet, passed_over: bool = False) -> None:
+        """`passed_over`: whether the demuxer passed over zeros before this packet (`_PassedOver`)."""
+        if packet.pts is None:
+            return
+        if passed_over and self._latest is not None:
+            self.holes.append((self._latest, packet.pts))
+        self._latest = max(packet.pts, self._latest if self._latest is not None else packet.pts)
+        if not self._coded:
             return
         # the first bytes alone tell nearly every packet, without a look at the rest
         zeroed = not any(memoryview(packet)[:16]) and not np.frombuffer(packet, np.uint8).any()
-        self._spoiling = zeroed or (self._spoiling and not packet.is_keyframe)
+        self._spoiling = zeroed or ((passed_over or self._spoiling) and not packet.is_keyframe)
         if self._spoiling:
             self.times.append(packet.pts)
+
+    def lost(self, shown: np.ndarray) -> tuple[tuple[int, int], ...]:
+        """Each stretch passed over: (the time of the frame after it, how many frames it held,
+        at least one), counted in the typical gap between the frames' times (`shown`, sorted)."""
+        step = float(np.median(np.diff(shown))) if len(shown) > 1 else 0.0
+        return tuple((after, max(1, round((after - before) / step) - 1) if step > 0 else 1) for before, after in self.holes)
+
+
+# A Matroska or WebM file's blocks follow one another but for a few bytes of headers; this many
+# zeros between two are data lost
+MIN_LOST_BYTES = 4096
+
+
+class _PassedOver:
+    """Where a Matroska or WebM demuxer passed over zeros: a download written in parts leaves them
+    where a part never arrived, and the demuxer, unlike an MP4's, finds no packet there, only the
+    next cluster after them. Seen between two packets of any stream, in the order they lie."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._end: int | None = None  # where the last packet ends
+
+    def before(self, packet: av.Packet) -> bool:
+        if packet.pos is None or packet.pos < 0:
+            return False
+        start, self._end = self._end, max(self._end or 0, packet.pos + packet.size)
+        if start is None or packet.pos - start < MIN_LOST_BYTES:
+            return False
+        with open(self._path, "rb") as file:  # where they start, as a part's edge lies within a packet of the last one read
+            return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(packet.pos - start, 1 << 20))
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
@@ -442,15 +483,23 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
     spoiled = {stream.index: _Spoiled(stream) for stream in streams}
     packets = dict.fromkeys(times, 0)
+    # in Matroska and WebM, every stream's packets, to see the bytes between them
+    passed_over = _PassedOver(container.name) if container.format.name == "matroska,webm" else None
+    after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     try:
-        for packet in container.demux(*streams):
+        for packet in container.demux() if passed_over else container.demux(*streams):
+            if passed_over and passed_over.before(packet):
+                after_zeros = set(times)
+            if packet.stream.index not in times:
+                continue
             if packet.size or packet.dts is not None:  # not the empty packet that ends a stream
                 packets[packet.stream.index] += 1
             if packet.size and not packet.is_discard:
                 index = packet.stream.index
                 if packet.pts is None:
                     entry_points[index].add(packet, len(times[index]))
-                spoiled[index].add(packet)
+                spoiled[index].add(packet, index in after_zeros)
+                after_zeros.discard(index)
                 times[index].append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
@@ -465,8 +514,16 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     if _restarts(shown):
         return _MainStream(stream, None, joined_frames=len(shown))
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
-    lost = np.array(spoiled[stream.index].times, dtype=np.int64)
-    return _MainStream(stream, np.sort(np.array(shown, dtype=np.int64)), keys=key_times, packets=packets[stream.index], spoiled=lost)
+    sorted_times = np.sort(np.array(shown, dtype=np.int64))
+    damage = spoiled[stream.index]
+    return _MainStream(
+        stream,
+        sorted_times,
+        keys=key_times,
+        packets=packets[stream.index],
+        spoiled=np.array(damage.times, dtype=np.int64),
+        lost=damage.lost(sorted_times),
+    )
 
 
 class _ContainerFacts(NamedTuple):
@@ -502,6 +559,9 @@ class _ContainerFacts(NamedTuple):
     stated_s: float | None = None
     # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
+    # frames lost where a Matroska or WebM demuxer passed over zeros: (the index into `shown_s` of
+    # the frame after them, how many)
+    lost: tuple[tuple[int, int], ...] = ()
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -530,6 +590,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
     spoiled = frozenset() if times is None else frozenset(np.searchsorted(times, main_stream.spoiled).tolist())
+    lost = () if times is None else tuple((int(np.searchsorted(times, after)), count) for after, count in main_stream.lost)
     return _ContainerFacts(
         shown_s,
         interlaced,
@@ -547,6 +608,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
         spoiled=spoiled,
+        lost=lost,
     )
 
 
@@ -1129,7 +1191,9 @@ def read_frames(
     and the length stays the packets'. Frames whose data is zeros, as an unfinished download
     leaves them, and those that refer to them, are found from the packets (`_Spoiled`): they are
     not read (a decoder patches them over from an earlier picture), they are counted in
-    `undecoded`, and the rest are read by their times, or sought by PyAV. Rotation metadata is applied by the decoder, and pixels
+    `undecoded`, and the rest are read by their times, or sought by PyAV; in Matroska and WebM,
+    whose demuxer passes over zeros, leaving no packet, the frames they held are counted
+    (`_PassedOver`). Rotation metadata is applied by the decoder, and pixels
     that are not square are stretched as a player shows them. Where the frame rate varies, the
     frames are spread evenly in time, and a part and the frames' times (`timeline`) follow the
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
@@ -1246,7 +1310,8 @@ def _sample(
             indices, frames, _ = with_capture(lambda c: _read_sequential(c, wanted, to_rgb, progress))
     if not frames:
         raise _Undecodable(NO_FRAMES)
-    undecoded = max(undecoded, sum(span[0] <= index < span[1] for index in spoiled))
+    lost = sum(count for index, count in facts.lost if span[0] <= index < span[1]) if timed else 0
+    undecoded = max(undecoded, sum(span[0] <= index < span[1] for index in spoiled) + lost)
     info.height, info.width = to_rgb.decoded_shape  # after rotation
     info.codec = facts.codec
     info.duration_s = timeline.duration_s

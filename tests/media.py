@@ -280,6 +280,28 @@ def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100, cover: np.n
     return path
 
 
+def write_with_silence(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10) -> Path:
+    """Video beside a silent PCM sound track, in Matroska (as a camera's footage remuxed keeps it):
+    between one frame and the next lie that frame's 4,800 samples of zeros (19 KB)."""
+    rate, per_frame = 48000, 48000 // fps
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        for index, frame in enumerate(frames):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 2 * per_frame), np.int16), format="s16", layout="stereo")
+            samples.sample_rate, samples.pts = rate, index * per_frame
+            for packet in sound.encode(samples):
+                out.mux(packet)
+        for encoder in (video, sound):
+            for packet in encoder.encode():
+                out.mux(packet)
+    return path
+
+
 BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
 
 

@@ -63,6 +63,7 @@ from media import (
     write_key_every_10,
     write_trimmed,
     write_video,
+    write_with_silence,
     zeroed_stretch_copy,
 )
 
@@ -562,6 +563,28 @@ def test_frames_a_stretch_of_zeros_spoils_are_left_out_and_told(tmp_path, reader
     assert sampled.indices == [index for index in whole.indices if not 30 <= index < 50]
     assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
     assert sampled.undecoded == 20 and sampled.info.frame_count == 90
+
+
+@pytest.mark.parametrize("name, codec", [("clip.webm", "libvpx-vp9"), ("clip.mkv", "libx264")])
+def test_frames_lost_where_a_matroska_demuxer_passes_over_zeros_are_told(tmp_path, name, codec):
+    """In Matroska or WebM, zeros where a download never got a part leave no packet to find: the
+    demuxer passes over them to the next cluster. The frames after them are read where they are
+    shown, the video keeps its length, and the frames lost are told, at least those zeroed."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(120))]
+    intact = write_video(tmp_path / name, frames, codec, options={"g": "10"})
+    holed = zeroed_stretch_copy(intact, tmp_path / f"holed-{name}", 40, 70)
+    whole, sampled = read_frames(intact, 40), read_frames(holed, 40)
+    assert whole.undecoded == 0 and len(whole.indices) == 40
+    assert sampled.undecoded >= 31 and sampled.info.duration_s == pytest.approx(whole.info.duration_s)
+    shown = [round(sampled.timeline.time_s(index) * 10) for index in sampled.indices]
+    assert [read_stamp(frame) for frame in sampled.frames] == shown and shown[-1] >= 115
+
+
+def test_silent_sound_between_frames_is_not_taken_for_zeros_left_by_a_download(tmp_path):
+    """A silent PCM track's samples are zeros, kilobytes of them between one frame and the next."""
+    path = write_with_silence(tmp_path / "silent.mkv", face_frames(30), "libx264")
+    sampled = read_frames(path, 30)
+    assert sampled.undecoded == 0 and len(sampled.indices) == 30
 
 
 def test_black_frames_of_uncompressed_video_are_not_taken_for_zeros_left_by_a_download(tmp_path):
