@@ -396,9 +396,9 @@ class _Spoiled:
     """The frames a stretch of zeros spoils, found from the packets in decoding order: a download
     written in parts (a download manager, a file-sharing program) leaves zeros where a part never
     arrived, which no coded picture is (an uncompressed one may be: a black frame). Each frame
-    after such a packet until the next key frame may refer to the picture lost, and is taken for
-    spoiled too: a decoder patches it over from an earlier picture, which a reading would then
-    take for what the video showed there."""
+    after such a packet, or after zeros the demuxer passed over (`_PassedOver`), until the next
+    key frame may refer to a picture lost, and is taken for spoiled too: a decoder patches it over
+    from an earlier picture, which a reading would then take for what the video showed there."""
 
     def __init__(self, stream: av.VideoStream):
         codec = stream.codec_context.codec
@@ -414,7 +414,7 @@ class _Spoiled:
             return
         if passed_over and self._latest is not None:
             self.holes.append((self._latest, packet.pts))
-        self._latest = max(packet.pts, self._latest if self._latest is not None else packet.pts)
+        self._latest = packet.pts if self._latest is None else max(self._latest, packet.pts)
         if not self._coded:
             return
         # the first bytes alone tell nearly every packet, without a look at the rest
@@ -450,7 +450,8 @@ class _PassedOver:
         start, self._end = self._end, max(self._end or 0, packet.pos + packet.size)
         if start is None or packet.pos - start < MIN_LOST_BYTES:
             return False
-        with open(self._path, "rb") as file:  # where they start, as a part's edge lies within a packet of the last one read
+        # the zeros begin near the start of the gap: a missing part's edge falls in the packet before it
+        with open(self._path, "rb") as file:
             return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(packet.pos - start, 1 << 20))
 
 
