@@ -666,8 +666,8 @@ def _damaged_caveat(damaged: int, verdict: bool = True) -> dict | None:
     return {
         "code": "damaged",
         "message": (
-            f"The file is damaged: {pictures} of the video did not decode cleanly, and the decoder patched over "
-            f"the broken data. {what}"
+            f"The file is damaged: {pictures} of the video did not decode cleanly (a player patches over such "
+            f"broken data, or skips it, unseen). {what}"
         ),
     }
 
