@@ -343,10 +343,10 @@ class _MainStream(NamedTuple):
     untimed_frames: int = 0
     entry_points: np.ndarray = np.empty((0, 2), dtype=np.int64)
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
-    # presentation times of the frames whose data is zeros, or refers to such a frame (`_Spoiled`)
-    spoiled: np.ndarray = np.empty(0, dtype=np.int64)
-    # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the presentation time of
-    # the frame after them, how many frames they held, as the times on either side tell)
+    # the frames (indices into `times`) whose data is zeros, or refers to such a frame (`_Spoiled`)
+    spoiled: frozenset[int] = frozenset()
+    # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the index into `times`
+    # of the frame after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
 
 
@@ -405,15 +405,15 @@ class _Spoiled:
         self._coded = not (codec.intra_only and codec.lossless)
         self._spoiling = False
         self._latest: int | None = None  # the latest presentation time so far
-        self.times: list[int] = []
-        self.holes: list[tuple[int, int]] = []  # (the latest time before zeros passed over, the time after)
+        self._times: list[int] = []  # presentation times of the frames spoiled
+        self._holes: list[tuple[int, int]] = []  # (the latest time before zeros passed over, the time after)
 
     def add(self, packet: av.Packet, passed_over: bool = False) -> None:
         """`passed_over`: whether the demuxer passed over zeros before this packet (`_PassedOver`)."""
         if packet.pts is None:
             return
         if passed_over and self._latest is not None:
-            self.holes.append((self._latest, packet.pts))
+            self._holes.append((self._latest, packet.pts))
         self._latest = packet.pts if self._latest is None else max(self._latest, packet.pts)
         if not self._coded:
             return
@@ -421,13 +421,20 @@ class _Spoiled:
         zeroed = not any(memoryview(packet)[:16]) and not np.frombuffer(packet, np.uint8).any()
         self._spoiling = zeroed or ((passed_over or self._spoiling) and not packet.is_keyframe)
         if self._spoiling:
-            self.times.append(packet.pts)
+            self._times.append(packet.pts)
+
+    def spoiled(self, shown: np.ndarray) -> frozenset[int]:
+        """The frames spoiled, as indices into all the frames' times (`shown`, sorted)."""
+        return frozenset(np.searchsorted(shown, self._times).tolist())
 
     def lost(self, shown: np.ndarray) -> tuple[tuple[int, int], ...]:
-        """Each stretch passed over: (the time of the frame after it, how many frames it held,
-        at least one), counted in the typical gap between the frames' times (`shown`, sorted)."""
+        """Each stretch passed over: (the index into `shown` of the frame after it, how many frames
+        it held, at least one), counted in the typical gap between the frames' times (`shown`, sorted)."""
         step = float(np.median(np.diff(shown))) if len(shown) > 1 else 0.0
-        return tuple((after, max(1, round((after - before) / step) - 1) if step > 0 else 1) for before, after in self.holes)
+        return tuple(
+            (int(np.searchsorted(shown, after)), max(1, round((after - before) / step) - 1) if step > 0 else 1)
+            for before, after in self._holes
+        )
 
 
 # A Matroska or WebM file's blocks follow one another but for a few bytes of headers; this many
@@ -522,7 +529,7 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
         sorted_times,
         keys=key_times,
         packets=packets[stream.index],
-        spoiled=np.array(damage.times, dtype=np.int64),
+        spoiled=damage.spoiled(sorted_times),
         lost=damage.lost(sorted_times),
     )
 
@@ -590,8 +597,6 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
-    spoiled = frozenset() if times is None else frozenset(np.searchsorted(times, main_stream.spoiled).tolist())
-    lost = () if times is None else tuple((int(np.searchsorted(times, after)), count) for after, count in main_stream.lost)
     return _ContainerFacts(
         shown_s,
         interlaced,
@@ -608,8 +613,8 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         untimed_frames=main_stream.untimed_frames,
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
-        spoiled=spoiled,
-        lost=lost,
+        spoiled=main_stream.spoiled,
+        lost=main_stream.lost,
     )
 
 
