@@ -629,17 +629,21 @@ def _sparse_caveat(sampled: SampledFrames) -> dict | None:
 
 
 def _cut_short_caveat(info: VideoInfo, verdict: bool = True) -> dict | None:
-    """A file that ends before the length its header states (`VideoInfo.stated_duration_s`): what
-    is missing was not examined."""
-    if info.stated_duration_s is None:
+    """A file that ends before the video does (`VideoInfo.cut_short`): before the length its
+    header states, or within a frame's data. What is missing was not examined."""
+    if not info.cut_short:
         return None
+    ends = (
+        f"its header gives the video a length of {format_time(info.stated_duration_s)}, but its data stops at "
+        if info.stated_duration_s is not None
+        else "its data stops in the middle of a frame, at "
+    )
     examined = "Only that part was examined" if verdict else "Only that part was searched for faces"
     return {
         "code": "cut_short",
         "message": (
-            f"The file ends early: its header gives the video a length of {format_time(info.stated_duration_s)}, but its "
-            f"data stops at {format_time(info.duration_s)}, as an unfinished download or copy leaves a file. {examined}; "
-            "a complete copy, where there is one, shows the rest."
+            f"The file ends early: {ends}{format_time(info.duration_s)}, as an unfinished download or copy leaves a "
+            f"file. {examined}; a complete copy, where there is one, shows the rest."
         ),
     }
 

@@ -154,6 +154,8 @@ class VideoInfo:
     # the length the container's header states, where the file holds fewer of the frames it
     # counts (cut short: an unfinished download or copy); None where it holds them all
     stated_duration_s: float | None = None
+    # the file ends before the video does: before the length stated, or within a frame's data
+    cut_short: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -164,6 +166,7 @@ class VideoInfo:
             "duration_s": round(self.duration_s, 3),
             "codec": self.codec,
             "stated_duration_s": None if self.stated_duration_s is None else round(self.stated_duration_s, 3),
+            "cut_short": self.cut_short,
         }
 
 
@@ -348,6 +351,8 @@ class _MainStream(NamedTuple):
     # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the index into `times`
     # of the frame after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
+    # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
+    ends_within_frames: bool = False
 
 
 class _EntryPoints:
@@ -462,6 +467,73 @@ class _PassedOver:
             return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(packet.pos - start, 1 << 20))
 
 
+# Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
+# block, a block group, a cluster), and the rest (a block group's other children, a cluster's,
+# padding, checksums, and the segment's index, tags, chapters and attachments written after the
+# clusters)
+MATROSKA_FRAME_ELEMENTS = frozenset({0xA3, 0xA0, 0xA1, 0xAF, 0x1F43B675})
+MATROSKA_OTHER_ELEMENTS = frozenset(
+    {0x9B, 0xFB, 0xFA, 0xA4, 0x75A1, 0x75A2, 0xE7, 0xAB, 0xA7, 0x5854, 0xEC, 0xBF}
+    | {0x1C53BB6B, 0x1254C367, 0x1043A770, 0x1941A469, 0x114D9B74, 0x1549A966, 0x1654AE6B}
+)
+MATROSKA_CLUSTER = 0x1F43B675
+# A walk from the last block to the end of the file gives up after this many elements
+MAX_TRAILING_ELEMENTS = 10_000
+
+
+def _ebml_number(data: bytes, at: int) -> tuple[int, int] | None:
+    """An EBML variable-length number at `at`: (its value with the length marker, its length in
+    bytes), or None where `data` ends within it or its first byte is not one."""
+    if at >= len(data) or not data[at]:
+        return None
+    length = 9 - data[at].bit_length()
+    if at + length > len(data):
+        return None
+    return int.from_bytes(data[at : at + length], "big"), length
+
+
+def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
+    """Whether a Matroska or WebM file ends within a block, or a cluster, after the one holding
+    its last packet (`position`, `size`: the packet's, as FFmpeg's demuxer gives it, where the
+    block's data begins). Its demuxer leaves out a block the file ends within. A browser's
+    recording states no length to compare (`_length_cut_short`): cut short, it ends so."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        # the block's ID and size just before its data: where it ends
+        before = _read_at(file, max(position - 9, 0), min(position, 9))
+        for length in range(1, 9):
+            number = _ebml_number(before, len(before) - length)
+            if number is not None and number[1] == length and len(before) > length and before[-length - 1] in (0xA3, 0xA1):
+                at = position + (number[0] & ((1 << 7 * length) - 1))
+                if at >= position + size:
+                    break
+        else:
+            return False  # not laid out as expected: nothing told
+        for _ in range(MAX_TRAILING_ELEMENTS):
+            if at >= file_size:
+                return at > file_size
+            header = _read_at(file, at, 12)
+            element, size_field = _ebml_number(header, 0), None
+            if element is not None:
+                size_field = _ebml_number(header, element[1])
+            if element is None or size_field is None:
+                # the file ends within the element's header; else not an element: nothing told
+                return len(header) < 12 and header[0] in (0xA3, 0xA0, MATROSKA_CLUSTER >> 24)
+            (kind, id_length), (value, size_length) = element, size_field
+            content = value & ((1 << 7 * size_length) - 1)
+            unknown = content == (1 << 7 * size_length) - 1
+            if kind not in MATROSKA_FRAME_ELEMENTS | MATROSKA_OTHER_ELEMENTS or (unknown and kind != MATROSKA_CLUSTER):
+                return False
+            start = at + id_length + size_length
+            if unknown:  # a live recording's cluster: its elements follow
+                at = start
+            elif start + content > file_size:
+                return kind in MATROSKA_FRAME_ELEMENTS
+            else:
+                at = start + content
+    return False
+
+
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
     """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
     store them: each unit follows a 00 00 01 start code."""
@@ -494,8 +566,10 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
     # in Matroska and WebM, every stream's packets, to see the bytes between them
     passed_over = _PassedOver(container.name) if container.format.name == "matroska,webm" else None
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
+    last: av.Packet | None = None  # the last packet with data, of any stream
     try:
-        for packet in container.demux() if passed_over else container.demux(*streams):
+        for packet in container.demux():  # every stream's: the file may end within any one's
+            last = packet if packet.size else last
             if passed_over and passed_over.before(packet):
                 after_zeros = set(times)
             if packet.stream.index not in times:
@@ -515,12 +589,14 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
         return _MainStream(streams[0], None)
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
+    ends_within = _ends_within_frames(container, last)
     if shown and all(time is None for time in shown):  # a raw stream
-        return _MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found())
+        found = entry_points[stream.index].found()
+        return _MainStream(stream, None, untimed_frames=len(shown), entry_points=found, ends_within_frames=ends_within)
     if not shown or None in shown:
-        return _MainStream(stream, None)
+        return _MainStream(stream, None, ends_within_frames=ends_within)
     if _restarts(shown):
-        return _MainStream(stream, None, joined_frames=len(shown))
+        return _MainStream(stream, None, joined_frames=len(shown), ends_within_frames=ends_within)
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
@@ -531,7 +607,60 @@ def _main_stream(container: av.container.InputContainer) -> _MainStream:
         packets=packets[stream.index],
         spoiled=damage.spoiled(sorted_times),
         lost=damage.lost(sorted_times),
+        ends_within_frames=ends_within,
     )
+
+
+# An MPEG transport stream is made of packets of one of these sizes (188 bytes; 192 in a
+# camcorder's M2TS; 204 with error correction): a file that stops within one was cut
+TS_PACKET_SIZES = (188, 192, 204)
+
+
+def _ends_within_frames(container: av.container.InputContainer, last: av.Packet | None) -> bool:
+    """Whether the file ends within the data of its frames, as a download or copy cut short
+    leaves it: told where the container states no length to compare (`_length_cut_short`), as a
+    fragmented MP4 (a screen recorder's, a stream saved), a browser's WebM recording or an MPEG
+    transport stream does not. `last`: the last packet read, of any stream. FFmpeg's demuxers
+    flag a packet they read short (FLV, AVI), but Matroska's leaves it out, a transport stream's
+    keeps it unflagged, and an MP4's may stop at a sound packet past the end before the video's
+    packets before it."""
+    if last is None:
+        return False
+    formats = container.format.name.split(",")
+    if "matroska" in formats:
+        return last.pos is not None and last.pos > 0 and _matroska_ends_within_block(container.name, last.pos, last.size)
+    if "mpegts" in formats:
+        return all(os.path.getsize(container.name) % size for size in TS_PACKET_SIZES)
+    if "mp4" in formats:
+        return _mp4_ends_within_media(container.name)
+    return last.is_corrupt
+
+
+# An MP4's top-level boxes that hold or describe its frames' data
+MP4_MEDIA_BOXES = frozenset({b"mdat", b"moof"})
+# A walk over an MP4's top-level boxes gives up after this many (a fragmented one has two a fragment)
+MAX_TOP_BOXES = 100_000
+
+
+def _mp4_ends_within_media(path: str) -> bool:
+    """Whether an MP4 (or QuickTime) file ends within a box of media data, or a fragment's
+    header, as its size states it."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        at = 0
+        for _ in range(MAX_TOP_BOXES):
+            header = _read_at(file, at, 16)
+            if len(header) < 8:
+                return False
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if size == 1 and len(header) == 16:  # a 64-bit size follows
+                size = int.from_bytes(header[8:16], "big")
+            if size < 8:  # 0: up to the end of the file
+                return False
+            if at + size > file_size:
+                return kind in MP4_MEDIA_BOXES
+            at += size
+    return False
 
 
 class _ContainerFacts(NamedTuple):
@@ -565,6 +694,8 @@ class _ContainerFacts(NamedTuple):
     # the length the header states, where the file holds fewer frames than the header counts
     # (`VideoInfo.stated_duration_s`), else None
     stated_s: float | None = None
+    # the file ends within a frame's data or before the length the header states (`stated_s`)
+    cut_short: bool = False
     # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
     # frames lost where a Matroska or WebM demuxer passed over zeros: (the index into `shown_s` of
@@ -613,6 +744,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         untimed_frames=main_stream.untimed_frames,
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
+        cut_short=stated_s is not None or main_stream.ends_within_frames,
         spoiled=main_stream.spoiled,
         lost=main_stream.lost,
     )
@@ -633,7 +765,9 @@ def _length_cut_short(stream: av.VideoStream, main: _MainStream) -> float | None
     if stream.frames:
         if not 0 < main.packets < stream.frames:
             return None
-        return float(stream.duration * stream.time_base) if stream.duration and stream.time_base else stream.frames / rate
+        # an AVI's length is its frames at its one rate; FFmpeg's for a cut one is a guess from its size
+        timed = stream.duration and stream.time_base and stream.container.format.name != "avi"
+        return float(stream.duration * stream.time_base) if timed else stream.frames / rate
     try:
         stated = parse_time(stream.metadata.get("DURATION", ""))
     except ValueError:
@@ -906,7 +1040,7 @@ def damaged_pictures(
             if not container.streams.video:
                 return 0
             stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
-            return _count_damaged(container, stream, span_s, stop or threading.Event(), os.path.getsize(path))
+            return _count_damaged(container, stream, span_s, stop or threading.Event())
     except (av.FFmpegError, OSError):
         return 0
 
@@ -916,7 +1050,6 @@ def _count_damaged(
     stream: av.VideoStream,
     span_s: tuple[float, float],
     stop: threading.Event,
-    file_size: int,
 ) -> int:
     stream.codec_context.thread_count = 1
     # Half the work or less: no deblocking (the pictures themselves are not looked at), and no
@@ -931,20 +1064,27 @@ def _count_damaged(
         container.seek(first + int(start_s / tick), stream=stream, backward=True)
         keys_to_pass = 2
     damaged = 0
+    failed: av.Packet | None = None  # the latest picture that failed, counted once another follows it
     try:
         for packet in container.demux(stream):
+            if failed is not None and packet.size:
+                damaged, failed = damaged + 1, None
             if stop.is_set() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
                 break
             keys_to_pass -= keys_to_pass > 0 and packet.is_keyframe
             try:
                 stream.codec_context.decode(packet)  # the last packet, with no data, flushes
             except av.error.InvalidDataError:
-                # the picture that a file cut short leaves unfinished at its end: told as cut short
-                unfinished = packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size >= file_size
-                damaged += not keys_to_pass and not unfinished
+                if keys_to_pass:
+                    continue
+                if packet.size:
+                    failed = packet
+                else:
+                    damaged += 1
     except av.FFmpegError:  # the container itself broken further on
         damaged += 1
-    return damaged
+    # the last picture, unfinished where the file was cut short, is told so (`_ends_within_frames`)
+    return damaged + (failed is not None and not _ends_within_frames(container, failed))
 
 
 def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
@@ -1322,6 +1462,7 @@ def _sample(
     info.codec = facts.codec
     info.duration_s = timeline.duration_s
     info.stated_duration_s = facts.stated_s
+    info.cut_short = facts.cut_short
     scale = frames[0].shape[0] / info.height
     return SampledFrames(info, timeline, indices, frames, method, scale, span, facts.main_stream, undecoded)
 

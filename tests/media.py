@@ -1,6 +1,8 @@
 """Test media made on the fly: a face clip animated from skimage's astronaut, and clips with no face."""
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import struct
 from collections.abc import Iterable, Iterator
@@ -169,6 +171,20 @@ def zeroed_stretch_copy(path: Path, to: Path, first: int, last: int) -> Path:
     return to
 
 
+class _Unseekable(io.RawIOBase):
+    """A file written straight on, as to a network or a pipe: a muxer cannot go back in it."""
+
+    def __init__(self, file: io.BufferedWriter):
+        self._file = file
+        self.name = file.name  # the container's format follows its suffix
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self._file.write(data)
+
+
 def write_video(
     path: Path,
     frames: Iterable[np.ndarray],
@@ -179,13 +195,17 @@ def write_video(
     times_s: Iterable[float] | None = None,
     container_options: dict | None = None,
     pixel_aspect: Fraction | None = None,
+    streamed: bool = False,
 ) -> Path:
     """Encode RGB frames with one of FFmpeg's encoders; the container follows the file's suffix.
     `times_s`: when each frame is shown, for a frame rate that varies (else one frame each 1/`fps` s).
-    `pixel_aspect`: the stored pixels' width over their height as a player shows them."""
+    `pixel_aspect`: the stored pixels' width over their height as a player shows them.
+    `streamed`: written straight on, as a browser's recorder writes a WebM: no length, no index."""
     frames = iter(frames)
     first = next(frames)
-    with av.open(str(path), "w", options=container_options or {}) as out:
+    with contextlib.ExitStack() as stack:
+        target = _Unseekable(stack.enter_context(path.open("wb"))) if streamed else str(path)
+        out = stack.enter_context(av.open(target, "w", options=container_options or {}))
         stream = out.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt

@@ -7,6 +7,7 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -390,18 +391,67 @@ def test_a_clip_trimmed_without_reencoding_is_read_from_its_first_shown_frame(tm
 
 @pytest.mark.parametrize(
     "name, codec, options",
-    [("web.mp4", "libx264", {"movflags": "+faststart"}), ("film.mkv", "libx264", {}), ("clip.webm", "libvpx-vp9", {})],
+    [
+        ("web.mp4", "libx264", {"movflags": "+faststart"}),
+        ("film.mkv", "libx264", {}),
+        ("clip.webm", "libvpx-vp9", {}),
+        ("old.avi", "libx264", {}),  # FFmpeg guesses a cut AVI's length from its size: 6 s of 10
+    ],
 )
 def test_a_file_cut_short_states_the_length_its_header_gives(tmp_path, name, codec, options):
-    """An MP4 whose index comes first counts frames a cut file does not hold; a Matroska or WebM
-    track states its length. Either way the part held is read, and the length stated is kept."""
+    """An MP4 whose index comes first counts frames a cut file does not hold, as an AVI's header
+    does; a Matroska or WebM track states its length. Either way the part held is read, and the
+    length stated is kept."""
     whole = write_video(tmp_path / name, face_frames(100), codec, container_options=options)
     sampled = read_frames(whole, 10)
     assert sampled.info.stated_duration_s is None and sampled.info.duration_s == pytest.approx(10.0)
+    assert not sampled.info.cut_short
     cut = cut_short_copy(whole, tmp_path / f"cut-{name}")
     sampled = read_frames(cut, 10)
     assert sampled.info.stated_duration_s == pytest.approx(10.0) and 2.0 < sampled.info.duration_s < 8.0
+    assert sampled.info.cut_short
     assert len(sampled.frames) >= 8 and sampled.span_s[1] == pytest.approx(sampled.info.duration_s)
+
+
+@pytest.mark.parametrize("share", [0.45, 0.7])
+@pytest.mark.parametrize(
+    "name, codec, options, streamed",
+    [
+        ("recording.webm", "libvpx-vp9", {}, True),  # a browser's recording
+        ("live.mkv", "libx264", {"live": "1"}, True),  # a live recorder's: clusters of no stated size
+        ("screen.mp4", "libx264", {"movflags": "frag_keyframe+empty_moov"}, False),  # fragmented
+        ("broadcast.ts", "libx264", {}, False),
+        ("old.flv", "libx264", {}, False),
+    ],
+)
+def test_a_file_cut_short_whose_header_states_no_length_is_told_where_it_ends_within_a_frame(
+    tmp_path, name, codec, options, streamed, share
+):
+    """These containers state no length to compare, but a file cut short ends within the data of
+    a frame: the part held is read, and the file is told as cut short."""
+    whole = write_video(tmp_path / name, face_frames(100), codec, container_options=options, streamed=streamed)
+    sampled = read_frames(whole, 10)
+    assert not sampled.info.cut_short and sampled.info.duration_s == pytest.approx(10.0)
+    sampled = read_frames(cut_short_copy(whole, tmp_path / f"cut-{name}", share), 10)
+    assert sampled.info.cut_short and sampled.info.stated_duration_s is None
+    assert 0.3 * 10 < sampled.info.duration_s < (share + 0.1) * 10 and len(sampled.frames) >= 8
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("film.mkv", {}), ("screen.mp4", {"movflags": "frag_keyframe+empty_moov"})],
+)
+def test_a_file_cut_after_its_last_frame_is_not_told_as_cut_short(tmp_path, name, options):
+    """Cut within what follows the frames (an index, tags), the file holds them all."""
+    whole = write_video(tmp_path / name, face_frames(100), "libx264", container_options=options)
+    data = whole.read_bytes()
+    with av.open(str(whole)) as container:
+        last = max(packet.pos + packet.size for packet in container.demux() if packet.size)
+    assert len(data) - last >= 8  # something follows the last frame's data
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[: len(data) - 2])
+    sampled = read_frames(cut, 10)
+    assert sampled.info.frame_count == 100 and not sampled.info.cut_short
 
 
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])

@@ -320,6 +320,31 @@ def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_pat
     assert list(upload_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "name, codec, options, streamed",
+    [
+        ("recording.webm", "libvpx-vp9", {}, True),  # a browser's recording
+        ("screen.mp4", "libx264", {"movflags": "frag_keyframe+empty_moov"}, False),
+        ("broadcast.ts", "libx264", {}, False),
+        ("old.flv", "libx264", {}, False),
+    ],
+)
+def test_a_file_cut_short_that_states_no_length_says_so(client, tmp_path, upload_dir, name, codec, options, streamed):
+    """Its header states no length to compare, but it ends within the data of a frame."""
+    whole = write_video(tmp_path / name, face_frames(100), codec, container_options=options, streamed=streamed)
+    intact = post(client, "/api/v1/detect", whole, name=name).get_json()
+    assert not intact["video"]["cut_short"] and "cut_short" not in [c["code"] for c in intact["caveats"]]
+    body = post(client, "/api/v1/detect", cut_short_copy(whole, tmp_path / f"cut-{name}", 0.45), name=name).get_json()
+    assert body["video"]["cut_short"] and body["video"]["stated_duration_s"] is None and body["label"] == intact["label"]
+    note = next(c["message"] for c in body["caveats"] if c["code"] == "cut_short")
+    assert note.startswith("The file ends early: its data stops in the middle of a frame, at 0:0")
+    assert "damaged" not in [c["code"] for c in body["caveats"]]  # the picture the cut left unfinished is no damage
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert re.search(r'<p class="notice caveat" role="note" data-caveat="cut_short">.*?in the middle of a frame', html, re.S)
+    assert "(the file ends early, in the middle of a frame)" in html
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_a_stretch_that_does_not_decode_is_told_by_the_reading_itself(client, tmp_path, upload_dir, monkeypatch):
     """Frames 30 to 64 of 90 zeroed, as an unfinished download written in parts leaves them: the
     video keeps its length, and the reading tells the damage where the check beside it did not
