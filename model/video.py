@@ -31,6 +31,10 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 # Past this many frames between two chosen frames, seeking to each one is cheaper
 # than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
+# Frames at least this far apart are read at the key frame nearest each, within its share of the
+# video (`_near_key_frames`): a seek then decodes that frame alone. Their scores moved less than
+# those of the frames half a group of pictures from the evenly spread ones (bench/key_frames.py).
+KEY_FRAMES_MIN_GAP = SEEK_MIN_GAP_FRAMES
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
@@ -701,6 +705,8 @@ class _ContainerFacts(NamedTuple):
     # frames lost where a Matroska or WebM demuxer passed over zeros: (the index into `shown_s` of
     # the frame after them, how many)
     lost: tuple[tuple[int, int], ...] = ()
+    # the key frames (indices into `shown_s`), from which a decoder starts
+    key_frames: np.ndarray = np.empty(0, dtype=np.int64)
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -728,6 +734,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
     except (av.FFmpegError, OSError):
         return _ContainerFacts(None)
     shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
+    key_frames = np.empty(0, dtype=np.int64) if times is None else np.searchsorted(times, main_stream.keys[:, 0])
     return _ContainerFacts(
         shown_s,
         interlaced,
@@ -747,6 +754,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         cut_short=stated_s is not None or main_stream.ends_within_frames,
         spoiled=main_stream.spoiled,
         lost=main_stream.lost,
+        key_frames=key_frames,
     )
 
 
@@ -852,6 +860,9 @@ class PyAVCapture:
             self._stream = self._container.streams[index]
         else:
             self._stream = self._container.streams.video[0]
+        # a picture a thread: FFmpeg's default, a slice a thread, leaves one core idle on streams
+        # of one slice a picture, as nearly every encoder writes them
+        self._stream.thread_type = "AUTO"
         self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
         self._frames = self._decoded()
         self._frame: av.VideoFrame | None = None
@@ -921,11 +932,14 @@ class PyAVCapture:
             else:
                 fps = self.get(cv2.CAP_PROP_FPS) or 25.0
                 target = start + round((index - 0.5) / fps / self._stream.time_base)
-            # MPEG transport and program streams, which have no index, are searched by decoding
-            # times, and a seek lands on the first key frame from the time sought: the decoding
-            # time of the key frame shown last before the wanted frame, where the packets tell it
+            # The key frame shown last before the wanted frame, where the packets tell it, by its
+            # presentation time: an index (MP4, Matroska) is searched by those, and its decoding
+            # time, earlier where frames are reordered, would land on the key frame before it, a
+            # group of pictures early. MPEG transport and program streams, which have none, are
+            # searched by decoding times, and a seek lands on the first key frame from the time sought.
             key = np.searchsorted(keys[:, 0], target, side="right") - 1
-            first_try = int(keys[key, 1]) if key >= 0 else max(target, start)
+            by_decoding_time = self._container.format.name in UNINDEXED_FORMATS
+            first_try = int(keys[key, int(by_decoding_time)]) if key >= 0 else max(target, start)
             seek_to, back_s = first_try, 0.0
             while True:
                 try:
@@ -1323,7 +1337,9 @@ def read_frames(
     arrays no larger than `max_side` on their longest side (`scale` says how much they were shrunk).
 
     Short clips are read in one sequential pass (grab everything, retrieve only the chosen frames; a
-    part far into the video is seeked to first); long ones seek near each chosen frame (through PyAV
+    part far into the video is seeked to first); long ones seek near each chosen frame, each moved
+    to the key frame nearest it within half the gap between them, where there is one, which PyAV
+    decodes alone (`KEY_FRAMES_MIN_GAP`; else through PyAV
     where OpenCV cannot seek, as in a browser's WebM recording, or may land on a later key frame
     unawares, as in MPEG transport and program streams: none has an index; a raw stream, whose
     packets carry no times to seek by, is read in one pass). A frame count missing from the header
@@ -1423,6 +1439,12 @@ def _sample(
     seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
     method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     undecoded = 0
+    pyav = partial(PyAVCapture, stream_index=facts.main_stream)
+    if method == "seek" and timed and len(facts.key_frames) and (span[1] - span[0]) / len(wanted) >= KEY_FRAMES_MIN_GAP:
+        # A seek decodes from the key frame before the frame sought, up to a group of pictures
+        # (x264 writes 250 frames by default) for each frame; the key frame nearest it, alone.
+        # PyAV's seek lands on it; OpenCV's on the key frame before it.
+        wanted, seek_capture = _near_key_frames(wanted, facts.key_frames, span, spoiled), pyav
     if method == "seek":
         indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2 and seek_capture is _open:
@@ -1431,7 +1453,6 @@ def _sample(
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
-    pyav = partial(PyAVCapture, stream_index=facts.main_stream)
     if method == "sequential" and spoiled:
         # zeros in the file: OpenCV passes over them unseen, and would number every later frame early
         log.info("%d frames of the file are zeros or refer to such: read by their times", len(spoiled))
@@ -1465,6 +1486,18 @@ def _sample(
     info.cut_short = facts.cut_short
     scale = frames[0].shape[0] / info.height
     return SampledFrames(info, timeline, indices, frames, method, scale, span, facts.main_stream, undecoded)
+
+
+def _near_key_frames(wanted: list[int], key_frames: np.ndarray, span: tuple[int, int], spoiled: frozenset[int]) -> list[int]:
+    """Each wanted frame moved to the key frame nearest it within half the gap between wanted
+    frames (so within its share of the span), where one is free: a seek to it decodes it alone."""
+    reach = (span[1] - span[0]) / len(wanted) / 2
+    keys = np.array([k for k in key_frames.tolist() if span[0] <= k < span[1] and k not in spoiled], dtype=np.int64)
+    chosen: list[int] = []
+    for index in wanted:
+        near = [k for k in keys[np.abs(keys - index) <= reach].tolist() if k not in chosen]
+        chosen.append(min(near, key=lambda k: abs(k - index)) if near else index)
+    return sorted(set(chosen))
 
 
 def _decoded_by_either(attempt: Callable[[Opener], T]) -> T:

@@ -49,6 +49,7 @@ from media import (
     damaged_copy,
     face_frames,
     hdr_code_values,
+    iter_face_frames,
     near_and_far_frames,
     over_blurred_copy,
     read_stamp,
@@ -149,6 +150,21 @@ def test_seek_and_sequential_read_the_same_frames(media):
     assert sequential.indices == seeking.indices
     for a, b in zip(sequential.frames, seeking.frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize("key_every, read", [(70, [70, 280, 420, 630]), (700, [0, 262, 437, 612])])
+def test_frames_far_apart_are_read_at_the_key_frames_nearest_them(tmp_path, key_every, read):
+    """A seek decodes from the key frame before the frame sought: frames far apart (175 frames
+    here) are read at the key frame nearest each, within half the gap, where there is one (with a
+    key frame every 70 frames, each has one; with the first alone, the first), and each is the
+    frame it is said to be."""
+    frames = [stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(700, (320, 180)))]
+    params = f"keyint={key_every}:min-keyint={key_every}:scenecut=0"
+    path = write_video(tmp_path / "long.mp4", frames, "libx264", options={"x264-params": params, "preset": "ultrafast"})
+    sampled = read_frames(path, 4)
+    assert sampled.method == "seek" and sampled.indices == read
+    assert [read_stamp(frame) for frame in sampled.frames] == [index % 256 for index in read]
+    assert sampled.timeline.frame_count == 700 and sampled.span_s == (0.0, 70.0)
 
 
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
