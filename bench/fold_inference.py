@@ -161,16 +161,22 @@ def compare(margins: dict, fold_of: np.ndarray, y: np.ndarray, report: dict, rou
     return out
 
 
-def fold_arguments(description: str, name: str) -> argparse.ArgumentParser:
-    """The options of a study of a cross-validation's kept fold models; its report goes to
+def manifest_arguments(description: str, name: str) -> argparse.ArgumentParser:
+    """The options of a study of a manifest's clips; its report goes to
     bench/results/<name>-<date>.json by default."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--report", required=True, help="crossval.json of a run with --keep-models")
-    parser.add_argument("--models", required=True, help="the folder of its fold-<k>.pt")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--root", default=None)
-    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{name}-{datetime.date.today()}.json"))
+    return parser
+
+
+def fold_arguments(description: str, name: str) -> argparse.ArgumentParser:
+    """The options of a study of a cross-validation's kept fold models (`manifest_arguments`)."""
+    parser = manifest_arguments(description, name)
+    parser.add_argument("--report", required=True, help="crossval.json of a run with --keep-models")
+    parser.add_argument("--models", required=True, help="the folder of its fold-<k>.pt")
+    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds")
     return parser
 
 

@@ -15,7 +15,6 @@ p_fake from the evenly spread frames' (paired), the verdicts it turns, and each 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -31,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fold_inference import manifest_arguments  # noqa: E402  (beside this script)
 from model.dataset import read_manifest, shown_path  # noqa: E402
 from model.detector import Detector  # noqa: E402
 from model.evaluation import roc_auc  # noqa: E402
@@ -107,11 +107,7 @@ def compare(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--root", default=None)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"key-frames-{datetime.date.today()}.json"))
-    args = parser.parse_args()
+    args = manifest_arguments(__doc__.splitlines()[0], "key-frames").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     detector = Detector()

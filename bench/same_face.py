@@ -12,7 +12,6 @@ Only figures are written.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import itertools
 import json
@@ -26,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fold_inference import manifest_arguments  # noqa: E402  (beside this script)
 from model.dataset import read_manifest, shown_path  # noqa: E402
 from model.faces import (  # noqa: E402
     SAME_FACE_DISTANCE,
@@ -66,11 +66,7 @@ def describe(distances: list[float]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--root", default=None)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / f"same-face-{datetime.date.today()}.json"))
-    args = parser.parse_args()
+    args = manifest_arguments(__doc__.splitlines()[0], "same-face").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     clips = read_manifest(args.manifest, args.root)
