@@ -860,9 +860,6 @@ class PyAVCapture:
             self._stream = self._container.streams[index]
         else:
             self._stream = self._container.streams.video[0]
-        # a picture a thread: FFmpeg's default, a slice a thread, leaves one core idle on streams
-        # of one slice a picture, as nearly every encoder writes them
-        self._stream.thread_type = "AUTO"
         self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
         self._frames = self._decoded()
         self._frame: av.VideoFrame | None = None
