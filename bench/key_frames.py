@@ -1,12 +1,12 @@
-"""Whether reading a long video's frames at the key frames nearest them changes its verdicts:
-what `model.video.KEY_FRAMES_MIN_GAP` rests on.
+"""Whether reading a video's frames at the key frames nearest them changes its verdicts: what
+`model.video._near_key_frames` rests on.
 
     python bench/key_frames.py --manifest weights/ffpp_c23_train_clips.csv --root DATA \\
         [--out bench/results/key-frames-DATE.json]
 
-A seek decodes from the key frame before the frame sought, so far-apart frames are read at the
-key frame nearest each; but a key frame is coded more finely than the frames that refer to it,
-and compression is what the detector reads. Each clip (its first 16 s) is re-encoded with a key
+A seek decodes from the key frame before the frame sought, so frames are read at the key frame
+nearest each where that decodes fewer frames than a pass; but a key frame is coded more finely
+than the frames that refer to it, and compression is what the detector reads. Each clip (its first 16 s) is re-encoded with a key
 frame every 12 frames (H.264, CRF 23), so that every one of 20 frames spread evenly over it has
 one near; it is judged on those 20 frames, on the key frame nearest each, on the frame after
 that key frame, and, as a yardstick for any other choice of frames, on the 20 frames half a

@@ -31,6 +31,9 @@ CLIPS = {  # name: (width, height, seconds, fps, codec, container)
     "1080p_10s": (1920, 1080, 10, 30, "libx264", "mp4"),
     "2160p_10s": (3840, 2160, 10, 30, "libx264", "mp4"),  # a phone's 4K
     "1080p_10min": (1920, 1080, 600, 30, "libx264", "mp4"),
+    # with a key frame every second, as a phone's camera may write them (x264's default is 250
+    # frames): read at its key frames, where that decodes fewer frames than a pass
+    "1080p_60s_phone": (1920, 1080, 60, 30, "libx264", "mp4"),
     # the same packets in an MPEG transport stream (as broadcasts and camcorders' .mts are): no
     # index, so its frames are seeked by PyAV
     "1080p_10min_ts": (1920, 1080, 600, 30, "libx264", "ts"),
@@ -39,14 +42,15 @@ CLIPS = {  # name: (width, height, seconds, fps, codec, container)
     "1080p_10min_h264": (1920, 1080, 600, 30, "libx264", "h264"),
 }
 SEQUENCE_LENGTHS = (20, 60, 100)
+KEY_EVERY = {"1080p_60s_phone": 30}  # frames; else x264's default
 BASELINE_CLIP = "720p_10s"
 
 
 def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
-    """The generated face clips of those `names`; the 10-minute ones repeat their 10 s clip's
+    """The generated face clips of those `names`; the longer ones repeat their 10 s clip's
     packets (no re-encode)."""
     import av
-    from media import iter_face_frames, write_h264, write_video
+    from media import iter_face_frames, write_video
 
     from model.augment import write_webp
 
@@ -64,12 +68,15 @@ def make_clips(folder: Path, names: set[str]) -> dict[str, Path]:
         if codec != "libx264":
             write_video(path, iter_face_frames(seconds * fps, (width, height)), codec, fps)
             continue
+        options = {"preset": "veryfast"}
+        if key_every := KEY_EVERY.get(name):
+            options["x264-params"] = f"keyint={key_every}:min-keyint={key_every}:scenecut=0"
         if seconds <= 10:
-            write_h264(path, iter_face_frames(seconds * fps, (width, height)), fps, preset="veryfast")
+            write_video(path, iter_face_frames(seconds * fps, (width, height)), codec, fps, options=options)
             continue
-        short = folder / f"{width}x{height}_{fps}_10s.mp4"
+        short = folder / f"{width}x{height}_{fps}_10s{f'_key_every_{key_every}' if key_every else ''}.mp4"
         if not short.exists():
-            write_h264(short, iter_face_frames(10 * fps, (width, height)), fps, preset="veryfast")
+            write_video(short, iter_face_frames(10 * fps, (width, height)), codec, fps, options=options)
         with av.open(str(short)) as src:
             packets = [p for p in src.demux(src.streams.video[0]) if p.size]
             template = src.streams.video[0]
@@ -161,15 +168,16 @@ def measure_crossover(clip: Path, counts: tuple[int, ...] = (2, 4, 8, 16, 30)) -
 
 def measure_parts(clip: Path, count: int = 20) -> list[dict]:
     """Decode time of `count` frames from a part of a long video: near its start and near its
-    end, read with a seek to the part (as the detector reads it) or decoded from the video's start."""
-    from model.video import SEEK_MIN_GAP_FRAMES, TimeRange, read_frames
+    end, read as the detector reads them (a seek to the part, then one pass, or a seek to each
+    frame's key frame, whichever decodes fewer frames) or decoded from the video's start."""
+    from model.video import TimeRange, read_frames
 
     duration = read_frames(clip, 1).timeline.duration_s  # a raw stream's header states none
     rows = []
     for start in (30.0, duration - 60):
         part = TimeRange(start, start + 30)
         times = {}
-        for how, gap in (("seek_to_part", SEEK_MIN_GAP_FRAMES), ("decode_from_start", 10**9)):
+        for how, gap in (("seek_to_part", None), ("decode_from_start", 10**9)):
             begun = time.perf_counter()
             read_frames(clip, count, seek_min_gap=gap, part=part)
             times[how] = time.perf_counter() - begun

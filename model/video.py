@@ -28,13 +28,15 @@ log = logging.getLogger(__name__)
 # user set is kept.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
-# Past this many frames between two chosen frames, seeking to each one is cheaper
-# than decoding through (bench/pipeline.py measures the crossover).
+# Where the key frames are not known: past this many frames between two chosen frames, seeking
+# to each one is cheaper than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
-# Frames at least this far apart are read at the key frame nearest each, within its share of the
-# video (`_near_key_frames`): a seek then decodes that frame alone. Their scores moved less than
-# those of the frames half a group of pictures from the evenly spread ones (bench/key_frames.py).
-KEY_FRAMES_MIN_GAP = SEEK_MIN_GAP_FRAMES
+# What PyAV's seek to a key frame and its decoding cost, in frames decoded in one pass by OpenCV,
+# and each frame PyAV decodes from there (its decoder runs one thread, OpenCV's one a core): the
+# dearest of the public clips measured, rounded up (5.7–9.9 and 1.1–1.9; bench/seek_costs.py), so
+# that frames are moved off their even spread only where that is cheaper for any of them.
+SEEK_COST_FRAMES = 10
+SOUGHT_FRAME_COST = 2
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
@@ -707,6 +709,8 @@ class _ContainerFacts(NamedTuple):
     lost: tuple[tuple[int, int], ...] = ()
     # the key frames (indices into `shown_s`), from which a decoder starts
     key_frames: np.ndarray = np.empty(0, dtype=np.int64)
+    # the main stream's packets as read here, for PyAV's seeks (the stream itself is closed)
+    timing: _MainStream | None = None
 
 
 def _container_facts(path: str | Path) -> _ContainerFacts:
@@ -755,6 +759,7 @@ def _container_facts(path: str | Path) -> _ContainerFacts:
         spoiled=main_stream.spoiled,
         lost=main_stream.lost,
         key_frames=key_frames,
+        timing=main_stream,
     )
 
 
@@ -837,8 +842,9 @@ class PyAVCapture:
     says what). Of several video streams it reads the one a player shows (`_main_stream`).
     Frames come out as BGR, as OpenCV's do."""
 
-    def __init__(self, path: str | Path, stream_index: int | None = None):
-        """`stream_index`: the stream to read, where the caller has chosen it already."""
+    def __init__(self, path: str | Path, stream_index: int | None = None, timing: _MainStream | None = None):
+        """`stream_index`: the stream to read, where the caller has chosen it already; `timing`:
+        its packets' times, where the caller has read them (`_ContainerFacts.timing`)."""
         try:
             self._container = av.open(str(path))
         except (av.FFmpegError, OSError) as error:
@@ -850,7 +856,7 @@ class PyAVCapture:
         except VideoError:
             self._container.close()
             raise
-        self._timing: _MainStream | None = None  # the packets' times (`_stream_timing`)
+        self._timing = timing  # the packets' times (`_stream_timing`)
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
@@ -1325,7 +1331,7 @@ def _info(capture: Capture) -> VideoInfo:
 def read_frames(
     path: str | Path,
     count: int,
-    seek_min_gap: int = SEEK_MIN_GAP_FRAMES,
+    seek_min_gap: int | None = None,
     progress: Progress | None = None,
     max_side: int = MAX_FRAME_SIDE,
     part: TimeRange = TimeRange(),
@@ -1333,13 +1339,16 @@ def read_frames(
     """Decode `count` frames spread evenly over the whole video, or over a `part` of it, as RGB
     arrays no larger than `max_side` on their longest side (`scale` says how much they were shrunk).
 
-    Short clips are read in one sequential pass (grab everything, retrieve only the chosen frames; a
-    part far into the video is seeked to first); long ones seek near each chosen frame, each moved
-    to the key frame nearest it within half the gap between them, where there is one, which PyAV
-    decodes alone (`KEY_FRAMES_MIN_GAP`; else through PyAV
-    where OpenCV cannot seek, as in a browser's WebM recording, or may land on a later key frame
-    unawares, as in MPEG transport and program streams: none has an index; a raw stream, whose
-    packets carry no times to seek by, is read in one pass). A frame count missing from the header
+    The frames are read in one sequential pass (grab everything, retrieve only the chosen frames;
+    a part far into the video is sought first), or by a seek to each, whichever decodes fewer
+    frames (`_seeking_is_cheaper`). A seek decodes from the key frame before the frame sought, so
+    each frame is then moved to the key frame nearest it within half the gap between them, where
+    there is one, which PyAV decodes alone. Where the key frames are not known, or `seek_min_gap`
+    is given, frames that many or more apart (`SEEK_MIN_GAP_FRAMES`) are sought as they are
+    (through PyAV where OpenCV cannot seek, as in a browser's WebM recording, or may land on a
+    later key frame unawares, as in MPEG transport and program streams: none has an index; a raw
+    stream, whose packets carry no times to seek by, is sought by its bytes or read in one pass),
+    and a part that many frames in is sought first. A frame count missing from the header
     is taken from the container's packets, without decoding, as is one the container does not store
     (an estimate from the duration, which may be a frame short), one that counts frames an edit list
     hides (a clip trimmed without re-encoding), or one that counts only the first of recordings
@@ -1372,7 +1381,7 @@ def read_frames(
     # odd, counts and seeks in ticks of the time base
     if facts.interlaced or facts.hdr or facts.several_streams or facts.odd_rate:
         # the stream chosen once here, not by every capture the reading opens
-        pyav = partial(PyAVCapture, stream_index=facts.main_stream)
+        pyav = partial(PyAVCapture, stream_index=facts.main_stream, timing=facts.timing)
         return _sample(path, count, seek_min_gap, progress, max_side, part, pyav, facts)
     return _decoded_by_either(lambda open_capture: _sample(path, count, seek_min_gap, progress, max_side, part, open_capture, facts))
 
@@ -1433,20 +1442,26 @@ def _sample(
     # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above). Past
     # zeros, which it passes over unseen, OpenCV's misses frames.
     by_pyav = facts.unindexed or facts.sought_by_bytes or bool(spoiled)
-    seek_capture = PyAVCapture if by_pyav and open_capture is _open else open_capture
-    method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
+    pyav = partial(PyAVCapture, stream_index=facts.main_stream, timing=facts.timing)  # the packets not read again
+    seek_capture = pyav if by_pyav and open_capture is _open else open_capture
     undecoded = 0
-    pyav = partial(PyAVCapture, stream_index=facts.main_stream)
-    if method == "seek" and timed and len(facts.key_frames) and (span[1] - span[0]) / len(wanted) >= KEY_FRAMES_MIN_GAP:
+    by_cost = seek_min_gap is None and seekable and timed and len(facts.key_frames) > 0
+    if by_cost:
         # A seek decodes from the key frame before the frame sought, up to a group of pictures
-        # (x264 writes 250 frames by default) for each frame; the key frame nearest it, alone.
-        # PyAV's seek lands on it; OpenCV's on the key frame before it.
-        wanted, seek_capture = _near_key_frames(wanted, facts.key_frames, span, spoiled), pyav
+        # (x264 writes 250 frames by default, phones about a second's) for each frame; the key
+        # frame nearest it, alone. PyAV's seek lands on it; OpenCV's on the key frame before it.
+        at_keys = _near_key_frames(wanted, facts.key_frames, span, spoiled)
+        method = "seek" if _seeking_is_cheaper(at_keys, facts.key_frames) else "sequential"
+        if method == "seek":
+            wanted, seek_capture = at_keys, pyav
+    else:
+        seek_min_gap = seek_min_gap or SEEK_MIN_GAP_FRAMES
+        method = "seek" if seekable and (span[1] - span[0]) / len(wanted) >= seek_min_gap else "sequential"
     if method == "seek":
         indices, frames = _with_capture(seek_capture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2 and seek_capture is _open:
             # OpenCV cannot seek in a container without an index (a browser's WebM recording); PyAV can
-            indices, frames = _with_capture(PyAVCapture, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
+            indices, frames = _with_capture(pyav, path, lambda c: _read_seeking(c, wanted, to_rgb, progress))
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
@@ -1455,8 +1470,13 @@ def _sample(
         log.info("%d frames of the file are zeros or refer to such: read by their times", len(spoiled))
         indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
     elif method == "sequential":
-        seek_first = seekable and wanted[0] >= seek_min_gap  # cheaper than decoding up to a part far in
-        first_capture = seek_capture if seek_first else open_capture
+        # cheaper than decoding up to a part far in
+        if by_cost:
+            seek_first = _frames_decoded_to_reach(wanted[0], facts.key_frames) < wanted[0] + 1
+            first_capture = pyav if seek_first else open_capture
+        else:
+            seek_first = seekable and wanted[0] >= seek_min_gap
+            first_capture = seek_capture if seek_first else open_capture
         indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1] and frames and timed:
             # Frames decoded, but fewer than the file holds packets for, each timed: a damaged
@@ -1483,6 +1503,21 @@ def _sample(
     info.cut_short = facts.cut_short
     scale = frames[0].shape[0] / info.height
     return SampledFrames(info, timeline, indices, frames, method, scale, span, facts.main_stream, undecoded)
+
+
+def _frames_decoded_to_reach(index: int, key_frames: np.ndarray) -> int:
+    """What a seek to frame `index` costs, in frames decoded in one pass: the seek to the key
+    frame before it, and the frames decoded from there (`SEEK_COST_FRAMES`)."""
+    before = int(np.searchsorted(key_frames, index, side="right")) - 1
+    return SEEK_COST_FRAMES + (index - (int(key_frames[before]) if before >= 0 else 0)) * SOUGHT_FRAME_COST
+
+
+def _seeking_is_cheaper(wanted: list[int], key_frames: np.ndarray) -> bool:
+    """Whether a seek to each wanted frame costs less than one pass through the last of them,
+    from the first (reached by a seek where that is cheaper than decoding from the start)."""
+    seeks = sum(_frames_decoded_to_reach(index, key_frames) for index in wanted)
+    one_pass = min(wanted[0] + 1, _frames_decoded_to_reach(wanted[0], key_frames)) + wanted[-1] - wanted[0]
+    return seeks < one_pass
 
 
 def _near_key_frames(wanted: list[int], key_frames: np.ndarray, span: tuple[int, int], spoiled: frozenset[int]) -> list[int]:

@@ -152,19 +152,46 @@ def test_seek_and_sequential_read_the_same_frames(media):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
 
 
-@pytest.mark.parametrize("key_every, read", [(70, [70, 280, 420, 630]), (700, [0, 262, 437, 612])])
-def test_frames_far_apart_are_read_at_the_key_frames_nearest_them(tmp_path, key_every, read):
-    """A seek decodes from the key frame before the frame sought: frames far apart (175 frames
-    here) are read at the key frame nearest each, within half the gap, where there is one (with a
-    key frame every 70 frames, each has one; with the first alone, the first), and each is the
-    frame it is said to be."""
-    frames = [stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(700, (320, 180)))]
+@pytest.mark.parametrize(
+    "length, key_every, method, read",
+    [
+        (700, 70, "seek", [70, 280, 420, 630]),  # 175 frames apart, each with a key frame near
+        (300, 10, "seek", [40, 110, 190, 260]),  # 75 apart: as far as a short clip's
+        (700, 700, "sequential", [87, 262, 437, 612]),  # the first frame alone a key frame
+    ],
+)
+def test_frames_are_read_at_the_key_frames_nearest_them_where_that_decodes_fewer(tmp_path, length, key_every, method, read):
+    """A seek decodes from the key frame before the frame sought: where each frame has a key frame
+    within half the gap between them, it is read there, by a seek that decodes that frame alone,
+    however near the frames are; where the key frames are too far apart, in one pass, as spread.
+    Each frame read is the frame it is said to be."""
+    frames = [stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(length, (320, 180)))]
     params = f"keyint={key_every}:min-keyint={key_every}:scenecut=0"
-    path = write_video(tmp_path / "long.mp4", frames, "libx264", options={"x264-params": params, "preset": "ultrafast"})
+    path = write_video(tmp_path / "clip.mp4", frames, "libx264", options={"x264-params": params, "preset": "ultrafast"})
     sampled = read_frames(path, 4)
-    assert sampled.method == "seek" and sampled.indices == read
+    assert sampled.method == method and sampled.indices == read
     assert [read_stamp(frame) for frame in sampled.frames] == [index % 256 for index in read]
-    assert sampled.timeline.frame_count == 700 and sampled.span_s == (0.0, 70.0)
+    assert sampled.timeline.frame_count == length and sampled.span_s == (0.0, length / 10)
+
+
+def test_a_part_far_in_is_read_in_one_pass_from_the_key_frame_before_it(tmp_path, monkeypatch):
+    """Frames too near one another for a seek each are read in one pass; where the part begins
+    past a key frame, the pass begins there (by PyAV's seek, which lands on it), not at the start."""
+    frames = [stamp_number(frame, i % 256) for i, frame in enumerate(iter_face_frames(300, (320, 180)))]
+    params = "keyint=50:min-keyint=50:scenecut=0"
+    path = write_video(tmp_path / "clip.mp4", frames, "libx264", options={"x264-params": params, "preset": "ultrafast"})
+    sought, set_property = [], PyAVCapture.set
+
+    def noting_seeks(capture: PyAVCapture, prop: int, value: float) -> bool:
+        if prop == cv2.CAP_PROP_POS_FRAMES:
+            sought.append(value)
+        return set_property(capture, prop, value)
+
+    monkeypatch.setattr(PyAVCapture, "set", noting_seeks)
+    sampled = read_frames(path, 20, part=TimeRange(16.0, 26.0))
+    assert sampled.method == "sequential" and sampled.indices == sample_indices(260, 20, start=160)
+    assert sought == sampled.indices[:1]
+    assert [read_stamp(frame) for frame in sampled.frames] == [index % 256 for index in sampled.indices]
 
 
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
@@ -264,8 +291,8 @@ def test_a_stream_pyav_cannot_seek_is_read_in_one_pass(tmp_path, monkeypatch):
         def __getattr__(self, name):
             return getattr(self._container, name)
 
-    def unseekable_capture(path):
-        capture = PyAVCapture(path)
+    def unseekable_capture(path, **options):
+        capture = PyAVCapture(path, **options)
         capture._container = Unseekable(capture._container)
         return capture
 
