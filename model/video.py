@@ -32,10 +32,10 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 # to each one is cheaper than decoding through (bench/pipeline.py measures the crossover).
 SEEK_MIN_GAP_FRAMES = 150
 # What PyAV's seek to a key frame and its decoding cost, in frames decoded in one pass by OpenCV,
-# and each frame PyAV decodes from there (its decoder runs one thread, OpenCV's one a core): the
-# dearest of the public clips measured, rounded up (5.7–9.9 and 1.1–1.9; bench/seek_costs.py), so
-# that frames are moved off their even spread only where that is cheaper for any of them.
-SEEK_COST_FRAMES = 10
+# and each frame PyAV decodes from there (its decoder runs one thread, OpenCV's one a core): about
+# the 90th percentile of 127 public clips (medians 8.3 and 1.4; bench/seek_costs.py), so that
+# frames are moved off their even spread only where that is cheaper for nearly any video.
+SEEK_COST_FRAMES = 12
 SOUGHT_FRAME_COST = 2
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
@@ -1448,8 +1448,8 @@ def _sample(
     by_cost = seek_min_gap is None and seekable and timed and len(facts.key_frames) > 0
     if by_cost:
         # A seek decodes from the key frame before the frame sought, up to a group of pictures
-        # (x264 writes 250 frames by default, phones about a second's) for each frame; the key
-        # frame nearest it, alone. PyAV's seek lands on it; OpenCV's on the key frame before it.
+        # (x264 writes 250 frames by default; a phone may write a second's) for each frame; the
+        # key frame nearest it, alone. PyAV's seek lands on it; OpenCV's on the key frame before it.
         at_keys = _near_key_frames(wanted, facts.key_frames, span, spoiled)
         method = "seek" if _seeking_is_cheaper(at_keys, facts.key_frames) else "sequential"
         if method == "seek":
