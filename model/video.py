@@ -626,10 +626,10 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
     """Whether the file ends within the data of its frames, as a download or copy cut short
     leaves it: told where the container states no length to compare (`_length_cut_short`), as a
     fragmented MP4 (a screen recorder's, a stream saved), a browser's WebM recording or an MPEG
-    transport stream does not. `last`: the last packet read, of any stream. FFmpeg's demuxers
-    flag a packet they read short (FLV, AVI), but Matroska's leaves it out, a transport stream's
-    keeps it unflagged, and an MP4's may stop at a sound packet past the end before the video's
-    packets before it."""
+    transport or program stream does not. `last`: the last packet read, of any stream. FFmpeg's
+    demuxers flag a packet they read short (FLV, AVI), but Matroska's leaves it out, a transport
+    stream's keeps it unflagged, a program stream's parser puts out an unflagged frame after it,
+    and an MP4's may stop at a sound packet past the end before the video's packets before it."""
     if last is None:
         return False
     formats = container.format.name.split(",")
@@ -639,7 +639,65 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
         return all(os.path.getsize(container.name) % size for size in TS_PACKET_SIZES)
     if "mp4" in formats:
         return _mp4_ends_within_media(container.name)
+    if "mpeg" in formats:
+        return _program_stream_ends_within_packet(container.name)
     return last.is_corrupt
+
+
+# An MPEG program stream's start codes (00 00 01, then one of these): a pack's header, the
+# stream's end; the packets of streams of frames (private, as DVDs' sound; MPEG audio; video)
+MPEG_PACK, MPEG_END = 0xBA, 0xB9
+MPEG_FRAME_STREAMS = frozenset({0xBD, *range(0xC0, 0xF0)})
+# bytes read from a program stream's end: its packs are 2 KiB on a DVD, a packet at most 64 KiB
+MPEG_TAIL_BYTES = 1 << 18
+
+
+def _program_stream_ends_within_packet(path: str) -> bool:
+    """Whether an MPEG program stream (.mpg, .vob, a camcorder's .mod) ends within a packet of
+    frames, as its length states it, or within a pack's header: its packs are walked from the
+    first pack header in its last bytes from which they follow one another unbroken to the end."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        start = max(file_size - MPEG_TAIL_BYTES, 0)
+        tail = _read_at(file, start, file_size - start)
+    for pack in re.finditer(b"\x00\x00\x01\xba", tail):
+        if (ends_within := _packs_end_within_packet(tail, pack.start())) is not None:
+            return ends_within
+    return False
+
+
+def _packs_end_within_packet(data: bytes, at: int) -> bool | None:
+    """From the pack header at `at`: whether `data` ends within a packet of frames or a pack's
+    header; None where what follows is not packs and packets one after another."""
+    while at < len(data):
+        code = data[at : at + 4]
+        if code[:3] != b"\x00\x00\x01"[: len(code[:3])]:
+            return None
+        if len(code) < 4:
+            return False  # the end within a start code: of what, it does not tell
+        kind = code[3]
+        if kind == MPEG_PACK:
+            header = data[at + 4 : at + 14]
+            if not header:
+                return True
+            if header[0] & 0xC0 == 0x40:  # MPEG-2: 14 bytes, and stuffing
+                size = 14 + (header[9] & 7 if len(header) == 10 else 0)
+            elif header[0] & 0xF0 == 0x20:  # MPEG-1
+                size = 12
+            else:
+                return None
+        elif kind == MPEG_END:
+            size = 4
+        elif kind > MPEG_END:  # a system header or a packet: its length follows
+            if len(data) - at < 6:
+                return kind in MPEG_FRAME_STREAMS
+            size = 6 + int.from_bytes(data[at + 4 : at + 6], "big")
+        else:
+            return None
+        if at + size > len(data):
+            return kind in MPEG_FRAME_STREAMS or kind == MPEG_PACK
+        at += size
+    return False
 
 
 # An MP4's top-level boxes that hold or describe its frames' data
