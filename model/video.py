@@ -498,6 +498,13 @@ def _ebml_number(data: bytes, at: int) -> tuple[int, int] | None:
     return int.from_bytes(data[at : at + length], "big"), length
 
 
+def _ebml_size(value: int, length: int) -> int | None:
+    """An EBML element's size from its variable-length number (`_ebml_number`): the value without
+    its length marker; None where its bits are all ones, a size not known (a live recording's cluster)."""
+    size = value & ((1 << 7 * length) - 1)
+    return None if size == (1 << 7 * length) - 1 else size
+
+
 def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
     """Whether a Matroska or WebM file ends within a block, or a cluster, after the one holding
     its last packet (`position`, `size`: the packet's, as FFmpeg's demuxer gives it, where the
@@ -510,8 +517,9 @@ def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
         for length in range(1, 9):
             number = _ebml_number(before, len(before) - length)
             if number is not None and number[1] == length and len(before) > length and before[-length - 1] in (0xA3, 0xA1):
-                at = position + (number[0] & ((1 << 7 * length) - 1))
-                if at >= position + size:
+                block_size = _ebml_size(*number)
+                if block_size is not None and block_size >= size:
+                    at = position + block_size
                     break
         else:
             return False  # not laid out as expected: nothing told
@@ -526,12 +534,11 @@ def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
                 # the file ends within the element's header; else not an element: nothing told
                 return len(header) < 12 and header[0] in (0xA3, 0xA0, MATROSKA_CLUSTER >> 24)
             (kind, id_length), (value, size_length) = element, size_field
-            content = value & ((1 << 7 * size_length) - 1)
-            unknown = content == (1 << 7 * size_length) - 1
-            if kind not in MATROSKA_FRAME_ELEMENTS | MATROSKA_OTHER_ELEMENTS or (unknown and kind != MATROSKA_CLUSTER):
+            content = _ebml_size(value, size_length)
+            if kind not in MATROSKA_FRAME_ELEMENTS | MATROSKA_OTHER_ELEMENTS or (content is None and kind != MATROSKA_CLUSTER):
                 return False
             start = at + id_length + size_length
-            if unknown:  # a live recording's cluster: its elements follow
+            if content is None:  # a live recording's cluster: its elements follow
                 at = start
             elif start + content > file_size:
                 return kind in MATROSKA_FRAME_ELEMENTS
