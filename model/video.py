@@ -33,8 +33,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 SEEK_MIN_GAP_FRAMES = 150
 # What PyAV's seek to a key frame and its decoding cost, in frames decoded in one pass by OpenCV,
 # and each frame PyAV decodes from there (its decoder runs one thread, OpenCV's one a core): about
-# the 90th percentile of 127 public clips (medians 8.3 and 1.4; bench/seek_costs.py), so that
-# frames are moved off their even spread only where that is cheaper for nearly any video.
+# the 90th percentiles of 127 public clips (11.3 and 2.1; medians 8.2 and 1.4; bench/seek_costs.py),
+# so that frames are moved off their even spread only where that is cheaper for nearly any video.
 SEEK_COST_FRAMES = 12
 SOUGHT_FRAME_COST = 2
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
