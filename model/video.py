@@ -715,14 +715,15 @@ MAX_TOP_BOXES = 100_000
 
 def _mp4_ends_within_media(path: str) -> bool:
     """Whether an MP4 (or QuickTime) file ends within a box of media data, or a fragment's
-    header, as its size states it."""
+    header, as its size states it, or right after a fragment's header, or within the header of
+    the box that follows it (its media data)."""
     with open(path, "rb") as file:
         file_size = file.seek(0, os.SEEK_END)
-        at = 0
+        at, kind = 0, b""
         for _ in range(MAX_TOP_BOXES):
             header = _read_at(file, at, 16)
             if len(header) < 8:
-                return False
+                return kind == b"moof"
             size, kind = int.from_bytes(header[:4], "big"), header[4:8]
             if size == 1 and len(header) == 16:  # a 64-bit size follows
                 size = int.from_bytes(header[8:16], "big")
