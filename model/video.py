@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import logging
 import math
@@ -713,26 +714,87 @@ MP4_MEDIA_BOXES = frozenset({b"mdat", b"moof"})
 MAX_TOP_BOXES = 100_000
 
 
+def _mp4_boxes(file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """An MP4's (or QuickTime file's) top-level boxes: (where each begins, its size as stated,
+    its kind), up to the last whose header is whole; one whose size is 0 (up to the end of the
+    file) or not a size ends the walk."""
+    at = 0
+    for _ in range(MAX_TOP_BOXES):
+        header = _read_at(file, at, 16)
+        if len(header) < 8:
+            return
+        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if size == 1 and len(header) == 16:  # a 64-bit size follows
+            size = int.from_bytes(header[8:16], "big")
+        if size < 8:
+            return
+        yield at, size, kind
+        at += size
+
+
 def _mp4_ends_within_media(path: str) -> bool:
     """Whether an MP4 (or QuickTime) file ends within a box of media data, or a fragment's
     header, as its size states it, or right after a fragment's header, or within the header of
     the box that follows it (its media data)."""
     with open(path, "rb") as file:
         file_size = file.seek(0, os.SEEK_END)
-        at, kind = 0, b""
-        for _ in range(MAX_TOP_BOXES):
-            header = _read_at(file, at, 16)
-            if len(header) < 8:
-                return kind == b"moof"
-            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if size == 1 and len(header) == 16:  # a 64-bit size follows
-                size = int.from_bytes(header[8:16], "big")
-            if size < 8:  # 0: up to the end of the file
-                return False
+        at, size, kind = 0, 0, b""
+        for at, size, kind in _mp4_boxes(file):
             if at + size > file_size:
                 return kind in MP4_MEDIA_BOXES
-            at += size
-    return False
+        # the file ends right after the last box whole, or within the header of the next
+        return kind == b"moof" and at + size + 8 > file_size
+
+
+def _mp4_whole_fragments(path: str | Path) -> int:
+    """Where an MP4 cut within a fragment's header ends its whole fragments (bytes), else 0."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        return next((at for at, size, kind in _mp4_boxes(file) if kind == b"moof" and at + size > file_size), 0)
+
+
+class _FilePrefix(io.RawIOBase):
+    """The first `length` bytes of a file, read as the whole of it."""
+
+    def __init__(self, path: str | Path, length: int):
+        super().__init__()
+        self.name = str(path)  # PyAV's container takes it for its name
+        self._file = open(path, "rb")
+        self._length = length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = max(0, min(len(buffer), self._length - self._file.tell()))
+        return self._file.readinto(memoryview(buffer)[:wanted]) if wanted else 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        origin = {os.SEEK_SET: 0, os.SEEK_CUR: self._file.tell(), os.SEEK_END: self._length}[whence]
+        return self._file.seek(origin + offset)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_container(path: str | Path) -> av.container.InputContainer:
+    """PyAV's container of the file. An MP4 cut within a fragment's header, whose header FFmpeg
+    cannot read, is opened as far as its whole fragments go (the cut is told from the file
+    itself, `_mp4_ends_within_media`)."""
+    try:
+        return av.open(str(path))
+    except av.FFmpegError:  # the end of the file, or invalid data, where the fragment's header stops
+        if not (whole := _mp4_whole_fragments(path)):
+            raise
+    log.info("%s ends within a fragment's header: read up to it", path)
+    return av.open(_FilePrefix(path, whole))
 
 
 class _ContainerFacts(NamedTuple):
@@ -782,7 +844,7 @@ class _ContainerFacts(NamedTuple):
 def _container_facts(path: str | Path) -> _ContainerFacts:
     """What the container tells without decoding the video."""
     try:
-        with av.open(str(path)) as container:
+        with _open_container(path) as container:
             _refuse_sound(container)
             if not container.streams.video:
                 return _ContainerFacts(None)
@@ -912,7 +974,7 @@ class PyAVCapture:
         """`stream_index`: the stream to read, where the caller has chosen it already; `timing`:
         its packets' times, where the caller has read them (`_ContainerFacts.timing`)."""
         try:
-            self._container = av.open(str(path))
+            self._container = _open_container(path)
         except (av.FFmpegError, OSError) as error:
             raise _Undecodable(NOT_OPENED) from error
         try:
@@ -926,7 +988,7 @@ class PyAVCapture:
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
         elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
-            with av.open(str(path)) as container:
+            with _open_container(path) as container:
                 self._timing = _main_stream(container)
                 index = self._timing.stream.index  # read while that container is open
             self._stream = self._container.streams[index]
@@ -1054,7 +1116,7 @@ class PyAVCapture:
 
     def _stream_timing(self) -> _MainStream:
         if self._timing is None:  # read from the packets once, when a seek or `grab_shown` needs them
-            with av.open(str(self._path)) as container:
+            with _open_container(self._path) as container:
                 self._timing = _main_stream(container)
         return self._timing
 
@@ -1119,7 +1181,7 @@ def damaged_pictures(
     if animated_webp_durations(path):
         return 0
     try:
-        with av.open(str(path)) as container:
+        with _open_container(path) as container:
             if not container.streams.video:
                 return 0
             stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
@@ -1364,7 +1426,7 @@ def _probed_by_pyav(path: str | Path) -> bool:
     """Whether the container, as declared, holds several video streams or an odd rate (False
     where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound."""
     try:
-        with av.open(str(path)) as container:
+        with _open_container(path) as container:
             _refuse_sound(container)
             streams = container.streams.video
             return len(streams) > 1 or (len(streams) == 1 and _odd_rate(streams[0]))

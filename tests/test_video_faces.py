@@ -481,10 +481,11 @@ def test_a_file_cut_short_whose_header_states_no_length_is_told_where_it_ends_wi
     assert 0.3 * 10 < sampled.info.duration_s < (share + 0.1) * 10 and len(sampled.frames) >= 8
 
 
-@pytest.mark.parametrize("into_media_header", [0, 4])
-def test_a_fragmented_mp4_cut_at_a_fragments_media_data_is_told_as_cut_short(tmp_path, into_media_header):
-    """Cut after a fragment's header, at or within the header of its media data, the file lacks
-    that fragment's frames: the fragments before it are read, and the file is told as cut short."""
+@pytest.mark.parametrize("past_fragment_header", [-4, 0, 4])  # within it (FFmpeg cannot open that); after it; within what follows
+def test_a_fragmented_mp4_cut_at_a_fragments_header_is_told_as_cut_short(tmp_path, past_fragment_header):
+    """Cut within a fragment's header, or after it, at or within the header of its media data,
+    the file lacks that fragment's frames: the fragments before it are read, and the file is told
+    as cut short."""
     options = {"x264-params": "keyint=25:min-keyint=25:scenecut=0"}
     fragmented = {"movflags": "frag_keyframe+empty_moov"}
     whole = write_video(tmp_path / "screen.mp4", face_frames(100), "libx264", options=options, container_options=fragmented)
@@ -494,7 +495,7 @@ def test_a_fragmented_mp4_cut_at_a_fragments_media_data_is_told_as_cut_short(tmp
         at += boxes[-1][1]
     second_fragment = [(start, size) for start, size, kind in boxes if kind == b"moof"][1]
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: sum(second_fragment) + into_media_header])
+    cut.write_bytes(data[: sum(second_fragment) + past_fragment_header])
     sampled = read_frames(cut, 10)
     assert sampled.info.cut_short and sampled.info.duration_s == pytest.approx(2.5) and len(sampled.frames) == 10
 
