@@ -679,7 +679,7 @@ def _packs_end_within_packet(data: bytes, at: int) -> bool | None:
     header; None where what follows is not packs and packets one after another."""
     while at < len(data):
         code = data[at : at + 4]
-        if code[:3] != b"\x00\x00\x01"[: len(code[:3])]:
+        if not b"\x00\x00\x01".startswith(code[:3]):
             return None
         if len(code) < 4:
             return False  # the end within a start code: of what, it does not tell
