@@ -37,7 +37,8 @@ from model.detector import (
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
 from model.network import pick_device
-from model.video import OutsideVideo, TimeRange, Timeline, VideoError, format_time, parse_time, probe_video
+from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time
+from model.video import VideoError, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent

@@ -36,7 +36,8 @@ from model.detector import Detector  # noqa: E402
 from model.evaluation import roc_auc  # noqa: E402
 from model.faces import extract_face_crops  # noqa: E402
 from model.layout import picture_region  # noqa: E402
-from model.video import Timeline, _main_stream  # noqa: E402
+from model.container import read_main_stream  # noqa: E402
+from model.timing import Timeline  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -67,7 +68,7 @@ def reencode(source: Path, target: Path) -> None:
 def choices(path: Path) -> dict[str, list[int]]:
     """The frames (display order) of each choice."""
     with av.open(str(path)) as container:
-        timing = _main_stream(container)
+        timing = read_main_stream(container)
     count = len(timing.times)
     keys = np.searchsorted(timing.times, timing.keys[:, 0])
     spread = Timeline.of(25.0, count, None).spread((0, count), FRAMES)

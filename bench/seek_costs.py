@@ -29,7 +29,8 @@ from fold_inference import manifest_arguments  # noqa: E402  (beside this script
 from pipeline import machine, make_clips  # noqa: E402
 
 from model.dataset import read_manifest, shown_path  # noqa: E402
-from model.video import PyAVCapture, _container_facts  # noqa: E402
+from model.container import container_facts  # noqa: E402
+from model.decoders import PyAVCapture  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -63,7 +64,7 @@ def seeks_s(path: Path, targets: list[int]) -> float:
 
 
 def measure(path: Path) -> dict | None:
-    keys = _container_facts(path).key_frames
+    keys = container_facts(path).key_frames
     # key frames with a whole group after them (the last may end early), spread over the video
     spaced = [int(k) for k, following in zip(keys[:-1], keys[1:]) if following - k > PAST_KEY]
     if not spaced:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
-from .video import VideoError, frame_rate, pixel_aspect, resized, shown_size, upright
+from .container import VideoError, frame_rate, pixel_aspect
+from .decoders import resized, shown_size, upright
 
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112

@@ -64,7 +64,8 @@ def videos_in(paths: list[str]) -> list[str]:
 
 def _detect(args: argparse.Namespace) -> int:
     from .detector import Detector, validate_sequence_length
-    from .video import OutsideVideo, TimeRange, VideoError
+    from .timing import OutsideVideo, TimeRange
+    from .video import VideoError
 
     if args.sequence_length is not None:
         validate_sequence_length(args.sequence_length)
@@ -93,7 +94,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) -> str:
-    from .video import format_time
+    from .timing import format_time
 
     if as_json:
         return json.dumps({"path": path, **result.as_dict(), "seconds": seconds, "stages": result.seconds})
@@ -370,7 +371,7 @@ def _crossval(args: argparse.Namespace) -> int:
 
 
 def _time(text: str) -> float:
-    from .video import parse_time
+    from .timing import parse_time
 
     try:
         return parse_time(text)

@@ -22,7 +22,9 @@ from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
-from .video import SampledFrames, TimeRange, VideoInfo, damaged_pictures, format_time, read_frames
+from .container import damaged_pictures
+from .timing import TimeRange, format_time
+from .video import SampledFrames, VideoInfo, read_frames
 
 log = logging.getLogger(__name__)
 

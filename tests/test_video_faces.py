@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from model.container import PICTURE_FRAME_MS, damaged_pictures
+from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
     FaceTrack,
     crop_face,
@@ -26,22 +28,8 @@ from model.faces import (
     upright_rotation,
 )
 from model.layout import picture_region
-from model.video import (
-    FAILED_GRABS_AT_THE_END,
-    PICTURE_FRAME_MS,
-    OutsideVideo,
-    PyAVCapture,
-    TimeRange,
-    Timeline,
-    VideoError,
-    damaged_pictures,
-    format_time,
-    parse_time,
-    probe_video,
-    read_frames,
-    sample_indices,
-    sdr_from_hdr,
-)
+from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
+from model.video import FAILED_GRABS_AT_THE_END, VideoError, probe_video, read_frames
 
 from media import (
     VARIABLE_RATE_TIMES_S,
@@ -568,11 +556,11 @@ def test_pyav_seeks_to_the_frame_asked_for_in_a_file_with_no_index(request, monk
     packets do not tell the key frames' decoding times to seek to, it is tried again from further
     back. In a program stream, sought by the key frame's decoding time, the key frame was timed
     as the frame after it, and taken for it (120 for 121)."""
-    import model.video as video
+    import model.decoders as decoders
 
     if not keys_known:
-        main_stream = video._main_stream
-        monkeypatch.setattr(video, "_main_stream", lambda container: main_stream(container)._replace(keys=np.empty((0, 2), dtype=np.int64)))
+        read_main_stream = decoders.read_main_stream
+        monkeypatch.setattr(decoders, "read_main_stream", lambda container: read_main_stream(container)._replace(keys=np.empty((0, 2), dtype=np.int64)))
     capture = PyAVCapture(request.getfixturevalue(stream))
     for index in indices:
         capture.set(cv2.CAP_PROP_POS_FRAMES, index)
@@ -621,7 +609,7 @@ def test_a_frame_that_does_not_decode_does_not_end_the_video(tmp_path, reader):
 
     frames = (stamp_number(frame, i) for i, frame in enumerate(face_frames(40)))
     broken = undecodable_frame_copy(write_h264(tmp_path / "intact.mp4", frames), tmp_path / "broken.mp4", packet=10)
-    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    open_capture = {"opencv": open_with_opencv, "pyav": PyAVCapture}[reader]
     capture = open_capture(broken)
     grabbed = [capture.grab() for _ in range(40 + FAILED_GRABS_AT_THE_END)]
     capture.release()
@@ -645,7 +633,7 @@ def test_frames_after_a_stretch_that_does_not_decode_are_read_where_they_are_sho
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(90))]
     intact = write_key_every_10(tmp_path / "intact.mp4", frames)
     holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, last_zeroed)
-    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    open_capture = {"opencv": open_with_opencv, "pyav": PyAVCapture}[reader]
     sampled = video._sample(holed, 90, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
     assert sampled.info.frame_count == 90 and sampled.info.duration_s == pytest.approx(9.0)
     assert sampled.undecoded >= last_zeroed + 1 - 30  # at least the zeroed frames
@@ -669,7 +657,7 @@ def test_frames_a_stretch_of_zeros_spoils_are_left_out_and_told(tmp_path, reader
     frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(90))]
     intact = write_key_every_10(tmp_path / "intact.mp4", frames)
     holed = zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 44)
-    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    open_capture = {"opencv": open_with_opencv, "pyav": PyAVCapture}[reader]
     whole = video._sample(intact, 30, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
     sampled = video._sample(holed, 30, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
     assert whole.undecoded == 0 and len(whole.indices) == 30
@@ -708,7 +696,7 @@ def test_black_frames_of_uncompressed_video_are_not_taken_for_zeros_left_by_a_do
 
     frames = [np.zeros_like(frame) if 5 <= i < 10 else frame for i, frame in enumerate(face_frames(20, (320, 180)))]
     path = write_video(tmp_path / "raw.avi", frames, "rawvideo", pix_fmt="rgb24")
-    sampled = video._sample(path, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), video._open)
+    sampled = video._sample(path, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_with_opencv)
     assert sampled.indices == list(range(20)) and sampled.undecoded == 0
     assert all(sampled.frames[i].max() == 0 for i in range(5, 10))
 
@@ -1001,10 +989,10 @@ def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatc
         info.frame_count = 10**6  # long enough to seek
         return info
 
-    real_facts = video._container_facts
+    real_facts = video.container_facts
     monkeypatch.setattr(video, "_probe", long_probe)
     # and as many packets, a tenth of a second apart (fewer would be counted instead)
-    monkeypatch.setattr(video, "_container_facts", lambda path: real_facts(path)._replace(shown_s=np.arange(10**6) / 10))
+    monkeypatch.setattr(video, "container_facts", lambda path: real_facts(path)._replace(shown_s=np.arange(10**6) / 10))
     monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
     with pytest.raises(VideoError, match="no decodable frames"):
         video.read_frames(media["face_h264"], 10, seek_min_gap=1)
@@ -1032,7 +1020,7 @@ def test_pyav_reads_a_part_as_opencv_does(media):
     import model.video as video
 
     args = (media["face_h264"], 6, 10, None, video.MAX_FRAME_SIDE, TimeRange(1.2, 3.0))
-    opencv, pyav = video._sample(*args, video._open), video._sample(*args, PyAVCapture)
+    opencv, pyav = video._sample(*args, open_with_opencv), video._sample(*args, PyAVCapture)
     assert pyav.indices == opencv.indices and pyav.span == opencv.span == (12, 30)
     for a, b in zip(opencv.frames, pyav.frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
@@ -1043,7 +1031,7 @@ def test_pyav_reads_a_part_as_opencv_does(media):
 def test_a_part_of_a_video_whose_frame_rate_varies_is_found_by_its_times(variable_rate, reader, seek_min_gap):
     import model.video as video
 
-    open_capture = {"opencv": video._open, "pyav": PyAVCapture}[reader]
+    open_capture = {"opencv": open_with_opencv, "pyav": PyAVCapture}[reader]
     sampled = video._sample(variable_rate, 6, seek_min_gap, None, video.MAX_FRAME_SIDE, TimeRange(6.0, 9.0), open_capture)
     assert sampled.method == ("seek" if seek_min_gap == 1 else "sequential")
     # 6 s is frame 150 + 15, 9 s frame 150 + 60, at 15 frames a second after the first 5 s at 30

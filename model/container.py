@@ -1,0 +1,759 @@
+"""What a video file's container tells without decoding its pictures: which video stream a player
+shows, when each frame is shown, the key frames, frames whose data is zeros or lost, whether the
+file was cut short; and damage in the pictures themselves (`damaged_pictures`)."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple
+
+import av
+import numpy as np
+
+from .timing import parse_time
+
+log = logging.getLogger(__name__)
+
+
+class VideoError(ValueError):
+    """The file is not a video we can decode."""
+
+
+class Undecodable(VideoError):
+    """Nothing could be decoded: perhaps a codec that the other decoder knows."""
+
+
+# FFmpeg's AVFieldOrder values for interlaced pictures: top or bottom field first, coded in either order
+INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
+# FFmpeg's names of containers with no index (MPEG transport streams, as broadcasts, camcorders'
+# .mts and saved live streams are; MPEG program streams, as .mpg and DVDs' .vob are): a seek
+# searches them by time
+UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg"})
+# NAL unit types (`_EntryPoints`): IDR pictures by codec, HEVC's CRA picture, and its leading
+# pictures, those that refer to the group of pictures before (RASL) and those that do not (RADL)
+IDR_TYPES = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
+HEVC_CRA = 21
+HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
+# Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
+# captures are stored, an average rate of 60,000), not a video's.
+MAX_FPS = 1000.0
+NOT_OPENED = "This file could not be opened as a video."
+SOUND_ONLY = "This file holds sound but no video."
+# HDR video as phones record it (HLG: iPhones; PQ: HDR10) by FFmpeg's AVColorTransferCharacteristic
+HDR_TRANSFERS = {16: "pq", 18: "hlg"}
+
+
+def _moving_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
+    """The video streams that are not a cover picture attached to the file (an MP3's album art)."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
+def refuse_sound(container: av.container.InputContainer) -> None:
+    """A recording of sound, with no video or a cover picture alone, is a mistake worth naming
+    (a voice memo, a song), not a video to judge by its cover, nor a codec to try elsewhere."""
+    if container.streams.audio and not _moving_streams(container):
+        raise VideoError(SOUND_ONLY)
+
+
+# How far from its place in the stream a frame may be shown: H.264 and HEVC reorder at most 16
+# frames; twice that, so that no stream of one recording is taken for several.
+MAX_REORDERED_FRAMES = 32
+
+
+class MainStream(NamedTuple):
+    stream: av.VideoStream
+    times: np.ndarray | None  # presentation times in display order, in the stream's time base
+    joined_frames: int = 0  # the frames of recordings joined end to end, each timed from zero (else 0)
+    # (presentation, decoding) times of the key frames, in display order, where `times` is known
+    keys: np.ndarray = np.empty((0, 2), dtype=np.int64)
+    # A raw stream's (H.264 or HEVC as CCTV recorders and dashcams export it), whose packets carry
+    # no times: its frames, one a packet, and where a decoder can start (`_EntryPoints`)
+    untimed_frames: int = 0
+    entry_points: np.ndarray = np.empty((0, 2), dtype=np.int64)
+    packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
+    # the frames (indices into `times`) whose data is zeros, or refers to such a frame (`_Spoiled`)
+    spoiled: frozenset[int] = frozenset()
+    # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the index into `times`
+    # of the frame after them, how many frames they held, as the times on either side tell)
+    lost: tuple[tuple[int, int], ...] = ()
+    # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
+    ends_within_frames: bool = False
+
+
+class _EntryPoints:
+    """Where decoding a raw H.264 or HEVC stream can start, found from its packets, which carry no
+    times but are its frames in order: (the first frame a decoder started there gives, counted in
+    display order, the packet's byte position). Each IDR picture begins a closed group of
+    pictures, from which every later frame decodes and no earlier one. An HEVC CRA picture begins
+    an open one: its leading pictures that refer to the group before (RASL), shown before it, are
+    left out by a decoder started there, which gives the frame after them first; they are counted
+    from their NAL unit types. H.264's recovery points begin open groups too, but no NAL unit type
+    tells their leading pictures, so a decoder is not started at them: frames counted from there
+    would be off."""
+
+    def __init__(self, codec: str):
+        self._codec = codec
+        self._points: list[tuple[int, int]] = []
+        self._open: list[int] | None = None  # [frame, position, RASL pictures] of the last CRA picture
+
+    def add(self, packet: av.Packet, frame: int) -> None:
+        if self._codec not in IDR_TYPES or packet.pos is None or not (packet.is_keyframe or self._open):
+            return
+        types = _nal_unit_types(bytes(packet), self._codec)
+        if self._open and not packet.is_keyframe and types & HEVC_LEADING:
+            self._open[2] += bool(types & HEVC_RASL)
+            return
+        self._close_open_group()
+        if not packet.is_keyframe:
+            return
+        if types & IDR_TYPES[self._codec]:
+            self._points.append((frame, packet.pos))
+        elif self._codec == "hevc" and HEVC_CRA in types:
+            self._open = [frame, packet.pos, 0]
+
+    def _close_open_group(self) -> None:
+        if self._open:
+            frame, position, left_out = self._open
+            self._points.append((frame + left_out, position))
+            self._open = None
+
+    def found(self) -> np.ndarray:
+        self._close_open_group()
+        return np.array(self._points, dtype=np.int64).reshape(-1, 2)
+
+
+class _Spoiled:
+    """The frames a stretch of zeros spoils, found from the packets in decoding order: a download
+    written in parts (a download manager, a file-sharing program) leaves zeros where a part never
+    arrived, which no coded picture is (an uncompressed one may be: a black frame). Each frame
+    after such a packet, or after zeros the demuxer passed over (`_PassedOver`), until the next
+    key frame may refer to a picture lost, and is taken for spoiled too: a decoder patches it over
+    from an earlier picture, which a reading would then take for what the video showed there."""
+
+    def __init__(self, stream: av.VideoStream):
+        codec = stream.codec_context.codec
+        self._coded = not (codec.intra_only and codec.lossless)
+        self._spoiling = False
+        self._latest: int | None = None  # the latest presentation time so far
+        self._times: list[int] = []  # presentation times of the frames spoiled
+        self._holes: list[tuple[int, int]] = []  # (the latest time before zeros passed over, the time after)
+
+    def add(self, packet: av.Packet, passed_over: bool = False) -> None:
+        """`passed_over`: whether the demuxer passed over zeros before this packet (`_PassedOver`)."""
+        if packet.pts is None:
+            return
+        if passed_over and self._latest is not None:
+            self._holes.append((self._latest, packet.pts))
+        self._latest = packet.pts if self._latest is None else max(self._latest, packet.pts)
+        if not self._coded:
+            return
+        # the first bytes alone tell nearly every packet, without a look at the rest
+        zeroed = not any(memoryview(packet)[:16]) and not np.frombuffer(packet, np.uint8).any()
+        self._spoiling = zeroed or ((passed_over or self._spoiling) and not packet.is_keyframe)
+        if self._spoiling:
+            self._times.append(packet.pts)
+
+    def spoiled(self, shown: np.ndarray) -> frozenset[int]:
+        """The frames spoiled, as indices into all the frames' times (`shown`, sorted)."""
+        return frozenset(np.searchsorted(shown, self._times).tolist())
+
+    def lost(self, shown: np.ndarray) -> tuple[tuple[int, int], ...]:
+        """Each stretch passed over: (the index into `shown` of the frame after it, how many frames
+        it held, at least one), counted in the typical gap between the frames' times (`shown`, sorted)."""
+        step = float(np.median(np.diff(shown))) if len(shown) > 1 else 0.0
+        return tuple(
+            (int(np.searchsorted(shown, after)), max(1, round((after - before) / step) - 1) if step > 0 else 1)
+            for before, after in self._holes
+        )
+
+
+# A Matroska or WebM file's blocks follow one another but for a few bytes of headers; this many
+# zeros between two are data lost
+MIN_LOST_BYTES = 4096
+
+
+class _PassedOver:
+    """Where a Matroska or WebM demuxer passed over zeros: a download written in parts leaves them
+    where a part never arrived, and the demuxer, unlike an MP4's, finds no packet there, only the
+    next cluster after them. Seen between two packets of any stream, in the order they lie."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._end: int | None = None  # where the last packet ends
+
+    def before(self, packet: av.Packet) -> bool:
+        if packet.pos is None or packet.pos < 0:
+            return False
+        start, self._end = self._end, max(self._end or 0, packet.pos + packet.size)
+        if start is None or packet.pos - start < MIN_LOST_BYTES:
+            return False
+        # the zeros begin near the start of the gap: a missing part's edge falls in the packet before it
+        with open(self._path, "rb") as file:
+            return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(packet.pos - start, 1 << 20))
+
+
+# Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
+# block, a block group, a cluster), and the rest (a block group's other children, a cluster's,
+# padding, checksums, and the segment's index, tags, chapters and attachments written after the
+# clusters)
+MATROSKA_FRAME_ELEMENTS = frozenset({0xA3, 0xA0, 0xA1, 0xAF, 0x1F43B675})
+MATROSKA_OTHER_ELEMENTS = frozenset(
+    {0x9B, 0xFB, 0xFA, 0xA4, 0x75A1, 0x75A2, 0xE7, 0xAB, 0xA7, 0x5854, 0xEC, 0xBF}
+    | {0x1C53BB6B, 0x1254C367, 0x1043A770, 0x1941A469, 0x114D9B74, 0x1549A966, 0x1654AE6B}
+)
+MATROSKA_CLUSTER = 0x1F43B675
+# A walk from the last block to the end of the file gives up after this many elements
+MAX_TRAILING_ELEMENTS = 10_000
+
+
+def _ebml_number(data: bytes, at: int) -> tuple[int, int] | None:
+    """An EBML variable-length number at `at`: (its value with the length marker, its length in
+    bytes), or None where `data` ends within it or its first byte is not one."""
+    if at >= len(data) or not data[at]:
+        return None
+    length = 9 - data[at].bit_length()
+    if at + length > len(data):
+        return None
+    return int.from_bytes(data[at : at + length], "big"), length
+
+
+def _ebml_size(value: int, length: int) -> int | None:
+    """An EBML element's size from its variable-length number (`_ebml_number`): the value without
+    its length marker; None where its bits are all ones, a size not known (a live recording's cluster)."""
+    size = value & ((1 << 7 * length) - 1)
+    return None if size == (1 << 7 * length) - 1 else size
+
+
+def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
+    """Whether a Matroska or WebM file ends within a block, or a cluster, after the one holding
+    its last packet (`position`, `size`: the packet's, as FFmpeg's demuxer gives it, where the
+    block's data begins). Its demuxer leaves out a block the file ends within. A browser's
+    recording states no length to compare (`_length_cut_short`): cut short, it ends so."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        # the block's ID and size just before its data: where it ends
+        before = _read_at(file, max(position - 9, 0), min(position, 9))
+        for length in range(1, 9):
+            number = _ebml_number(before, len(before) - length)
+            if number is not None and number[1] == length and len(before) > length and before[-length - 1] in (0xA3, 0xA1):
+                block_size = _ebml_size(*number)
+                if block_size is not None and block_size >= size:
+                    at = position + block_size
+                    break
+        else:
+            return False  # not laid out as expected: nothing told
+        for _ in range(MAX_TRAILING_ELEMENTS):
+            if at >= file_size:
+                return at > file_size
+            header = _read_at(file, at, 12)
+            element, size_field = _ebml_number(header, 0), None
+            if element is not None:
+                size_field = _ebml_number(header, element[1])
+            if element is None or size_field is None:
+                # the file ends within the element's header; else not an element: nothing told
+                return len(header) < 12 and header[0] in (0xA3, 0xA0, MATROSKA_CLUSTER >> 24)
+            (kind, id_length), (value, size_length) = element, size_field
+            content = _ebml_size(value, size_length)
+            if kind not in MATROSKA_FRAME_ELEMENTS | MATROSKA_OTHER_ELEMENTS or (content is None and kind != MATROSKA_CLUSTER):
+                return False
+            start = at + id_length + size_length
+            if content is None:  # a live recording's cluster: its elements follow
+                at = start
+            elif start + content > file_size:
+                return kind in MATROSKA_FRAME_ELEMENTS
+            else:
+                at = start + content
+    return False
+
+
+def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
+    """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
+    store them: each unit follows a 00 00 01 start code."""
+    starts = [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
+    if codec == "h264":
+        return {access_unit[start] & 0x1F for start in starts}
+    return {(access_unit[start] >> 1) & 0x3F for start in starts}
+
+
+def _restarts(times: list[int]) -> bool:
+    """Whether presentation times, in the order the packets come, start again (recordings joined
+    end to end, each timed from zero): a frame's place in time is further from its place in the
+    stream than reordering explains."""
+    order = np.argsort(np.array(times, dtype=np.int64), kind="stable")
+    return bool((np.abs(order - np.arange(len(order))) > MAX_REORDERED_FRAMES).any())
+
+
+def read_main_stream(container: av.container.InputContainer) -> MainStream:
+    """The video stream a player shows, and its presentation times in display order, in its time
+    base, from its packets alone (nothing is decoded; None where they are missing or unreadable,
+    or start again). Where a file holds several (a preview or a cover picture beside the
+    recording, a second camera), that is the one with the most frames, and never an attached
+    cover picture."""
+    streams = _moving_streams(container) or list(container.streams.video)
+    times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
+    keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
+    entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
+    spoiled = {stream.index: _Spoiled(stream) for stream in streams}
+    packets = dict.fromkeys(times, 0)
+    # in Matroska and WebM, every stream's packets, to see the bytes between them
+    passed_over = _PassedOver(container.name) if container.format.name == "matroska,webm" else None
+    after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
+    last: av.Packet | None = None  # the last packet with data, of any stream
+    try:
+        for packet in container.demux():  # every stream's: the file may end within any one's
+            last = packet if packet.size else last
+            if passed_over and passed_over.before(packet):
+                after_zeros = set(times)
+            if packet.stream.index not in times:
+                continue
+            if packet.size or packet.dts is not None:  # not the empty packet that ends a stream
+                packets[packet.stream.index] += 1
+            if packet.size and not packet.is_discard:
+                index = packet.stream.index
+                if packet.pts is None:
+                    entry_points[index].add(packet, len(times[index]))
+                spoiled[index].add(packet, index in after_zeros)
+                after_zeros.discard(index)
+                times[index].append(packet.pts)
+                if packet.is_keyframe and packet.pts is not None:
+                    keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
+    except av.FFmpegError:
+        return MainStream(streams[0], None)
+    stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
+    shown = times[stream.index]
+    ends_within = _ends_within_frames(container, last)
+    if shown and all(time is None for time in shown):  # a raw stream
+        found = entry_points[stream.index].found()
+        return MainStream(stream, None, untimed_frames=len(shown), entry_points=found, ends_within_frames=ends_within)
+    if not shown or None in shown:
+        return MainStream(stream, None, ends_within_frames=ends_within)
+    if _restarts(shown):
+        return MainStream(stream, None, joined_frames=len(shown), ends_within_frames=ends_within)
+    key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
+    sorted_times = np.sort(np.array(shown, dtype=np.int64))
+    damage = spoiled[stream.index]
+    return MainStream(
+        stream,
+        sorted_times,
+        keys=key_times,
+        packets=packets[stream.index],
+        spoiled=damage.spoiled(sorted_times),
+        lost=damage.lost(sorted_times),
+        ends_within_frames=ends_within,
+    )
+
+
+# An MPEG transport stream is made of packets of one of these sizes (188 bytes; 192 in a
+# camcorder's M2TS; 204 with error correction): a file that stops within one was cut
+TS_PACKET_SIZES = (188, 192, 204)
+
+
+def _ends_within_frames(container: av.container.InputContainer, last: av.Packet | None) -> bool:
+    """Whether the file ends within the data of its frames, as a download or copy cut short
+    leaves it: told where the container states no length to compare (`_length_cut_short`), as a
+    fragmented MP4 (a screen recorder's, a stream saved), a browser's WebM recording or an MPEG
+    transport or program stream does not. `last`: the last packet read, of any stream. FFmpeg's
+    demuxers flag a packet they read short (FLV, AVI), but Matroska's leaves it out, a transport
+    stream's keeps it unflagged, a program stream's parser puts out an unflagged frame after it,
+    and an MP4's may stop at a sound packet past the end before the video's packets before it."""
+    if last is None:
+        return False
+    formats = container.format.name.split(",")
+    if "matroska" in formats:
+        return last.pos is not None and last.pos > 0 and _matroska_ends_within_block(container.name, last.pos, last.size)
+    if "mpegts" in formats:
+        return all(os.path.getsize(container.name) % size for size in TS_PACKET_SIZES)
+    if "mp4" in formats:
+        return _mp4_ends_within_media(container.name)
+    if "mpeg" in formats:
+        return _program_stream_ends_within_packet(container.name)
+    return last.is_corrupt
+
+
+# An MPEG program stream's start codes (00 00 01, then one of these): a pack's header, the
+# stream's end; the packets of streams of frames (private, as DVDs' sound; MPEG audio; video)
+MPEG_PACK, MPEG_END = 0xBA, 0xB9
+MPEG_FRAME_STREAMS = frozenset({0xBD, *range(0xC0, 0xF0)})
+# bytes read from a program stream's end: its packs are 2 KiB on a DVD, a packet at most 64 KiB
+MPEG_TAIL_BYTES = 1 << 18
+
+
+def _program_stream_ends_within_packet(path: str) -> bool:
+    """Whether an MPEG program stream (.mpg, .vob, a camcorder's .mod) ends within a packet of
+    frames, as its length states it, or within a pack's header: its packs are walked from the
+    first pack header in its last bytes from which they follow one another unbroken to the end."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        start = max(file_size - MPEG_TAIL_BYTES, 0)
+        tail = _read_at(file, start, file_size - start)
+    for pack in re.finditer(b"\x00\x00\x01\xba", tail):
+        if (ends_within := _packs_end_within_packet(tail, pack.start())) is not None:
+            return ends_within
+    return False
+
+
+def _packs_end_within_packet(data: bytes, at: int) -> bool | None:
+    """From the pack header at `at`: whether `data` ends within a packet of frames or a pack's
+    header; None where what follows is not packs and packets one after another."""
+    while at < len(data):
+        code = data[at : at + 4]
+        if not b"\x00\x00\x01".startswith(code[:3]):
+            return None
+        if len(code) < 4:
+            return False  # the end within a start code: of what, it does not tell
+        kind = code[3]
+        if kind == MPEG_PACK:
+            header = data[at + 4 : at + 14]
+            if not header:
+                return True
+            if header[0] & 0xC0 == 0x40:  # MPEG-2: 14 bytes, and stuffing
+                size = 14 + (header[9] & 7 if len(header) == 10 else 0)
+            elif header[0] & 0xF0 == 0x20:  # MPEG-1
+                size = 12
+            else:
+                return None
+        elif kind == MPEG_END:
+            size = 4
+        elif kind > MPEG_END:  # a system header or a packet: its length follows
+            if len(data) - at < 6:
+                return kind in MPEG_FRAME_STREAMS
+            size = 6 + int.from_bytes(data[at + 4 : at + 6], "big")
+        else:
+            return None
+        if at + size > len(data):
+            return kind in MPEG_FRAME_STREAMS or kind == MPEG_PACK
+        at += size
+    return False
+
+
+# An MP4's top-level boxes that hold or describe its frames' data
+MP4_MEDIA_BOXES = frozenset({b"mdat", b"moof"})
+# A walk over an MP4's top-level boxes gives up after this many (a fragmented one has two a fragment)
+MAX_TOP_BOXES = 100_000
+
+
+def _mp4_boxes(file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """An MP4's (or QuickTime file's) top-level boxes: (where each begins, its size as stated,
+    its kind), up to the last whose header is whole; one whose size is 0 (up to the end of the
+    file) or not a size ends the walk."""
+    at = 0
+    for _ in range(MAX_TOP_BOXES):
+        header = _read_at(file, at, 16)
+        if len(header) < 8:
+            return
+        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if size == 1 and len(header) == 16:  # a 64-bit size follows
+            size = int.from_bytes(header[8:16], "big")
+        if size < 8:
+            return
+        yield at, size, kind
+        at += size
+
+
+def _mp4_ends_within_media(path: str) -> bool:
+    """Whether an MP4 (or QuickTime) file ends within a box of media data, or a fragment's
+    header, as its size states it, or right after a fragment's header, or within the header of
+    the box that follows it (its media data)."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        at, size, kind = 0, 0, b""
+        for at, size, kind in _mp4_boxes(file):
+            if at + size > file_size:
+                return kind in MP4_MEDIA_BOXES
+        # the file ends right after the last box whole, or within the header of the next
+        return kind == b"moof" and at + size + 8 > file_size
+
+
+def _mp4_whole_fragments(path: str | Path) -> int:
+    """Where an MP4 cut within a fragment's header ends its whole fragments (bytes), else 0."""
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        return next((at for at, size, kind in _mp4_boxes(file) if kind == b"moof" and at + size > file_size), 0)
+
+
+class _FilePrefix(io.RawIOBase):
+    """The first `length` bytes of a file, read as the whole of it."""
+
+    def __init__(self, path: str | Path, length: int):
+        super().__init__()
+        self.name = str(path)  # PyAV's container takes it for its name
+        self._file = open(path, "rb")
+        self._length = length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = max(0, min(len(buffer), self._length - self._file.tell()))
+        return self._file.readinto(memoryview(buffer)[:wanted]) if wanted else 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        origin = {os.SEEK_SET: 0, os.SEEK_CUR: self._file.tell(), os.SEEK_END: self._length}[whence]
+        return self._file.seek(origin + offset)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def open_container(path: str | Path) -> av.container.InputContainer:
+    """PyAV's container of the file. An MP4 cut within a fragment's header, whose header FFmpeg
+    cannot read, is opened as far as its whole fragments go (the cut is told from the file
+    itself, `_mp4_ends_within_media`)."""
+    try:
+        return av.open(str(path))
+    except av.FFmpegError:  # the end of the file, or invalid data, where the fragment's header stops
+        if not (whole := _mp4_whole_fragments(path)):
+            raise
+    log.info("%s ends within a fragment's header: read up to it", path)
+    return av.open(_FilePrefix(path, whole))
+
+
+class ContainerFacts(NamedTuple):
+    # when each frame is shown, in seconds from the first, in display order, as the container
+    # records it; None where it does not
+    shown_s: np.ndarray | None
+    interlaced: bool = False
+    hdr: str | None = None  # "hlg" or "pq"
+    several_streams: bool = False  # of video: OpenCV reads the first, whichever a player shows
+    codec: str = ""
+    main_stream: int | None = None  # the index of the stream a player shows, among all the file's
+    pixel_aspect: float = 1.0  # see `pixel_aspect`
+    stored_size: tuple[int, int] = (0, 0)  # (width, height) as coded, before any rotation
+    # an average rate no video has (raw DV): OpenCV then counts and seeks in ticks of the time base
+    odd_rate: bool = False
+    # the frames of recordings joined end to end (`_restarts`), counted from their packets, else
+    # 0: the header's length is the first one's, and a seek by time may land in any of them
+    joined_frames: int = 0
+    # no index to seek by (`UNINDEXED_FORMATS`): OpenCV's seek may land on a later key frame,
+    # and take it for the frame it was asked for
+    unindexed: bool = False
+    # the container stores no frame count (Matroska, WebM, MPEG streams): OpenCV's is then its
+    # duration times the average rate, which may leave out the last frame
+    count_estimated: bool = False
+    # a raw stream's frames, counted from its packets, which carry no times (else 0): OpenCV's
+    # count is then a guess from the bitrate, or none
+    untimed_frames: int = 0
+    # a raw stream that a decoder can start at its first frame and further on: it is sought by
+    # the byte position of the last entry point before a frame (`_EntryPoints`), not by time
+    sought_by_bytes: bool = False
+    # the length the header states, where the file holds fewer frames than the header counts
+    # (`VideoInfo.stated_duration_s`), else None
+    stated_s: float | None = None
+    # the file ends within a frame's data or before the length the header states (`stated_s`)
+    cut_short: bool = False
+    # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
+    spoiled: frozenset[int] = frozenset()
+    # frames lost where a Matroska or WebM demuxer passed over zeros: (the index into `shown_s` of
+    # the frame after them, how many)
+    lost: tuple[tuple[int, int], ...] = ()
+    # the key frames (indices into `shown_s`), from which a decoder starts
+    key_frames: np.ndarray = np.empty(0, dtype=np.int64)
+    # the main stream's packets as read here, for PyAV's seeks (the stream itself is closed)
+    timing: MainStream | None = None
+
+
+def container_facts(path: str | Path) -> ContainerFacts:
+    """What the container tells without decoding the video."""
+    try:
+        with open_container(path) as container:
+            refuse_sound(container)
+            if not container.streams.video:
+                return ContainerFacts(None)
+            main_stream = read_main_stream(container)
+            stream, times, joined_frames = main_stream.stream, main_stream.times, main_stream.joined_frames
+            entries = main_stream.entry_points
+            sought_by_bytes = len(entries) > 1 and entries[0, 0] == 0
+            interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
+            hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
+            time_base = stream.time_base  # these read while the container is open
+            several = len(container.streams.video) > 1
+            odd_rate = has_odd_rate(stream)
+            aspect, stored = pixel_aspect(stream), (stream.codec_context.width, stream.codec_context.height)
+            codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
+            main = stream.index
+            unindexed = container.format.name in UNINDEXED_FORMATS
+            count_estimated = not stream.frames
+            stated_s = _length_cut_short(stream, main_stream)
+    except (av.FFmpegError, OSError):
+        return ContainerFacts(None)
+    shown_s = None if times is None or time_base is None else (times - times[0]) * float(time_base)
+    key_frames = np.empty(0, dtype=np.int64) if times is None else np.searchsorted(times, main_stream.keys[:, 0])
+    return ContainerFacts(
+        shown_s,
+        interlaced,
+        hdr,
+        several,
+        codec,
+        main_stream=main,
+        pixel_aspect=aspect,
+        stored_size=stored,
+        odd_rate=odd_rate,
+        joined_frames=joined_frames,
+        unindexed=unindexed,
+        count_estimated=count_estimated,
+        untimed_frames=main_stream.untimed_frames,
+        sought_by_bytes=sought_by_bytes,
+        stated_s=stated_s,
+        cut_short=stated_s is not None or main_stream.ends_within_frames,
+        spoiled=main_stream.spoiled,
+        lost=main_stream.lost,
+        key_frames=key_frames,
+        timing=main_stream,
+    )
+
+
+# How far a Matroska track's stated length may run past its last frame held before the file is
+# taken for cut short
+CUT_SHORT_MIN_S = 1.0
+
+
+def _length_cut_short(stream: av.VideoStream, main: MainStream) -> float | None:
+    """The length the container states for the stream, where the file holds less of it (cut off
+    in a download or a copy), else None. An MP4's index counts frames whose data is not there
+    (web videos store the index first, so a cut file still opens; an edit list's hidden frames
+    are there all the same). A Matroska or WebM track states its length in a tag (DURATION, as
+    FFmpeg and mkvmerge write it; a browser's recording has none), past the last frame held."""
+    rate = float(frame_rate(stream) or 25)
+    if stream.frames:
+        if not 0 < main.packets < stream.frames:
+            return None
+        # an AVI's length is its frames at its one rate; FFmpeg's for a cut one is a guess from its size
+        timed = stream.duration and stream.time_base and stream.container.format.name != "avi"
+        return float(stream.duration * stream.time_base) if timed else stream.frames / rate
+    try:
+        stated = parse_time(stream.metadata.get("DURATION", ""))
+    except ValueError:
+        return None
+    if main.times is None or not len(main.times):
+        return None
+    held = float(main.times[-1] * stream.time_base) + 1 / rate
+    return stated if stated - held > max(CUT_SHORT_MIN_S, 0.05 * stated) else None
+
+
+def pixel_aspect(stream: av.VideoStream) -> float:
+    """How much wider than tall a stored pixel is shown (DVDs, DV and HDV store 4:3 and 16:9
+    pictures in fewer or more columns than they show, and players stretch them); 1 where unstated."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(ratio) if ratio and 0.25 <= ratio <= 4 else 1.0
+
+
+def has_odd_rate(stream: av.VideoStream) -> bool:
+    return float(stream.average_rate or 0) > MAX_FPS
+
+
+def frame_rate(stream: av.VideoStream) -> Fraction | None:
+    """The stream's frame rate: its average, else FFmpeg's guess, else the codec's (None if none
+    is a video's)."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate):
+        if rate and 0 < rate <= MAX_FPS:
+            return rate
+    return None
+
+
+# Browsers show an animated picture's frames that claim no time, or next to none, for 100 ms, as
+# FFmpeg's GIF reader does.
+MIN_PICTURE_FRAME_MS, PICTURE_FRAME_MS = 11, 100
+
+
+def animated_webp_durations(path: str | Path) -> list[int] | None:
+    """How long each frame of an animated WebP is shown, in milliseconds, from its frame chunks
+    (nothing is decoded); None for any other file, a still WebP among them."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(21)
+            # RIFF, WEBP, and a VP8X chunk whose flags say "animation"
+            if len(head) < 21 or head[:4] != b"RIFF" or head[8:16] != b"WEBPVP8X" or not head[20] & 0x02:
+                return None
+            durations, position = [], 12
+            while len(chunk := _read_at(file, position, 24)) >= 8:
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"ANMF" and len(chunk) >= 23:
+                    shown = int.from_bytes(chunk[20:23], "little")  # after the frame's offset and size
+                    durations.append(shown if shown >= MIN_PICTURE_FRAME_MS else PICTURE_FRAME_MS)
+                position += 8 + size + size % 2
+    except OSError:
+        return None
+    return durations
+
+
+def damaged_pictures(
+    path: str | Path, span_s: tuple[float, float], stop: threading.Event | None = None, stream_index: int | None = None
+) -> int:
+    """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
+    OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
+    the key frame before it, until `stop` is set. FFmpeg is asked to fail on such pictures
+    (`err_detect=explode`) rather than conceal them; pictures that no other refers to are left
+    out. Where the span starts past the first frame, the group of pictures sought into is not
+    counted: an open group's pictures may refer to the one before. One thread: it is meant to
+    run beside the analysis, on what that leaves idle. `stream_index`: the video stream to check
+    (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated WebP)
+    or cannot open."""
+    if animated_webp_durations(path):
+        return 0
+    try:
+        with open_container(path) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
+            return _count_damaged(container, stream, span_s, stop or threading.Event())
+    except (av.FFmpegError, OSError):
+        return 0
+
+
+def _count_damaged(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    span_s: tuple[float, float],
+    stop: threading.Event,
+) -> int:
+    stream.codec_context.thread_count = 1
+    # Half the work or less: no deblocking (the pictures themselves are not looked at), and no
+    # pictures that no other refers to, whose damage spoils themselves alone.
+    stream.codec_context.skip_frame = "NONREF"
+    stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+    first = stream.start_time or 0
+    tick = float(stream.time_base or 0)
+    start_s, end_s = span_s
+    keys_to_pass = 0  # key frames to pass before a picture's failure counts
+    if start_s > 0 and tick and stream.start_time is not None:  # a raw stream's packets carry no times to seek by
+        container.seek(first + int(start_s / tick), stream=stream, backward=True)
+        keys_to_pass = 2
+    damaged = 0
+    failed: av.Packet | None = None  # the latest picture that failed, counted once another follows it
+    try:
+        for packet in container.demux(stream):
+            if failed is not None and packet.size:
+                damaged, failed = damaged + 1, None
+            if stop.is_set() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
+                break
+            keys_to_pass -= keys_to_pass > 0 and packet.is_keyframe
+            try:
+                stream.codec_context.decode(packet)  # the last packet, with no data, flushes
+            except av.error.InvalidDataError:
+                if keys_to_pass:
+                    continue
+                if packet.size:
+                    failed = packet
+                else:
+                    damaged += 1
+    except av.FFmpegError:  # the container itself broken further on
+        damaged += 1
+    # the last picture, unfinished where the file was cut short, is told so (`_ends_within_frames`)
+    return damaged + (failed is not None and not _ends_within_frames(container, failed))
+
+
+def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
+    file.seek(position)
+    return file.read(size)
