@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .faces import LANDMARKS
-from .images import decode_jpeg, encode_jpeg
 from .container import VideoError, frame_rate, pixel_aspect
 from .decoders import resized, shown_size, upright
+from .faces import LANDMARKS
+from .images import decode_jpeg, encode_jpeg
 
 # Pixel amounts below (blur, shifts, mask edges) are drawn for 112-px crops and scaled to the crop's size.
 REFERENCE_SIZE = 112

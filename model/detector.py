@@ -12,17 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .captions import text_across_face
+from .conditions import colourless, dim, grainy, toned
+from .container import damaged_pictures
 from .explain import grad_cam, overlay_heatmap
 from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
-from .container import damaged_pictures
 from .timing import TimeRange, format_time
 from .video import SampledFrames, VideoInfo, read_frames
 
@@ -44,36 +44,14 @@ SMALL_FACE_QUALITY = "crf23_240p"
 GIF_QUALITY = "gif_480p"
 # So does black and white (a pasted face's colour no longer shows), measured as:
 BLACK_AND_WHITE_QUALITY = "bw_crf23_480p"
-# Face crops whose colour channels differ by less than this on average (|R−G| + |B−G|, in grey
-# levels) are taken for black and white: compression leaves such video a trace of colour noise,
-# while skin differs by tens of levels
-COLOURLESS_LEVELS = 4.0
 # So does a single tone over a grey picture (sepia, a night-vision green; model card, "Sepia"),
 # measured as:
 TONED_QUALITY = "sepia_crf23_480p"
-# Below this spread of chromaticity (`_chromaticity_spread`), a face's colour is a single tone:
-# the 106 training clips toned sepia and re-encoded spread 4–15, in colour 27–227 at every quality
-# measured, the 32 clips from elsewhere 34 and up
-TONED_SPREAD = 20.0
-CHROMATICITY_PX = 14
 # So does dim light (model card, "Dim light"), measured as:
 DIM_QUALITY = "dim_crf23_480p"
-# A face is taken for dimly lit when the brightest 2% of its crops' pixels lie below this luma (of
-# 255): nothing in or around it is bright. The 106 training clips measured 145 and up as published,
-# 73–135 dimmed two stops (DIM_QUALITY; 87 of the 106 under 120); the 32 clips from elsewhere 131
-# and up. Skin alone does not decide it: a dark-skinned face in daylight, beside a lit wall, measured 193.
-DIM_HIGHLIGHTS = 120
 # So may the grain a camera's gain brings up in a dim room whose exposure it kept (model card,
 # "Grainy low light"), measured as:
 GRAINY_QUALITY = "gained_crf23_480p"
-# A face is taken for grainy where even the smoothest quarter of its crops carries noise above
-# this (`_grain`: a Gaussian noise's standard deviation, in grey levels). The 106 training clips
-# measured 0.29–0.75 as published and 1.01–2.19 grainy (GRAINY_QUALITY); the 32 clips from
-# elsewhere 0.31–0.97; an animated GIF's dithering up to 6.9.
-GRAINY_LEVEL = 1.0
-GRAIN_BLOCKS = 12  # a crop is cut into 12×12 blocks, to find its smoothest parts
-# Immerkær's kernel: the difference of two Laplacians, blind to a picture's smooth gradients
-NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 # Frames further apart than this may step over a manipulated stretch (training clips are 10 s long)
 SPARSE_FRAMES_S = 10.0
 # A face found in no more frames than this is judged less surely: on people the recipe never saw,
@@ -421,14 +399,14 @@ class Detector:
 
     def _black_and_white_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on black and white video says less than usual, as on an animated GIF."""
-        if label != "REAL" or not all(_colourless(t.crops) for t in tracks):
+        if label != "REAL" or not all(colourless(t.crops) for t in tracks):
             return None
         why = "This video is in black and white, which hides some of what gives fakes away (a pasted face's colour)"
         return self._fakes_pass("black_and_white", why, BLACK_AND_WHITE_QUALITY, "turned black and white")
 
     def _toned_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on video toned in a single colour says less than usual, as in black and white."""
-        if label != "REAL" or not all(_toned(t.crops) for t in tracks):
+        if label != "REAL" or not all(toned(t.crops) for t in tracks):
             return None
         why = (
             "This video is toned in a single colour (as sepia and night-vision filters tone it), which hides some of "
@@ -438,7 +416,7 @@ class Detector:
 
     def _dim_caveat(self, label: str, tracks: list[TrackResult]) -> dict | None:
         """A REAL verdict on a dimly lit face says less than usual, as in black and white."""
-        if label != "REAL" or not all(_dim(t.crops) for t in tracks):
+        if label != "REAL" or not all(dim(t.crops) for t in tracks):
             return None
         faces = "The faces are" if len(tracks) > 1 else "The face is"
         why = f"{faces} dimly lit in this video: shadow and the camera's noise hide some of what gives fakes away"
@@ -450,7 +428,7 @@ class Detector:
         dim and the GIF caveats' to tell."""
         if label != "REAL" or sampled.info.codec == "gif":
             return None
-        if not all(_grain(t.crops) > GRAINY_LEVEL and not _dim(t.crops) for t in tracks):
+        if not all(grainy(t.crops) and not dim(t.crops) for t in tracks):
             return None
         faces = "The faces are" if len(tracks) > 1 else "The face is"
         why = (
@@ -520,57 +498,6 @@ class Detector:
             face.crops,
             heatmaps,
         )
-
-
-def _colourless(crops: np.ndarray) -> bool:
-    rgb = crops.astype(np.int16)
-    return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 2] - rgb[..., 1]).mean()) < COLOURLESS_LEVELS
-
-
-def _toned(crops: np.ndarray) -> bool:
-    """Colour, but a single tone of it over a grey picture (`TONED_SPREAD`)."""
-    return not _colourless(crops) and _chromaticity_spread(crops) < TONED_SPREAD
-
-
-def _dim(crops: np.ndarray) -> bool:
-    """A face dimly lit: nothing in or around it bright (`DIM_HIGHLIGHTS`)."""
-    return _highlights(crops) < DIM_HIGHLIGHTS
-
-
-def _highlights(crops: np.ndarray) -> float:
-    """How bright the brightest 2% of a face's crops are: the 98th percentile of their luma (of
-    255), the median over the crops."""
-    luma = np.array([cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) for crop in crops])
-    return float(np.median(np.percentile(luma.reshape(len(luma), -1), 98, axis=1)))
-
-
-def _grain(crops: np.ndarray) -> float:
-    """How grainy a face's crops are: the noise left in the smoothest quarter of each crop's
-    blocks, where the picture itself varies least (Immerkær's estimate from a Laplacian-difference
-    filter, as a Gaussian noise's standard deviation in grey levels); the median over the crops."""
-    levels = []
-    for crop in crops:
-        response = np.abs(cv2.filter2D(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32), -1, NOISE_KERNEL))[1:-1, 1:-1]
-        block = response.shape[0] // GRAIN_BLOCKS
-        blocks = response[: block * GRAIN_BLOCKS, : block * GRAIN_BLOCKS].reshape(GRAIN_BLOCKS, block, GRAIN_BLOCKS, block)
-        levels.append(np.percentile(blocks.mean(axis=(1, 3)), 25) * np.sqrt(np.pi / 2) / 6)
-    return float(np.median(levels))
-
-
-def _chromaticity_spread(crops: np.ndarray) -> float:
-    """How far the colours of a face's crops differ, light aside: the standard deviation of R's
-    and B's shares of R+G+B (×1000) over each crop shrunk to 14 px, which averages away the
-    colour noise of compression but not the colours of skin, lips, hair and background, among
-    pixels neither dark nor clipped; the median over the crops."""
-    spreads = []
-    for crop in crops:
-        pixels = cv2.resize(crop, (CHROMATICITY_PX, CHROMATICITY_PX), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32)
-        total = pixels.sum(axis=1)
-        lit = (total > 90) & (pixels.max(axis=1) < 250)
-        if lit.sum() >= 20:
-            red, blue = pixels[lit, 0] / total[lit], pixels[lit, 2] / total[lit]
-            spreads.append(1000 * np.sqrt(red.var() + blue.var()))
-    return float(np.median(spreads)) if spreads else float("inf")
 
 
 def _caption_caveat(faces: list[FaceCrops], sampled: SampledFrames, tracks: list[TrackResult]) -> dict | None:

@@ -234,15 +234,15 @@ def test_a_single_tone_is_told_from_colour_and_from_grey(media, hiding_clips, tm
     from media import face_frames, write_h264
 
     from model.augment import grey
-    from model.detector import _colourless, _toned
+    from model.conditions import colourless, toned
     from model.faces import extract_face_crops
 
     green = [np.clip(grey(frame) * np.array([0.35, 1.0, 0.35]), 0, 255).astype(np.uint8) for frame in face_frames(20)]
     clips = {"green": write_h264(tmp_path / "green.mp4", green), "sepia": hiding_clips["toned"]}
     clips |= {"colour": media["face_h264"], "grey": hiding_clips["black_and_white"]}
     crops = {name: extract_face_crops(read_frames(path, 10).frames, 112)[0].crops for name, path in clips.items()}
-    assert {name: _toned(c) for name, c in crops.items()} == {"green": True, "sepia": True, "colour": False, "grey": False}
-    assert _colourless(crops["grey"]) and not _colourless(crops["green"])
+    assert {name: toned(c) for name, c in crops.items()} == {"green": True, "sepia": True, "colour": False, "grey": False}
+    assert colourless(crops["grey"]) and not colourless(crops["green"])
 
 
 def test_a_dim_face_is_told_by_the_light_around_it_not_by_its_skin(media, hiding_clips):
@@ -251,7 +251,7 @@ def test_a_dim_face_is_told_by_the_light_around_it_not_by_its_skin(media, hiding
     import face_recognition
     from media import face_frames
 
-    from model.detector import DIM_HIGHLIGHTS, _highlights
+    from model.conditions import DIM_HIGHLIGHTS, highlights
     from model.faces import extract_face_crops
 
     shaded = []
@@ -264,7 +264,7 @@ def test_a_dim_face_is_told_by_the_light_around_it_not_by_its_skin(media, hiding
     dimmed = extract_face_crops(read_frames(hiding_clips["dim"], 10).frames, 112)[0].crops
     centre = lambda crops: crops[:, 28:84, 28:84].mean()  # noqa: E731
     assert centre(shade) < centre(lit) / 2  # the face itself is dark
-    assert _highlights(lit) > _highlights(shade) > DIM_HIGHLIGHTS > _highlights(dimmed)
+    assert highlights(lit) > highlights(shade) > DIM_HIGHLIGHTS > highlights(dimmed)
 
 
 @pytest.mark.parametrize("both_dim", [True, False])
