@@ -9,8 +9,9 @@ import os
 import re
 import threading
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple, Sequence
 
 import av
 import numpy as np
@@ -689,40 +690,142 @@ def animated_webp_durations(path: str | Path) -> list[int] | None:
 
 
 def damaged_pictures(
-    path: str | Path, span_s: tuple[float, float], stop: threading.Event | None = None, stream_index: int | None = None
+    path: str | Path,
+    span_s: tuple[float, float],
+    stop: threading.Event | None = None,
+    stream_index: int | None = None,
+    examined_s: Sequence[float] = (),
 ) -> int:
     """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
     OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
     the key frame before it, until `stop` is set. FFmpeg is asked to fail on such pictures
-    (`err_detect=explode`) rather than conceal them; pictures that no other refers to are left
-    out. Where the span starts past the first frame, the group of pictures sought into is not
-    counted: an open group's pictures may refer to the one before. One thread: it is meant to
-    run beside the analysis, on what that leaves idle. `stream_index`: the video stream to check
-    (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated WebP)
-    or cannot open."""
+    (`err_detect=explode`) rather than conceal them. The frames examined (`examined_s`, seconds
+    from the first frame) are looked at first, each with the pictures it rests on from the key
+    frame before it (`_damaged_where_examined`): damage there is what may move a verdict, and the
+    whole span may take longer to check than a reading at its key frames. Then the whole span,
+    where pictures that no other refers to are left out. Where the span starts past the first
+    frame, the group of pictures sought into is not counted: an open group's pictures may refer
+    to the one before. One thread: it is meant to run beside the analysis, on what that leaves
+    idle. `stream_index`: the video stream to check (`SampledFrames.stream`), else the first. 0
+    for what FFmpeg does not decode (animated WebP) or cannot open."""
     if animated_webp_durations(path):
         return 0
+    stop = stop or threading.Event()
+    failed: set[tuple] = set()  # each picture once, though both looks decode it
     try:
-        with open_container(path) as container:
-            if not container.streams.video:
-                return 0
-            stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
-            return _count_damaged(container, stream, span_s, stop or threading.Event())
+        looks = [partial(_damaged_where_examined, examined_s=examined_s)] if examined_s else []
+        for look in [*looks, _damaged_in_span]:
+            with open_container(path) as container:
+                if not container.streams.video:
+                    return 0
+                stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
+                stream.codec_context.thread_count = 1
+                # no deblocking: the pictures themselves are not looked at
+                stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+                failed |= look(container, stream, span_s, stop)
     except (av.FFmpegError, OSError):
-        return 0
+        pass
+    return len(failed)
 
 
-def _count_damaged(
+def _damaged_where_examined(
     container: av.container.InputContainer,
     stream: av.VideoStream,
     span_s: tuple[float, float],
     stop: threading.Event,
-) -> int:
-    stream.codec_context.thread_count = 1
-    # Half the work or less: no deblocking (the pictures themselves are not looked at), and no
-    # pictures that no other refers to, whose damage spoils themselves alone.
+    examined_s: Sequence[float],
+) -> set[tuple]:
+    """The pictures that fail among those the examined frames rest on: the packets from the key
+    frame before each up to it, in one pass over the packets that decodes only those
+    (`_ExaminedGroups`)."""
+    first, tick = stream.start_time, float(stream.time_base or 0)
+    if first is None or not tick:  # a raw stream's packets carry no times
+        return set()
+    sought = span_s[0] > 0
+    if sought:
+        container.seek(first + int(span_s[0] / tick), stream=stream, backward=True)
+    targets = iter(sorted({first + round(seconds / tick) for seconds in examined_s}))
+    target = next(targets, None)
+    groups = _ExaminedGroups(stream.codec_context, sought)
+    last: av.Packet | None = None
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            decoded_at = packet.pts if packet.dts is None else packet.dts
+            # every packet a target rests on has come once one is decoded after it
+            while target is not None and decoded_at is not None and decoded_at > target:
+                groups.decode_so_far()
+                target = next(targets, None)
+            if target is None or stop.is_set():
+                return groups.failed
+            groups.add(packet)
+            last = packet
+    except av.FFmpegError:  # the container itself broken further on: the whole span's look counts it
+        return groups.failed
+    groups.decode_so_far()  # the last frames
+    if last is not None and _ends_within_frames(container, last):
+        groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
+    return groups.failed
+
+
+class _ExaminedGroups:
+    """The groups of pictures that examined frames lie in, each decoded from its key frame as far
+    as those frames, and afresh where packets before it were passed over. Pictures shown before
+    a key frame (leading pictures, which refer to the group before) are not counted. A group
+    decoded afresh may fail undamaged: after an open group's key frame (an H.264 recovery point),
+    pictures may still refer to ones before it. Its failures count only where they recur when it
+    is decoded on from the whole group before it; in the group a look sought into, not at all."""
+
+    def __init__(self, context: av.CodecContext, sought: bool):
+        self._context = context
+        self._before: list[av.Packet] = []  # the whole group before the current one
+        self._group: list[av.Packet] = []  # the current group's packets so far
+        self._decoded = 0  # how many of them are decoded
+        self._afresh = sought  # whether the current group was decoded from its key frame alone
+        self.failed: set[tuple] = set()  # (presentation time, byte position) of each picture that failed
+
+    def add(self, packet: av.Packet) -> None:
+        if packet.is_keyframe and packet.pts is not None:
+            decoded_on = bool(self._group) and self._decoded == len(self._group)
+            self._afresh = self._afresh if not self._group else not decoded_on
+            self._before, self._group, self._decoded = self._group, [packet], 0
+        elif self._group:
+            self._group.append(packet)
+
+    def decode_so_far(self) -> None:
+        if self._decoded == len(self._group):
+            return
+        if self._decoded == 0 and self._afresh:
+            self._context.flush_buffers()
+        failures = self._decode(self._group[self._decoded :])
+        if failures and self._afresh and not self._before:  # the group sought into
+            failures = set()
+        elif failures and self._afresh:
+            self._context.flush_buffers()
+            self._decode(self._before)
+            failures, self._afresh = self._decode(self._group), False
+        self.failed |= failures
+        self._decoded = len(self._group)
+
+    def _decode(self, packets: list[av.Packet]) -> set[tuple]:
+        key_time = self._group[0].pts
+        failures = set()
+        for packet in packets:
+            try:
+                self._context.decode(packet)
+            except av.error.InvalidDataError:
+                if packet.pts is None or packet.pts >= key_time:
+                    failures.add((packet.pts, packet.pos))
+        return failures
+
+
+def _damaged_in_span(
+    container: av.container.InputContainer, stream: av.VideoStream, span_s: tuple[float, float], stop: threading.Event
+) -> set[tuple]:
+    """The pictures that fail in the whole span, but those that no other refers to, whose damage
+    spoils themselves alone: half the work or less."""
     stream.codec_context.skip_frame = "NONREF"
-    stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
     first = stream.start_time or 0
     tick = float(stream.time_base or 0)
     start_s, end_s = span_s
@@ -730,12 +833,13 @@ def _count_damaged(
     if start_s > 0 and tick and stream.start_time is not None:  # a raw stream's packets carry no times to seek by
         container.seek(first + int(start_s / tick), stream=stream, backward=True)
         keys_to_pass = 2
-    damaged = 0
+    damaged: set[tuple] = set()
     failed: av.Packet | None = None  # the latest picture that failed, counted once another follows it
     try:
         for packet in container.demux(stream):
             if failed is not None and packet.size:
-                damaged, failed = damaged + 1, None
+                damaged.add((failed.pts, failed.pos))
+                failed = None
             if stop.is_set() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
                 break
             keys_to_pass -= keys_to_pass > 0 and packet.is_keyframe
@@ -747,11 +851,13 @@ def _count_damaged(
                 if packet.size:
                     failed = packet
                 else:
-                    damaged += 1
+                    damaged.add(("flushed",))
     except av.FFmpegError:  # the container itself broken further on
-        damaged += 1
+        damaged.add(("container",))
     # the last picture, unfinished where the file was cut short, is told so (`_ends_within_frames`)
-    return damaged + (failed is not None and not _ends_within_frames(container, failed))
+    if failed is not None and not _ends_within_frames(container, failed):
+        damaged.add((failed.pts, failed.pos))
+    return damaged
 
 
 def _read_at(file: BinaryIO, position: int, size: int) -> bytes:

@@ -315,11 +315,12 @@ class Detector:
     @contextlib.contextmanager
     def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[], int]]:
         """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
-        gets. The callable yielded stops it and says what it found, or what the reading found
+        gets: the frames examined first. The callable yielded stops it and says what it found, or what the reading found
         where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
         stop = threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
-        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream)
+        examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
+        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream, examined_s)
 
         def found() -> int:
             stop.set()

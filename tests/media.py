@@ -154,6 +154,28 @@ def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
     return to
 
 
+def damaged_unreferenced_picture_copy(path: Path, to: Path) -> tuple[Path, float]:
+    """A copy of an H.264 MP4 with bytes overwritten in the middle of one picture that no other
+    refers to (a B-frame's slice whose NAL header says so: nal_ref_idc 0), mid-way through the
+    video; and when that picture is shown, in seconds from the first frame."""
+    data = bytearray(path.read_bytes())
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        tick, first = float(stream.time_base), stream.start_time or 0
+    for packet in packets[len(packets) // 2 :]:
+        payload, at = bytes(packet), 0
+        while at + 4 < len(payload):  # length-prefixed NAL units
+            size, header = int.from_bytes(payload[at : at + 4], "big"), payload[at + 4]
+            if header & 0x1F == 1 and not header & 0x60:  # a slice of a picture no other refers to
+                middle = packet.pos + at + 4 + size // 2
+                data[middle : middle + 8] = bytes(value ^ 0x5A for value in data[middle : middle + 8])
+                to.write_bytes(bytes(data))
+                return to, (packet.pts - first) * tick
+            at += 4 + size
+    raise ValueError(f"{path} has no picture that no other refers to")
+
+
 def write_key_every_10(path: Path, frames: Iterable[np.ndarray]) -> Path:
     """H.264 with a key frame every 10 frames, so that the damage in a stretch ends soon after it."""
     return write_video(path, frames, "libx264", options={"x264-params": "keyint=10:min-keyint=10:scenecut=0"})

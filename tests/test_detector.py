@@ -106,6 +106,18 @@ def test_progress_never_goes_back_where_the_reading_starts_again(tiny_weights, t
     assert len(percents) > 5 and percents == sorted(percents)
 
 
+def test_damage_in_a_frame_examined_is_told_though_no_other_picture_refers_to_it(tiny_weights, tmp_path):
+    """The check over the whole video leaves such pictures out (their damage spoils themselves
+    alone); the frames examined it looks at first, and whole."""
+    from media import damaged_unreferenced_picture_copy, face_frames, write_h264
+
+    intact = write_h264(tmp_path / "clip.mp4", face_frames(60))
+    damaged, shown_s = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
+    result = Detector(tiny_weights).detect(damaged, 60)
+    assert shown_s in [score["time_s"] for score in result.frame_scores]
+    assert "damaged" in [caveat["code"] for caveat in result.caveats]
+
+
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     from media import two_face_frames, write_h264

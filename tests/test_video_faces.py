@@ -35,6 +35,7 @@ from media import (
     VARIABLE_RATE_TIMES_S,
     cut_short_copy,
     damaged_copy,
+    damaged_unreferenced_picture_copy,
     face_frames,
     hdr_code_values,
     iter_face_frames,
@@ -717,12 +718,31 @@ def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, 
     options = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
     intact = write_video(tmp_path / name, face_frames(200, (320, 180)), codec, options=options)
     whole, part = (0.0, 20.0), (3.3, 6.5)  # the part sought into at a key frame 3 s in
-    assert damaged_pictures(intact, whole) == 0 and damaged_pictures(intact, part) == 0
+    examined = {whole: [1.0, 3.3, 6.1, 12.4, 19.9], part: [3.3, 4.2, 6.4]}  # looked at first, each from the key frame before it
+    for span in (whole, part):
+        assert damaged_pictures(intact, span) == 0 and damaged_pictures(intact, span, examined_s=examined[span]) == 0
     damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
-    assert damaged_pictures(damaged, whole) > 0
+    assert damaged_pictures(damaged, whole) > 0 and damaged_pictures(damaged, whole, examined_s=examined[whole]) > 0
     stopped = threading.Event()
     stopped.set()
     assert damaged_pictures(damaged, whole, stopped) == 0  # not looked for once stopped
+
+
+def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
+    """The look over the whole span leaves out the pictures that no other refers to, whose damage
+    spoils themselves alone; not where such a picture is a frame examined. The frames examined
+    are looked at first, each with the pictures it rests on, and only those."""
+    intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))  # one group of pictures, with B-frames
+    damaged, shown_s = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
+    whole = (0.0, 6.0)
+    assert damaged_pictures(damaged, whole) == 0
+    assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s]) == 1
+    assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s + 0.5]) == 1  # decoded on the way to a later one
+    assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s - 1.0]) == 0  # no frame examined rests on it
+    assert damaged_pictures(intact, whole, examined_s=[1.0, shown_s]) == 0
+    stopped = threading.Event()
+    stopped.set()
+    assert damaged_pictures(damaged, whole, stopped, examined_s=[shown_s]) == 0  # not looked for once stopped
 
 
 def test_an_mpeg_program_stream_is_read_to_its_last_frame(tmp_path):
