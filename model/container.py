@@ -787,8 +787,8 @@ class _ExaminedGroups:
 
     def add(self, packet: av.Packet) -> None:
         if packet.is_keyframe and packet.pts is not None:
-            decoded_on = bool(self._group) and self._decoded == len(self._group)
-            self._afresh = self._afresh if not self._group else not decoded_on
+            if self._group:  # decoded on from the group before only where that was decoded to its end
+                self._afresh = self._decoded < len(self._group)
             self._before, self._group, self._decoded = self._group, [packet], 0
         elif self._group:
             self._group.append(packet)

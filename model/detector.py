@@ -315,8 +315,8 @@ class Detector:
     @contextlib.contextmanager
     def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[], int]]:
         """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
-        gets: the frames examined first. The callable yielded stops it and says what it found, or what the reading found
-        where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
+        gets, the frames examined first. The callable yielded stops it and says what it found, or
+        what the reading found where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
         stop = threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
         examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
