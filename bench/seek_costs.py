@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from fold_inference import manifest_arguments  # noqa: E402  (beside this script)
 from pipeline import machine, make_clips  # noqa: E402
 
-from model.dataset import read_manifest, shown_path  # noqa: E402
 from model.container import container_facts  # noqa: E402
+from model.dataset import read_manifest, shown_path  # noqa: E402
 from model.decoders import PyAVCapture  # noqa: E402
 
 log = logging.getLogger("bench")
