@@ -744,9 +744,10 @@ def _damaged_where_examined(
     sought = span_s[0] > 0
     if sought:
         container.seek(first + int(span_s[0] / tick), stream=stream, backward=True)
-    targets = iter(sorted({first + round(seconds / tick) for seconds in examined_s}))
+    examined = sorted({first + round(seconds / tick) for seconds in examined_s})
+    targets = iter(examined)
     target = next(targets, None)
-    groups = _ExaminedGroups(stream.codec_context, sought)
+    groups = _ExaminedGroups(stream.codec_context, sought, frozenset(examined))
     last: av.Packet | None = None
     try:
         for packet in container.demux(stream):
@@ -777,8 +778,9 @@ class _ExaminedGroups:
     pictures may still refer to ones before it. Its failures count only where they recur when it
     is decoded on from the whole group before it; in the group a look sought into, not at all."""
 
-    def __init__(self, context: av.CodecContext, sought: bool):
+    def __init__(self, context: av.CodecContext, sought: bool, examined: frozenset[int]):
         self._context = context
+        self._examined = examined  # the frames examined, by presentation time
         self._before: list[av.Packet] = []  # the whole group before the current one
         self._group: list[av.Packet] = []  # the current group's packets so far
         self._decoded = 0  # how many of them are decoded
@@ -812,6 +814,8 @@ class _ExaminedGroups:
         key_time = self._group[0].pts
         failures = set()
         for packet in packets:
+            # a picture that no other refers to spoils itself alone: decoded where it is a frame examined
+            self._context.skip_frame = "DEFAULT" if packet.pts in self._examined else "NONREF"
             try:
                 self._context.decode(packet)
             except av.error.InvalidDataError:

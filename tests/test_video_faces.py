@@ -737,8 +737,8 @@ def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
     whole = (0.0, 6.0)
     assert damaged_pictures(damaged, whole) == 0
     assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s]) == 1
-    assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s + 0.5]) == 1  # decoded on the way to a later one
     assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s - 1.0]) == 0  # no frame examined rests on it
+    assert damaged_pictures(damaged, whole, examined_s=[1.0, shown_s + 0.5]) == 0  # nor the later one, decoded past it
     assert damaged_pictures(intact, whole, examined_s=[1.0, shown_s]) == 0
     stopped = threading.Event()
     stopped.set()
