@@ -14,17 +14,14 @@ import argparse
 import datetime
 import json
 import logging
-import statistics
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from pipeline import machine, make_clips  # noqa: E402  (beside this script)
+from pipeline import machine, make_clips, median_seconds  # noqa: E402  (beside this script)
 
 from model.container import damaged_pictures  # noqa: E402
 from model.video import read_frames  # noqa: E402
@@ -34,27 +31,21 @@ log = logging.getLogger("bench")
 CLIPS = ("720p_10s", "1080p_10s", "1080p_60s_phone", "1080p_10min")
 
 
-def median_s(work: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        begun = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - begun)
-    return round(statistics.median(times), 3)
-
-
 def measure(path: Path, count: int, runs: int) -> dict:
     sampled = read_frames(path, count)
     examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
     never = threading.Event()
     start_s = sampled.span_s[0]
+    reading_s, _ = median_seconds(lambda: read_frames(path, count), runs)
+    # the first look alone: the whole span's look given a span that ends where it starts
+    look_s, _ = median_seconds(lambda: damaged_pictures(path, (start_s, start_s), never, sampled.stream, examined_s), runs)
+    whole_s, damaged = median_seconds(lambda: damaged_pictures(path, sampled.span_s, never, sampled.stream, examined_s), runs)
     return {
         "method": sampled.method,
-        "reading_s": median_s(lambda: read_frames(path, count), runs),
-        # the first look alone: the whole span's look given a span that ends where it starts
-        "examined_look_s": median_s(lambda: damaged_pictures(path, (start_s, start_s), never, sampled.stream, examined_s), runs),
-        "whole_check_s": median_s(lambda: damaged_pictures(path, sampled.span_s, never, sampled.stream, examined_s), runs),
-        "damaged": damaged_pictures(path, sampled.span_s, never, sampled.stream, examined_s),
+        "reading_s": round(reading_s, 3),
+        "examined_look_s": round(look_s, 3),
+        "whole_check_s": round(whole_s, 3),
+        "damaged": damaged,
     }
 
 

@@ -17,13 +17,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 log = logging.getLogger("bench")
+T = TypeVar("T")
 CLIPS = {  # name: (width, height, seconds, fps, codec, container)
     "720p_10s": (1280, 720, 10, 25, "libx264", "mp4"),
     "720p_10s_av1": (1280, 720, 10, 25, "libsvtav1", "mp4"),  # as video sites serve it: decoded by PyAV, not OpenCV
@@ -205,13 +208,19 @@ def measure_recordings(recordings: dict[str, Path], count: int = 20, runs: int =
 
     rows = []
     for name, path in recordings.items():
-        times, method = [], ""
-        for _ in range(runs):
-            begun = time.perf_counter()
-            method = read_frames(path, count).method
-            times.append(time.perf_counter() - begun)
-        rows.append({"recording": name, "frames": count, "seconds": statistics.median(times), "method": method})
+        seconds, sampled = median_seconds(lambda: read_frames(path, count), runs)
+        rows.append({"recording": name, "frames": count, "seconds": seconds, "method": sampled.method})
     return rows
+
+
+def median_seconds(work: Callable[[], T], runs: int) -> tuple[float, T]:
+    """The median time of `runs` calls of `work`, and what the last returned."""
+    times = []
+    for _ in range(runs):
+        begun = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - begun)
+    return statistics.median(times), result
 
 
 def child(args: argparse.Namespace) -> None:
