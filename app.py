@@ -5,6 +5,7 @@ import copy
 import itertools
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent
 PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most this often
 IMAGE_JPEG_QUALITY = 90  # the face crops and heatmaps a report names
 MAX_NAME_KEPT = 64  # characters of an upload's own name (and as many of its suffix) kept in the stored name
+STORED_NAME = re.compile(r"[0-9a-f]{32}_")  # how `stored_name` begins
 
 # Scripts, styles, images and requests from this server only; no plugins, no framing by other
 # sites. A result's address is the only key to it, so it is never sent on to another site.
@@ -166,6 +168,8 @@ def accept_upload() -> Job:
 def run_now(job: Job) -> Job:
     """Analyse in this request (for clients that wait); raises the job's error if it failed."""
     job = worker().run(job.id)
+    if job is None:  # deleted while it ran
+        raise _no_such_result()
     if job.status == "failed":
         raise AnalysisError(**job.error)
     return job
@@ -308,6 +312,7 @@ def index():
         max_faces=DEFAULT_MAX_FACES,
         ttl_hours=current_app.config["RESULT_TTL_HOURS"],
         deleted=bool(request.args.get("deleted")),
+        cancelled=bool(request.args.get("cancelled")),
     )
 
 
@@ -352,12 +357,14 @@ def report_api(job_id: str):
     return jsonify(with_urls(job.result))
 
 
-def delete_result(job_id: str) -> None:
-    """Delete a finished job with its report and images; 409 while it is queued or running."""
-    job = find_job(job_id)
-    if not job.finished:
-        raise AnalysisError(409, "not_ready", "The analysis is not finished yet: its result can be deleted once it is.")
-    store().delete(job_id)
+def delete_result(job_id: str) -> bool:
+    """Delete a job with its report and images; one queued or running is cancelled (its analysis
+    stops, its upload is deleted). Whether it was."""
+    find_job(job_id)  # unknown or expired: 404
+    status = worker().cancel(job_id)
+    if status is None:  # deleted by another request meanwhile
+        raise _no_such_result()
+    return status in ("queued", "running")
 
 
 @bp.delete("/api/v1/jobs/<job_id>")
@@ -368,7 +375,8 @@ def delete_job_api(job_id: str):
 
 @bp.post("/results/<job_id>/delete")
 def delete_result_page(job_id: str):
-    delete_result(job_id)
+    if delete_result(job_id):
+        return redirect(url_for("detect.index", cancelled=1), 303)
     return redirect(url_for("detect.index", deleted=1), 303)
 
 
@@ -433,11 +441,21 @@ def _register_errors(app: Flask) -> None:
         return _error_response(500, "internal_error", "Something went wrong while analysing the video. Please try again.")
 
 
+def _delete_uploads_left(folder: Path) -> None:
+    """Uploads a previous process left where it stopped between saving one and its job's end
+    (no job of this process runs yet); files of other names are not touched."""
+    for path in folder.iterdir():
+        if STORED_NAME.match(path.name) and path.is_file():
+            log.warning("deleting %s, left by a previous process", path.name)
+            path.unlink(missing_ok=True)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Application factory; settings come from `config`, then DETECTOR_* environment variables.
 
     Jobs run in this process, so serve the app from one process (threads are fine): on start it
-    marks the jobs a previous process left unfinished as failed and deletes their uploads.
+    marks the jobs a previous process left unfinished as failed and deletes their uploads, and
+    any other upload left in the folder.
     """
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     env = os.environ.get
@@ -448,6 +466,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=int(float(env("DETECTOR_MAX_UPLOAD_MB", "100")) * 2**20),
         RESULT_TTL_HOURS=float(env("DETECTOR_RESULT_TTL_HOURS", "24")),
         MAX_QUEUED_JOBS=int(env("DETECTOR_MAX_QUEUED_JOBS", "8")),
+        MAX_ANALYSIS_MINUTES=float(env("DETECTOR_MAX_ANALYSIS_MINUTES", "5")),
         DEVICE=env("DETECTOR_DEVICE") or None,
     )
     app.config.update(config or {})
@@ -457,10 +476,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     jobs = JobStore(app.config["JOBS_DB"])
     for upload in jobs.fail_interrupted():
         Path(upload).unlink(missing_ok=True)
+    _delete_uploads_left(Path(app.config["UPLOAD_FOLDER"]))
     jobs.purge(app.config["RESULT_TTL_HOURS"] * 3600)
     app.extensions["last_purge"] = time.monotonic()
     app.extensions["job_store"] = jobs
-    app.extensions["job_worker"] = JobWorker(jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"])
+    app.extensions["job_worker"] = JobWorker(
+        jobs, analyse_job(app), app.config["MAX_QUEUED_JOBS"], app.config["MAX_ANALYSIS_MINUTES"] * 60
+    )
 
     app.register_blueprint(bp)
     app.after_request(_add_security_headers)

@@ -62,6 +62,26 @@ class QueueFull(AnalysisError):
         super().__init__(503, "busy", "The server is busy with other videos. Please try again in a few minutes.")
 
 
+class TooLong(AnalysisError):
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(
+            422, "too_long",
+            f"The analysis took longer than {_duration(limit_s)}, this server's limit, and was stopped. "
+            "Examine a part of the video (from, to), or fewer frames.",
+        )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes >= 1:
+        return f"{minutes:g} minute{'s' * (minutes != 1)}"
+    return f"{seconds:g} second{'s' * (seconds != 1)}"
+
+
+class Cancelled(Exception):
+    """Raised through an analysis whose job was deleted while it ran."""
+
+
 @dataclass
 class Job:
     id: str
@@ -130,11 +150,15 @@ class JobStore:
             row["created"], row["updated"],
         )  # fmt: skip
 
-    def set_progress(self, job_id: str, stage: str, progress: int) -> None:
+    def set_progress(self, job_id: str, stage: str, progress: int) -> bool:
+        """Record a queued or running job's progress (it is running from then on); False where
+        the job is neither, or no longer exists."""
         with self._connect() as db:
-            db.execute(
-                "UPDATE jobs SET status = 'running', stage = ?, progress = ?, updated = ? WHERE id = ? AND status IN ('queued', 'running')",
-                (stage, progress, time.time(), job_id),
+            return bool(
+                db.execute(
+                    "UPDATE jobs SET status = 'running', stage = ?, progress = ?, updated = ? WHERE id = ? AND status IN ('queued', 'running')",
+                    (stage, progress, time.time(), job_id),
+                ).rowcount
             )
 
     def finish(self, job_id: str, result: dict, images: dict[str, bytes]) -> None:
@@ -176,10 +200,12 @@ class JobStore:
             log.warning("marked %d interrupted job(s) failed", len(rows))
         return [row["upload"] for row in rows if row["upload"]]
 
-    def delete(self, job_id: str) -> None:
-        """Delete a finished job with its images now (a job still queued or running stays)."""
+    def delete(self, job_id: str) -> tuple[str, str | None] | None:
+        """Delete a job with its images now, whatever its state: its status and upload as they
+        were when deleted (None where there was no such job)."""
         with self._connect() as db:
-            db.execute("DELETE FROM jobs WHERE id = ? AND status IN ('done', 'failed')", (job_id,))
+            row = db.execute("DELETE FROM jobs WHERE id = ? RETURNING status, upload", (job_id,)).fetchone()
+        return (row["status"], row["upload"]) if row else None
 
     def purge(self, max_age_s: float, now: float | None = None) -> int:
         """Delete finished jobs (and their images) last updated more than `max_age_s` ago."""
@@ -196,12 +222,15 @@ class JobWorker:
     """One background thread that runs submitted jobs in order, at most `max_queued` waiting.
 
     `analyse(job, progress)` returns the report and its images, or raises AnalysisError. The
-    job's upload is deleted as soon as its analysis ends, whatever the outcome.
+    job's upload is deleted as soon as its analysis ends, whatever the outcome. An analysis is
+    stopped at its next progress once it has run `time_limit_s`, or its job was deleted
+    (`cancel`).
     """
 
-    def __init__(self, store: JobStore, analyse: Analysis, max_queued: int = 8):
+    def __init__(self, store: JobStore, analyse: Analysis, max_queued: int = 8, time_limit_s: float = float("inf")):
         self.store = store
         self.analyse = analyse
+        self.time_limit_s = time_limit_s
         self._queue: queue.Queue[str] = queue.Queue(maxsize=max_queued)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -216,12 +245,17 @@ class JobWorker:
                 self._thread = threading.Thread(target=self._work, name="detector-jobs", daemon=True)
                 self._thread.start()
 
-    def run(self, job_id: str) -> Job:
-        """Run one job now, in this thread; returns its final state."""
+    def run(self, job_id: str) -> Job | None:
+        """Run one job now, in this thread; returns its final state (None where it was deleted)."""
         job = self.store.get(job_id)
+        # running from here: a job deleted before, while queued, had its upload deleted with it
+        if job is None or not self.store.set_progress(job_id, "starting", 0):
+            return None
         try:
             report, images = self.analyse(job, self._progress_writer(job_id))
             self.store.finish(job_id, report, images)
+        except Cancelled:
+            log.info("job %s was deleted while it ran: its analysis stopped", job_id)
         except AnalysisError as error:
             self.store.fail(job_id, error)
         except Exception:
@@ -232,17 +266,35 @@ class JobWorker:
                 Path(job.upload).unlink(missing_ok=True)
         return self.store.get(job_id)
 
+    def cancel(self, job_id: str) -> str | None:
+        """Delete a job whatever its state, and stop its analysis: one queued never runs (its
+        upload is deleted now), one running stops at its next progress (`Cancelled`; the worker
+        deletes the upload). The job's status when deleted; None where there was no such job."""
+        deleted = self.store.delete(job_id)
+        if deleted is None:
+            return None
+        status, upload = deleted
+        if status == "queued" and upload:  # `run` finds it gone, and leaves its upload alone
+            Path(upload).unlink(missing_ok=True)
+        return status
+
     def _progress_writer(self, job_id: str) -> Callable[[str, int], None]:
-        """Records progress in the store on each new stage, and otherwise at most every PROGRESS_INTERVAL_S."""
-        last = {"stage": None, "time": 0.0}
+        """Records progress in the store on each new stage, and otherwise at most every
+        PROGRESS_INTERVAL_S; raises `Cancelled` where the job is found deleted then, and `TooLong`
+        once the analysis has run `time_limit_s` from its first progress (before which it may wait
+        for the detector, busy with a request that waits for its own analysis)."""
+        last = {"stage": None, "time": 0.0, "started": None}
 
         def write(stage: str, percent: int) -> None:
             now = time.monotonic()
+            last["started"] = last["started"] or now
+            if now - last["started"] > self.time_limit_s:
+                raise TooLong(self.time_limit_s)
             if stage != last["stage"] or now - last["time"] >= PROGRESS_INTERVAL_S:
-                self.store.set_progress(job_id, stage, percent)
+                if not self.store.set_progress(job_id, stage, percent):
+                    raise Cancelled(job_id)
                 last.update(stage=stage, time=now)
 
-        self.store.set_progress(job_id, "starting", 0)
         return write
 
     def join(self, timeout: float | None = None) -> bool:

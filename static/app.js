@@ -1,6 +1,7 @@
 // Upload with progress, follow the analysis job, then show the result without reloading the page;
 // several videos are checked one after another, each row of a list linking to its result.
 // Without JavaScript the form posts one video to /detect and the server answers with its result page.
+// What is under way can be stopped: the upload, or the analysis (its job deleted, with the video).
 (function () {
   "use strict";
 
@@ -19,6 +20,33 @@
 
   const stageText = (stage, percent, detail) => `${STAGES[stage] || stage}: ${percent}%${detail ? ` (${detail})` : ""}`;
   const uploaded = (loaded, total) => [Math.round((100 * loaded) / total), `${megabytes(loaded)} of ${megabytes(total)} MB`];
+
+  // The video under way: whether it was stopped, its upload's request, then its job.
+  class Stopped extends Error {}
+  const STOPPED = "The analysis was stopped, and the video deleted.";
+  let current = null;
+  const deleteJob = (job) => fetch(job.status_url, { method: "DELETE", headers: { Accept: "application/json" } });
+
+  async function stopCurrent() {
+    const run = current;
+    if (!run || run.stopped) return;
+    run.stopped = true;
+    if (run.request) run.request.abort();
+    if (run.job) await deleteJob(run.job);
+  }
+
+  // Uploads the video in `data` and returns its job, unless stopped on the way (Stopped).
+  async function start(url, data, onProgress) {
+    const run = (current = { stopped: false, request: null, job: null });
+    const job = await upload(url, data, onProgress, run);
+    run.job = job;
+    if (run.stopped) {
+      // stopped while the server's answer was on its way
+      await deleteJob(job);
+      throw new Stopped(STOPPED);
+    }
+    return job;
+  }
 
   function showProgress(stage, percent, detail) {
     byId("progress").hidden = false;
@@ -44,10 +72,12 @@
     if (button) button.disabled = false;
   }
 
-  // Creates an analysis job for the video in `data`; `onProgress(loaded, total)` hears the bytes sent.
-  function upload(url, data, onProgress) {
+  // Creates an analysis job for the video in `data`; `onProgress(loaded, total)` hears the bytes
+  // sent; `run.request` is the request, for `stopCurrent` to abort.
+  function upload(url, data, onProgress, run) {
     return new Promise((resolve, reject) => {
       const request = new XMLHttpRequest();
+      run.request = request;
       request.open("POST", url);
       request.responseType = "json";
       request.setRequestHeader("Accept", "application/json");
@@ -60,18 +90,24 @@
         else reject(new Error((body.error && body.error.message) || `The upload failed (HTTP ${request.status}).`));
       });
       request.addEventListener("error", () => reject(new Error("The upload failed. Check the connection and try again.")));
+      request.addEventListener("abort", () => reject(new Stopped("The upload was stopped: nothing was kept.")));
       request.send(data);
     });
   }
 
   // The finished job; `onProgress(stage, percent)` hears each state on the way.
   async function follow(statusUrl, onProgress) {
+    const run = current;
     for (;;) {
       const response = await fetch(statusUrl, { headers: { Accept: "application/json" } });
       const job = await response.json();
+      if (run && run.stopped) throw new Stopped(STOPPED);
       if (!response.ok) throw new Error(job.error ? job.error.message : `HTTP ${response.status}`);
       if (job.status === "failed") throw new Error(job.error.message);
-      if (job.status === "done") return job;
+      if (job.status === "done") {
+        current = null; // nothing left to stop: the result is kept until deleted from its page
+        return job;
+      }
       onProgress(job.stage, job.progress);
       await sleep(POLL_MS);
     }
@@ -99,7 +135,7 @@
     form.querySelector("button").disabled = true;
     showProgress("uploading", 0);
     try {
-      const job = await upload(form.dataset.jobsUrl, new FormData(form), (loaded, total) =>
+      const job = await start(form.dataset.jobsUrl, new FormData(form), (loaded, total) =>
         showProgress("uploading", ...uploaded(loaded, total)),
       );
       showProgress(job.stage, job.progress);
@@ -146,23 +182,35 @@
     });
     byId("batch").hidden = false;
     const status = byId("batch-status");
+    const stop = byId("batch-cancel");
+    stop.hidden = false;
+    let stoppedAt = files.length;
     for (const [index, file] of files.entries()) {
       const cell = cells[index];
+      if (stoppedAt < index) {
+        cell.textContent = "Not checked: stopped";
+        continue;
+      }
       status.textContent = `Checking video ${index + 1} of ${files.length}: ${file.name}`;
       try {
         if (file.size > Number(form.dataset.maxBytes)) throw new Error(tooLarge(form));
         const data = new FormData(form); // every option the form sets, with this one video
         data.set("video", file);
-        const job = await upload(form.dataset.jobsUrl, data, (loaded, total) => {
+        const job = await start(form.dataset.jobsUrl, data, (loaded, total) => {
           cell.textContent = stageText("uploading", ...uploaded(loaded, total));
         });
         showVerdict(cell, await follow(job.status_url, (stage, percent) => (cell.textContent = stageText(stage, percent))));
       } catch (error) {
-        cell.textContent = `Not checked: ${error.message}`;
-        cell.classList.add("failed");
+        if (error instanceof Stopped) stoppedAt = index;
+        cell.textContent = error instanceof Stopped ? error.message : `Not checked: ${error.message}`;
+        cell.classList.toggle("failed", !(error instanceof Stopped));
       }
     }
-    status.textContent = `All ${files.length} videos checked; each result links to its page.`;
+    stop.hidden = true;
+    status.textContent =
+      stoppedAt < files.length
+        ? "Stopped; each video checked before links to its result."
+        : `All ${files.length} videos checked; each result links to its page.`;
     button.disabled = false;
   }
 
@@ -172,6 +220,11 @@
       event.preventDefault();
       check(form);
     });
+  }
+
+  for (const id of ["cancel", "batch-cancel"]) {
+    const button = byId(id);
+    if (button) button.addEventListener("click", stopCurrent);
   }
 
   const pending = document.querySelector("[data-status-url]");

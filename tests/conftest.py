@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,32 @@ def upload_dir(tmp_path) -> Path:
     folder = tmp_path / "uploads"
     yield folder
     assert list(folder.iterdir()) == [], "uploads must be deleted after processing"
+
+
+class ProgressUntilStopped:
+    """An analysis that reports progress every 10 ms for up to `seconds`, then finishes with no
+    face found; `stopped_by` is what its progress raised, where something did."""
+
+    def __init__(self, seconds: float = 30.0):
+        self.seconds = seconds
+        self.started, self.ended = threading.Event(), threading.Event()
+        self.stopped_by: BaseException | None = None
+        self.runs = 0
+
+    def __call__(self, job, progress):
+        self.runs += 1
+        self.started.set()
+        try:
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline:
+                progress("finding_faces", 50)
+                time.sleep(0.01)
+        except BaseException as error:
+            self.stopped_by = error
+            raise
+        finally:
+            self.ended.set()
+        return {"id": job.id, "face_tracks": [], "frame_scores": [], "label": "NO_FACE"}, {}
 
 
 def app_config(weights: Path, folder: Path, **extra) -> dict:

@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import app_config
+from conftest import ProgressUntilStopped, app_config
 from werkzeug.serving import make_server
 
 from app import create_app
 from model.detector import DEFAULT_WEIGHTS
+from model.jobs import Cancelled
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
 CHROMIUM_ARGS = [
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield {"url": f"http://127.0.0.1:{httpd.server_port}", "uploads": folder / "uploads"}
+    yield {"url": f"http://127.0.0.1:{httpd.server_port}", "uploads": folder / "uploads", "app": app}
     httpd.shutdown()
 
 
@@ -180,6 +181,51 @@ def test_several_videos_are_checked_one_after_another(server, page, media):
     page.get_by_role("button", name="Delete this result").click()
     expect(page.get_by_text("The result was deleted, with its face images.")).to_be_visible()
     assert page.goto(result_url).status == 404
+
+
+@contextmanager
+def analysing_until_stopped(server) -> Iterator[ProgressUntilStopped]:
+    """The server's analysis, while in the block, one that runs until stopped (up to 30 s)."""
+    worker = server["app"].extensions["job_worker"]
+    analyse, worker.analyse = worker.analyse, ProgressUntilStopped()
+    try:
+        yield worker.analyse
+    finally:
+        worker.analyse = analyse
+
+
+def test_an_analysis_is_stopped_from_the_page(server, page, media):
+    with analysing_until_stopped(server) as analysis:
+        page.goto(server["url"])
+        page.set_input_files("#video", media["face_h264"])
+        page.get_by_role("button", name="Check the video").click()
+        expect(page.locator("#progress-stage")).to_have_text("Finding faces: 50%", timeout=30_000)
+        page.get_by_role("button", name="Stop and delete the video").click()
+        expect(page.locator("#upload-error")).to_have_text("The analysis was stopped, and the video deleted.")
+        expect(page.locator("#progress")).to_be_hidden()
+        expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
+        assert analysis.ended.wait(5) and isinstance(analysis.stopped_by, Cancelled)
+        assert server["app"].extensions["job_worker"].join(10)
+    assert list(server["uploads"].iterdir()) == []
+
+
+def test_checking_several_videos_is_stopped_at_the_one_under_way(server, page, media):
+    with analysing_until_stopped(server) as analysis:
+        page.goto(server["url"])
+        page.set_input_files("#video", [media["face_h264"], media["face_mp4v"], media["no_face"]])
+        page.get_by_role("button", name="Check the video").click()
+        rows = page.locator("#batch-rows tr")
+        expect(rows.nth(0)).to_contain_text("Finding faces: 50%", timeout=30_000)
+        page.get_by_role("button", name="Stop, and delete the video being checked").click()
+        expect(page.locator("#batch-status")).to_have_text("Stopped; each video checked before links to its result.")
+        expect(rows.nth(0)).to_contain_text("The analysis was stopped, and the video deleted.")
+        for later in (1, 2):
+            expect(rows.nth(later)).to_contain_text("Not checked: stopped")
+        expect(page.get_by_role("button", name="Stop, and delete the video being checked")).to_be_hidden()
+        expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
+        assert analysis.runs == 1
+        assert server["app"].extensions["job_worker"].join(10)
+    assert list(server["uploads"].iterdir()) == []
 
 
 def test_keyboard_only_upload_on_a_phone(server, browser, media):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -15,11 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import app_config
+from conftest import ProgressUntilStopped, app_config
 from media import face_frames, write_h264
 
-from app import create_app
-from model.jobs import RESTART_MESSAGE, AnalysisError, JobStore
+from app import create_app, stored_name
+from model.jobs import RESTART_MESSAGE, AnalysisError, Cancelled, JobStore
 
 
 def submit(client, path, **form):
@@ -115,11 +116,110 @@ def test_progress_is_visible_while_running_and_nothing_is_ready_yet(app, client,
     assert "result" not in running
     pending = client.get(body["result_url"])
     assert pending.status_code == 200 and b"Finding faces (55%)" in pending.data
-    for not_ready in (client.get(body["report_url"]), client.delete(body["status_url"])):  # no report, nothing to delete yet
-        assert not_ready.status_code == 409 and not_ready.get_json()["error"]["code"] == "not_ready"
+    not_ready = client.get(body["report_url"])  # no report yet
+    assert not_ready.status_code == 409 and not_ready.get_json()["error"]["code"] == "not_ready"
     gate.release.set()
     assert wait_until_finished(client, body["status_url"])["status"] == "done"
     assert client.delete(body["status_url"]).status_code == 204
+
+
+def test_an_analysis_deleted_while_it_runs_stops_and_its_video_is_deleted(app, client, media, upload_dir):
+    analysis = ProgressUntilStopped()
+    app.extensions["job_worker"].analyse = analysis
+    body = submit(client, media["face_h264"]).get_json()
+    assert analysis.started.wait(30)
+    assert len(list(upload_dir.iterdir())) == 1
+    assert client.delete(body["status_url"]).status_code == 204
+    assert analysis.ended.wait(5)  # at its next progress, not after its 30 s
+    assert isinstance(analysis.stopped_by, Cancelled)
+    assert app.extensions["job_worker"].join(10)
+    assert list(upload_dir.iterdir()) == []
+    for url in (body["status_url"], body["report_url"]):
+        assert client.get(url).get_json()["error"]["code"] == "not_found", url
+    assert client.get(body["result_url"]).status_code == 404
+    assert client.delete(body["status_url"]).status_code == 404
+
+    app.extensions["job_worker"].analyse = Gate()  # the worker goes on with the next job
+    app.extensions["job_worker"].analyse.release.set()
+    assert wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])["status"] == "done"
+
+
+def test_a_queued_job_deleted_never_runs(app, client, media, upload_dir):
+    gate = Gate()
+    app.extensions["job_worker"].analyse = gate
+    first = submit(client, media["face_h264"]).get_json()
+    assert gate.entered.wait(30)
+    second = submit(client, media["face_h264"]).get_json()
+    assert client.get(second["status_url"]).get_json()["status"] == "queued"
+    assert len(list(upload_dir.iterdir())) == 2
+    assert client.delete(second["status_url"]).status_code == 204
+    assert len(list(upload_dir.iterdir())) == 1  # the queued job's video, at once
+
+    analysed = []  # what the worker analyses after the first, which is in the gate
+    app.extensions["job_worker"].analyse = lambda job, progress: analysed.append(job.id)
+    gate.release.set()
+    assert wait_until_finished(client, first["status_url"])["status"] == "done"
+    assert app.extensions["job_worker"].join(10)
+    assert analysed == []  # the second never ran
+    assert client.get(second["status_url"]).get_json()["error"]["code"] == "not_found"
+
+
+def test_an_analysis_stopped_from_its_page_says_so(app, client, media, upload_dir):
+    analysis = ProgressUntilStopped()
+    app.extensions["job_worker"].analyse = analysis
+    body = submit(client, media["face_h264"]).get_json()
+    assert analysis.started.wait(30)
+    page = client.get(body["result_url"])
+    action = f'action="{body["result_url"]}/delete"'.encode()
+    assert action in page.data and b"Stop and delete the video" in page.data
+    response = client.post(body["result_url"] + "/delete")
+    assert response.status_code == 303 and response.headers["Location"] == "/?cancelled=1"
+    assert b"The analysis was stopped, and the video deleted." in client.get(response.headers["Location"]).data
+    assert analysis.ended.wait(5) and isinstance(analysis.stopped_by, Cancelled)
+    assert app.extensions["job_worker"].join(10)
+    assert client.get(body["result_url"]).status_code == 404
+
+
+def test_an_analysis_that_runs_past_the_time_limit_fails_clearly(tiny_weights, upload_dir, media):
+    app = create_app(app_config(tiny_weights, upload_dir.parent, MAX_ANALYSIS_MINUTES=0.005))  # 0.3 s
+    analysis = ProgressUntilStopped()
+    app.extensions["job_worker"].analyse = analysis
+    client = app.test_client()
+    body = submit(client, media["face_h264"]).get_json()
+    failed = wait_until_finished(client, body["status_url"], timeout=10)
+    assert failed["error"] == {
+        "code": "too_long",
+        "message": "The analysis took longer than 0.3 seconds, this server's limit, and was stopped."
+        " Examine a part of the video (from, to), or fewer frames.",
+    }
+    assert client.get(body["report_url"]).status_code == 422
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_a_real_analysis_stops_where_its_job_is_deleted_and_the_next_one_runs(app, client, media, upload_dir, caplog):
+    worker = app.extensions["job_worker"]
+    analyse, stages = worker.analyse, []
+
+    def deleted_while_finding_faces(job, progress):
+        def hear(stage, percent):
+            stages.append(stage)
+            if stage == "finding_faces" and stages.count(stage) == 1:
+                assert client.delete(f"/api/v1/jobs/{job.id}").status_code == 204
+            progress(stage, percent)
+
+        return analyse(job, hear)
+
+    worker.analyse = deleted_while_finding_faces
+    body = submit(client, media["face_h264"]).get_json()
+    assert worker.join(60)
+    assert stages[-1] == "finding_faces" and "scoring" not in stages  # stopped there
+    assert client.get(body["status_url"]).status_code == 404
+    assert list(upload_dir.iterdir()) == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    worker.analyse = analyse  # the detector is free for the next video
+    done = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    assert done["status"] == "done" and done["result"]["label"] in ("REAL", "FAKE")
 
 
 def test_failed_job_reports_its_error(app, client, media, upload_dir):
@@ -188,6 +288,17 @@ def test_restart_marks_interrupted_jobs_failed(tiny_weights, upload_dir, media):
     gate.release.set()  # the old worker's late result must not resurrect the job
     before.extensions["job_worker"].join(30)
     assert client.get(body["status_url"]).get_json()["status"] == "failed"
+
+
+def test_an_upload_left_by_a_process_stopped_before_its_job_ended_is_deleted_on_start(tiny_weights, upload_dir):
+    upload_dir.mkdir(parents=True)
+    left = upload_dir / stored_name("clip.mp4")  # a job deleted while it ran, the process killed at once
+    left.write_bytes(b"video")
+    other = upload_dir / "notes.txt"
+    other.write_text("not an upload")
+    create_app(app_config(tiny_weights, upload_dir.parent))
+    assert not left.exists() and other.exists()
+    other.unlink()
 
 
 def test_results_expire(tiny_weights, upload_dir, media):
