@@ -97,13 +97,18 @@ def test_a_result_deleted_through_the_api_is_gone_with_its_images(app, client, m
 
 def test_a_result_deleted_from_its_page_is_gone(app, client, media):
     done = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
-    page = client.get(done["result_url"])
-    action = f'action="{done["result_url"]}/delete"'.encode()
-    assert action in page.data and b"Delete this result" in page.data
-    response = client.post(done["result_url"] + "/delete")
-    assert response.status_code == 303 and response.headers["Location"] == "/?deleted=1"
-    assert b"The result was deleted" in client.get(response.headers["Location"]).data
+    delete_from_its_page(client, done["result_url"], b"Delete this result", "/?deleted=1", b"The result was deleted")
     assert client.get(done["result_url"]).status_code == 404
+
+
+def delete_from_its_page(client, result_url: str, button: bytes, then: str, notice: bytes) -> None:
+    """Delete a job with its page's form, as a browser without JavaScript does: the browser is
+    sent to `then`, which says `notice`."""
+    page = client.get(result_url)
+    assert f'action="{result_url}/delete"'.encode() in page.data and button in page.data
+    response = client.post(result_url + "/delete")
+    assert response.status_code == 303 and response.headers["Location"] == then
+    assert notice in client.get(then).data
 
 
 def test_progress_is_visible_while_running_and_nothing_is_ready_yet(app, client, media):
@@ -169,12 +174,8 @@ def test_an_analysis_stopped_from_its_page_says_so(app, client, media, upload_di
     app.extensions["job_worker"].analyse = analysis
     body = submit(client, media["face_h264"]).get_json()
     assert analysis.started.wait(30)
-    page = client.get(body["result_url"])
-    action = f'action="{body["result_url"]}/delete"'.encode()
-    assert action in page.data and b"Stop and delete the video" in page.data
-    response = client.post(body["result_url"] + "/delete")
-    assert response.status_code == 303 and response.headers["Location"] == "/?cancelled=1"
-    assert b"The analysis was stopped, and the video deleted." in client.get(response.headers["Location"]).data
+    notice = b"The analysis was stopped, and the video deleted."
+    delete_from_its_page(client, body["result_url"], b"Stop and delete the video", "/?cancelled=1", notice)
     assert analysis.ended.wait(5) and isinstance(analysis.stopped_by, Cancelled)
     assert app.extensions["job_worker"].join(10)
     assert client.get(body["result_url"]).status_code == 404
