@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,27 @@ def test_an_analysis_is_stopped_from_the_page(server, page, media):
         assert analysis.ended.wait(5) and isinstance(analysis.stopped_by, Cancelled)
         assert server["app"].extensions["job_worker"].join(10)
     assert list(server["uploads"].iterdir()) == []
+
+
+def test_an_upload_is_stopped_from_the_page(server, page, tmp_path):
+    from media import face_frames, write_h264
+
+    video = write_h264(tmp_path / "large.mp4", face_frames(200, (1280, 720)), preset="ultrafast")
+    assert video.stat().st_size > 400_000
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")  # the upload at 100 kB/s: it takes seconds
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 100_000})
+    page.goto(server["url"])
+    page.set_input_files("#video", video)
+    page.get_by_role("button", name="Check the video").click()
+    expect(page.locator("#progress-stage")).to_contain_text("Uploading: ")
+    page.get_by_role("button", name="Stop and delete the video").click()
+    expect(page.locator("#upload-error")).to_have_text("The upload was stopped: nothing was kept.")
+    expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
+    page.wait_for_timeout(500)  # the server hears the request end
+    assert list(server["uploads"].iterdir()) == []
+    with closing(sqlite3.connect(server["app"].config["JOBS_DB"])) as db:
+        assert db.execute("SELECT count(*) FROM jobs WHERE filename = 'large.mp4'").fetchone()[0] == 0  # no job made
 
 
 def test_checking_several_videos_is_stopped_at_the_one_under_way(server, page, media):
