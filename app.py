@@ -39,7 +39,7 @@ from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
 from model.network import pick_device
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time
-from model.video import VideoError, probe_video
+from model.video import FramesTooLarge, VideoError, probe_video
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -109,7 +109,9 @@ def _part(options: dict) -> TimeRange:
     return TimeRange(options.get("start_s", 0.0), options.get("end_s"))
 
 
-def _not_a_video(error: VideoError) -> AnalysisError:
+def _video_refused(error: VideoError) -> AnalysisError:
+    if isinstance(error, FramesTooLarge):
+        return AnalysisError(413, "frames_too_large", str(error))
     return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV, WebM, or an animated GIF or WebP).")
 
 
@@ -124,7 +126,7 @@ def _check_saved_upload(path: Path, part: TimeRange) -> None:
     try:
         info = probe_video(path)
     except VideoError as error:
-        raise _not_a_video(error) from error
+        raise _video_refused(error) from error
     if info.frame_count > 0:  # else its frames are counted as it is read, and the part checked then
         try:
             part.frames(Timeline(info.fps, info.frame_count))
@@ -214,7 +216,7 @@ def analyse_job(app: Flask) -> Callable[[Job, Callable[[str, int], None]], tuple
         except OutsideVideo as error:
             raise _outside_video(error) from error
         except VideoError as error:
-            raise _not_a_video(error) from error
+            raise _video_refused(error) from error
         return build_report(job, result, detector.describe())
 
     return analyse

@@ -41,6 +41,10 @@ SOUGHT_FRAME_COST = 2
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
+# Frames larger than this are refused when the video is opened, before any is read: frames of
+# 16000 pixels square, near the largest FFmpeg decodes, took 5.4 GB of memory and 14 s each to read. 8K video (7680×4320) and 360°
+# cameras' 11K (10560×5280) pass.
+MAX_FRAME_PIXELS = 8192 * 8192
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
 VIDEO_SUFFIXES = frozenset(
@@ -52,6 +56,10 @@ Progress = Callable[[float], None]  # called with the fraction of the work done,
 
 
 NO_FRAMES = "The video has no decodable frames."
+
+
+class FramesTooLarge(VideoError):
+    """The video's frames are larger than `MAX_FRAME_PIXELS`."""
 NO_DATA = (
     "The file holds zeros where the video's frames should be, as a download that did not finish leaves it: "
     "download it again, or upload a copy that plays."
@@ -228,6 +236,12 @@ def _probed_by_pyav(path: str | Path) -> bool:
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
     info = _with_capture(open_capture, path, _info)
+    if info.width * info.height > MAX_FRAME_PIXELS:
+        raise FramesTooLarge(
+            f"The video's frames are {info.width}×{info.height} pixels, more than this detector reads"
+            f" ({MAX_FRAME_PIXELS / 1e6:.0f} million: 8K video passes). A copy at a usual size, 4K or less,"
+            f" is judged the same way: frames are shrunk to {MAX_FRAME_SIDE} pixels at most."
+        )
     if info.frame_count <= 1:  # a photo, or a header that does not say: see if a second frame follows
         decodable = _with_capture(open_capture, path, lambda capture: _count_frames(capture, limit=2))
         if decodable == 0:

@@ -17,6 +17,7 @@ from media import (  # noqa: E402
     face_frames,
     iter_face_frames,
     stamp_number,
+    write_flat_h264,
     write_h264,
     write_mp4v,
     write_sound,
@@ -45,6 +46,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files["empty"].write_bytes(b"")
     files["sound_only"] = write_sound(folder / "voice_memo.m4a")
     files["song"] = write_sound(folder / "song.mp3", cover=faces[0])  # a face on its cover, not a video of one
+    files["huge_frames"] = write_flat_h264(folder / "huge.mp4", (8448, 8192))  # over 8192 × 8192 pixels
     return files
 
 

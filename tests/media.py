@@ -115,6 +115,23 @@ def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: 
     return write_video(path, frames, "libx264", fps, options={"preset": preset})
 
 
+def write_flat_h264(path: Path, size: tuple[int, int], count: int = 2) -> Path:
+    """`count` grey frames of any `size` (width, height) in H.264, made in YUV without an RGB copy:
+    frames too large to read cost little to make."""
+    width, height = size
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane in frame.planes:
+        np.frombuffer(plane, np.uint8)[:] = 100
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "45"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(count):
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
 def damaged_copy(path: Path, to: Path, count: int = 5, seed: int = 0) -> Path:
     """A copy of an MP4 with `count` bytes of its media data (the `mdat` box) overwritten at
     random, as a bad disk or a broken transfer leaves it: its index intact, some pictures broken."""

@@ -29,7 +29,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
-from model.video import FAILED_GRABS_AT_THE_END, VideoError, probe_video, read_frames
+from model.video import FAILED_GRABS_AT_THE_END, FramesTooLarge, VideoError, probe_video, read_frames
 
 from media import (
     VARIABLE_RATE_TIMES_S,
@@ -49,6 +49,7 @@ from media import (
     undecodable_frame_copy,
     write_animated_webp,
     write_behind_a_still_track,
+    write_flat_h264,
     write_h264,
     write_hdr_video,
     write_key_every_10,
@@ -813,6 +814,14 @@ def test_a_sound_recording_is_told_apart_from_a_broken_video(media, clip):
     for read in (probe_video, lambda path: read_frames(path, 10)):
         with pytest.raises(VideoError, match="sound but no video"):
             read(media[clip])
+
+
+def test_frames_too_large_to_read_are_refused_and_8k_frames_are_not(media, tmp_path):
+    for read in (probe_video, lambda path: read_frames(path, 10)):
+        with pytest.raises(FramesTooLarge, match="8448×8192 pixels"):
+            read(media["huge_frames"])
+    info = probe_video(write_flat_h264(tmp_path / "8k.mp4", (7680, 4320)))
+    assert (info.width, info.height) == (7680, 4320)
 
 
 def test_expand_box_is_clamped_to_frame():

@@ -427,6 +427,7 @@ def test_no_face_in_a_damaged_file_says_the_damage_may_be_why(client, media, tmp
         ("empty", 400, "empty_file"),
         ("sound_only", 415, "not_a_video"),
         ("song", 415, "not_a_video"),  # album art is no video: not judged as one
+        ("huge_frames", 413, "frames_too_large"),
     ],
 )
 def test_bad_files_get_clear_errors(client, media, clip, status, code):
