@@ -224,11 +224,14 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def _probed_by_pyav(path: str | Path) -> bool:
     """Whether the container, as declared, holds several video streams or an odd rate (False
-    where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound."""
+    where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound,
+    FramesTooLarge for a video whose frames are (`MAX_FRAME_PIXELS`)."""
     try:
         with open_container(path) as container:
             refuse_sound(container)
             streams = container.streams.video
+            if len(streams) == 1:  # before another decoder opens it, which decodes a frame
+                _refuse_frames_too_large(streams[0].codec_context.width, streams[0].codec_context.height)
             return len(streams) > 1 or (len(streams) == 1 and has_odd_rate(streams[0]))
     except (av.FFmpegError, OSError):
         return False
@@ -236,12 +239,7 @@ def _probed_by_pyav(path: str | Path) -> bool:
 
 def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
     info = _with_capture(open_capture, path, _info)
-    if info.width * info.height > MAX_FRAME_PIXELS:
-        raise FramesTooLarge(
-            f"The video's frames are {info.width}×{info.height} pixels, more than this detector reads"
-            f" ({MAX_FRAME_PIXELS / 1e6:.0f} million: 8K video passes). A copy at a usual size, 4K or less,"
-            f" is judged the same way: frames are shrunk to {MAX_FRAME_SIDE} pixels at most."
-        )
+    _refuse_frames_too_large(info.width, info.height)
     if info.frame_count <= 1:  # a photo, or a header that does not say: see if a second frame follows
         decodable = _with_capture(open_capture, path, lambda capture: _count_frames(capture, limit=2))
         if decodable == 0:
@@ -249,6 +247,15 @@ def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
         if decodable == 1:
             raise VideoError("This file holds a single picture, not a video: the detector judges a face over time.")
     return info
+
+
+def _refuse_frames_too_large(width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise FramesTooLarge(
+            f"The video's frames are {width}×{height} pixels, more than this detector reads"
+            f" ({MAX_FRAME_PIXELS / 1e6:.0f} million: 8K video passes). A copy at a usual size, 4K or less,"
+            f" is judged the same way: frames are shrunk to {MAX_FRAME_SIDE} pixels at most."
+        )
 
 
 def _info(capture: Capture) -> VideoInfo:
@@ -310,6 +317,7 @@ def read_frames(
         pillow = partial(PillowCapture, durations=durations)  # the frame chunks read once, not by every capture
         return _sample(path, count, seek_min_gap, progress, max_side, part, pillow, facts)
     facts = container_facts(path)
+    _refuse_frames_too_large(*facts.stored_size)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
     # of several video streams, the first (perhaps a cover picture), and where the average rate is
     # odd, counts and seeks in ticks of the time base
