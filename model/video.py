@@ -125,6 +125,10 @@ def videos_in_folder(folder: str | Path) -> list[Path]:
 # A picture that a damaged file breaks fails to decode alone: the frames after it decode again.
 # The stream ends where this many frames in a row fail (a second or more of video).
 FAILED_GRABS_AT_THE_END = 25
+# A pass reports its progress at least this often, in frames decoded, also where the frames
+# chosen lie far apart (a long video with few key frames): the bar moves, and the analysis can
+# be stopped there.
+PROGRESS_EVERY_FRAMES = 64
 
 
 def _grabs(capture: Capture) -> Iterator[bool]:
@@ -161,8 +165,8 @@ def _read_sequential(
             if ok and frame is not None:
                 got_idx.append(index)
                 got.append(to_rgb(frame))
-                if progress:
-                    progress((index - first) / (last - first) if last > first else 1.0)
+        if progress and (index in targets or index % PROGRESS_EVERY_FRAMES == 0):
+            progress(max(0.0, (index - first) / (last - first)) if last > first else 1.0)  # < 0: decoding up to the first
         index += 1
     return got_idx, got, index
 
@@ -182,8 +186,8 @@ def _read_by_times(
             ok, frame = capture.retrieve()
             if ok and frame is not None:
                 got[index] = to_rgb(frame)
-                if progress:
-                    progress(len(got) / len(targets))
+        if progress and (index in targets or len(decoded) % PROGRESS_EVERY_FRAMES == 0):
+            progress(len(got) / len(targets))
     indices = sorted(got)
     return indices, [got[index] for index in indices], max(decoded, default=-1) + 1 - len(decoded)
 

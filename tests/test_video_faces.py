@@ -29,7 +29,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
-from model.video import FAILED_GRABS_AT_THE_END, FramesTooLarge, VideoError, probe_video, read_frames
+from model.video import FAILED_GRABS_AT_THE_END, PROGRESS_EVERY_FRAMES, FramesTooLarge, VideoError, probe_video, read_frames
 
 from media import (
     VARIABLE_RATE_TIMES_S,
@@ -162,6 +162,29 @@ def test_frames_are_read_at_the_key_frames_nearest_them_where_that_decodes_fewer
     assert sampled.method == method and sampled.indices == read
     assert [read_stamp(frame) for frame in sampled.frames] == [index % 256 for index in read]
     assert sampled.timeline.frame_count == length and sampled.span_s == (0.0, length / 10)
+
+
+def test_a_pass_through_frames_far_apart_reports_its_progress_between_them(tmp_path):
+    """In a video with one key frame, the frames are read in one pass; between two of them far
+    apart the progress is still heard (where an analysis is stopped, or timed)."""
+    frames = iter_face_frames(700, (320, 180))
+    path = write_video(tmp_path / "clip.mp4", frames, "libx264", options={"x264-params": "keyint=700:scenecut=0", "preset": "ultrafast"})
+    heard: list[float] = []
+    sampled = read_frames(path, 4, progress=heard.append)
+    assert sampled.method == "sequential" and sampled.indices == [87, 262, 437, 612]
+    assert heard == sorted(heard) and heard[-1] == 1.0
+    spread = sampled.indices[-1] - sampled.indices[0]
+    assert heard[0] == 0.0 and max(np.diff(heard)) * spread <= PROGRESS_EVERY_FRAMES + 1e-9  # not only at the 4 frames, 175 apart
+
+    class Stopped(Exception):
+        pass
+
+    def stop_past_half(fraction: float) -> None:
+        if fraction > 0.5:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        read_frames(path, 4, progress=stop_past_half)
 
 
 def test_a_part_far_in_is_read_in_one_pass_from_the_key_frame_before_it(tmp_path, monkeypatch):
