@@ -183,11 +183,15 @@
     byId("batch").hidden = false;
     const status = byId("batch-status");
     const stop = byId("batch-cancel");
+    let stopped = false; // also where stopped between two videos, with none under way
+    stop.onclick = () => {
+      stopped = true;
+      stopCurrent();
+    };
     stop.hidden = false;
-    let stoppedAt = files.length;
     for (const [index, file] of files.entries()) {
       const cell = cells[index];
-      if (stoppedAt < index) {
+      if (stopped) {
         cell.textContent = "Not checked: stopped";
         continue;
       }
@@ -201,16 +205,14 @@
         });
         showVerdict(cell, await follow(job.status_url, (stage, percent) => (cell.textContent = stageText(stage, percent))));
       } catch (error) {
-        if (error instanceof Stopped) stoppedAt = index;
         cell.textContent = error instanceof Stopped ? error.message : `Not checked: ${error.message}`;
         cell.classList.toggle("failed", !(error instanceof Stopped));
       }
     }
     stop.hidden = true;
-    status.textContent =
-      stoppedAt < files.length
-        ? "Stopped; each video checked before links to its result."
-        : `All ${files.length} videos checked; each result links to its page.`;
+    status.textContent = stopped
+      ? "Stopped; each video checked before links to its result."
+      : `All ${files.length} videos checked; each result links to its page.`;
     button.disabled = false;
   }
 
@@ -222,10 +224,8 @@
     });
   }
 
-  for (const id of ["cancel", "batch-cancel"]) {
-    const button = byId(id);
-    if (button) button.addEventListener("click", stopCurrent);
-  }
+  const cancel = byId("cancel");
+  if (cancel) cancel.addEventListener("click", stopCurrent);
 
   const pending = document.querySelector("[data-status-url]");
   if (pending) {
