@@ -197,6 +197,17 @@ def test_an_analysis_that_runs_past_the_time_limit_fails_clearly(tiny_weights, u
     assert list(upload_dir.iterdir()) == []
 
 
+def test_a_real_analysis_past_the_time_limit_fails_and_the_next_one_runs(app, client, media, upload_dir):
+    worker = app.extensions["job_worker"]
+    worker.time_limit_s = 0.001  # past at the analysis's second progress, wherever that is
+    failed = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "too_long", failed
+    assert list(upload_dir.iterdir()) == []
+    worker.time_limit_s = 60.0
+    done = wait_until_finished(client, submit(client, media["face_h264"]).get_json()["status_url"])
+    assert done["status"] == "done" and done["result"]["label"] in ("REAL", "FAKE")
+
+
 def test_a_real_analysis_stops_where_its_job_is_deleted_and_the_next_one_runs(app, client, media, upload_dir, caplog):
     worker = app.extensions["job_worker"]
     analyse, stages = worker.analyse, []
