@@ -11,7 +11,7 @@ import threading
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple, Sequence
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 import av
 import numpy as np
@@ -64,6 +64,9 @@ def refuse_sound(container: av.container.InputContainer) -> None:
 # How far from its place in the stream a frame may be shown: H.264 and HEVC reorder at most 16
 # frames; twice that, so that no stream of one recording is taken for several.
 MAX_REORDERED_FRAMES = 32
+# Reading a file's packets says it is alive this often (about 40 ms): a file of tiny frames may
+# hold millions, and an analysis stopped or out of time then stops while they are read.
+PACKETS_A_HEARTBEAT = 4096
 
 
 class MainStream(NamedTuple):
@@ -289,12 +292,13 @@ def _restarts(times: list[int]) -> bool:
     return bool((np.abs(order - np.arange(len(order))) > MAX_REORDERED_FRAMES).any())
 
 
-def read_main_stream(container: av.container.InputContainer) -> MainStream:
+def read_main_stream(container: av.container.InputContainer, heartbeat: Callable[[], None] | None = None) -> MainStream:
     """The video stream a player shows, and its presentation times in display order, in its time
     base, from its packets alone (nothing is decoded; None where they are missing or unreadable,
     or start again). Where a file holds several (a preview or a cover picture beside the
     recording, a second camera), that is the one with the most frames, and never an attached
-    cover picture."""
+    cover picture. `heartbeat` is called every `PACKETS_A_HEARTBEAT` packets read (what it
+    raises stops the reading)."""
     streams = _moving_streams(container) or list(container.streams.video)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
@@ -306,7 +310,9 @@ def read_main_stream(container: av.container.InputContainer) -> MainStream:
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
     try:
-        for packet in container.demux():  # every stream's: the file may end within any one's
+        for count, packet in enumerate(container.demux()):  # every stream's: the file may end within any one's
+            if heartbeat and count % PACKETS_A_HEARTBEAT == 0:
+                heartbeat()
             last = packet if packet.size else last
             if passed_over and passed_over.before(packet):
                 after_zeros = set(times)
@@ -565,14 +571,14 @@ class ContainerFacts(NamedTuple):
     timing: MainStream | None = None
 
 
-def container_facts(path: str | Path) -> ContainerFacts:
-    """What the container tells without decoding the video."""
+def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = None) -> ContainerFacts:
+    """What the container tells without decoding the video; `heartbeat` as `read_main_stream`'s."""
     try:
         with open_container(path) as container:
             refuse_sound(container)
             if not container.streams.video:
                 return ContainerFacts(None)
-            main_stream = read_main_stream(container)
+            main_stream = read_main_stream(container, heartbeat)
             stream, times, joined_frames = main_stream.stream, main_stream.times, main_stream.joined_frames
             entries = main_stream.entry_points
             sought_by_bytes = len(entries) > 1 and entries[0, 0] == 0

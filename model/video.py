@@ -320,7 +320,7 @@ def read_frames(
         facts = ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
         pillow = partial(PillowCapture, durations=durations)  # the frame chunks read once, not by every capture
         return _sample(path, count, seek_min_gap, progress, max_side, part, pillow, facts)
-    facts = container_facts(path)
+    facts = container_facts(path, heartbeat=(lambda: progress(0.0)) if progress else None)
     _refuse_frames_too_large(*facts.stored_size)
     # OpenCV's FFmpeg turns interlaced pictures into black ones, reads HDR ones without tone mapping,
     # of several video streams, the first (perhaps a cover picture), and where the average rate is

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model.container import PICTURE_FRAME_MS, damaged_pictures
+from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, container_facts, damaged_pictures
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
     FaceTrack,
@@ -185,6 +185,28 @@ def test_a_pass_through_frames_far_apart_reports_its_progress_between_them(tmp_p
 
     with pytest.raises(Stopped):
         read_frames(path, 4, progress=stop_past_half)
+
+
+def test_the_reading_of_a_files_packets_is_heard_and_can_be_stopped_before_any_decoding(tmp_path, monkeypatch):
+    """A file of many tiny frames holds millions of packets, all read before a frame is decoded:
+    the reading says it is alive, and what the progress raises then stops it."""
+    frames = [np.full((16, 16, 3), i % 256, np.uint8) for i in range(3 * PACKETS_A_HEARTBEAT)]
+    path = write_video(tmp_path / "tiny.mp4", frames, "libx264", options={"preset": "ultrafast"})
+    beats: list[int] = []
+    assert len(container_facts(path, heartbeat=lambda: beats.append(1)).shown_s) == len(frames)
+    assert len(beats) >= 3
+
+    class Stopped(Exception):
+        pass
+
+    def stop(fraction: float) -> None:
+        raise Stopped
+
+    opened: list[Path] = []
+    monkeypatch.setattr("model.video.open_with_opencv", opened.append)
+    with pytest.raises(Stopped):
+        read_frames(path, 10, progress=stop)
+    assert opened == []  # stopped before a decoder opened the file
 
 
 def test_a_part_far_in_is_read_in_one_pass_from_the_key_frame_before_it(tmp_path, monkeypatch):
