@@ -167,6 +167,17 @@ def accept_upload() -> Job:
         raise
 
 
+def queue(job: Job) -> Job:
+    """Hand the job to the worker; where the queue is full, it fails and its upload is deleted."""
+    try:
+        worker().submit(job)
+    except AnalysisError as error:
+        store().fail(job.id, error)
+        Path(job.upload).unlink(missing_ok=True)
+        raise
+    return job
+
+
 def run_now(job: Job) -> Job:
     """Analyse in this request (for clients that wait); raises the job's error if it failed."""
     job = worker().run(job.id)
@@ -320,8 +331,10 @@ def index():
 
 @bp.post("/detect")
 def detect_page():
-    """The form without JavaScript: analyse while the browser waits, then show the permalink."""
-    job = run_now(accept_upload())
+    """The form without JavaScript: the job is queued, and the browser sent to its permalink,
+    which shows the analysis's progress (refreshing itself, with a button to stop it), then
+    its result."""
+    job = queue(accept_upload())
     return redirect(url_for("detect.result_page", job_id=job.id), 303)
 
 
@@ -333,14 +346,7 @@ def detect_api():
 
 @bp.post("/api/v1/jobs")
 def create_job_api():
-    job = accept_upload()
-    try:
-        worker().submit(job)
-    except AnalysisError as error:
-        store().fail(job.id, error)
-        Path(job.upload).unlink(missing_ok=True)
-        raise
-    body = job_status(job)
+    body = job_status(queue(accept_upload()))
     return jsonify(body), 202, {"Location": body["status_url"]}
 
 

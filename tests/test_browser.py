@@ -250,6 +250,26 @@ def test_checking_several_videos_is_stopped_at_the_one_under_way(server, page, m
     assert list(server["uploads"].iterdir()) == []
 
 
+def test_without_javascript_the_page_shows_the_progress_until_the_result_and_can_stop(server, browser, media):
+    with policed_page(browser, java_script_enabled=False) as page:
+        page.goto(server["url"])
+        page.set_input_files("#video", media["face_h264"])
+        page.get_by_role("button", name="Check the video").click()
+        assert re.fullmatch(r".*/results/[0-9a-f]{32}", page.url)  # the permalink, which refreshes itself
+        expect(page.locator(".verdict")).to_contain_text(re.compile(r"(REAL|FAKE)"), timeout=60_000)
+
+        with analysing_until_stopped(server) as analysis:
+            page.goto(server["url"])
+            page.set_input_files("#video", media["face_h264"])
+            page.get_by_role("button", name="Check the video").click()
+            expect(page.get_by_text("Finding faces (50%)")).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Stop and delete the video").click()
+            expect(page.get_by_text("The analysis was stopped, and the video deleted.")).to_be_visible()
+            assert analysis.ended.wait(5) and isinstance(analysis.stopped_by, Cancelled)
+            assert server["app"].extensions["job_worker"].join(10)
+    assert list(server["uploads"].iterdir()) == []
+
+
 def test_keyboard_only_upload_on_a_phone(server, browser, media):
     with policed_page(browser, viewport=PHONE, is_mobile=True) as page:
         # Playwright turns on file chooser interception without waiting for the browser to confirm;

@@ -39,6 +39,14 @@ def post(client, url, path=None, data=b"", name="clip.mp4", follow=False, **form
     return client.post(url, data=payload, content_type="multipart/form-data", follow_redirects=follow)
 
 
+def judged_page(client, path, **form):
+    """The page the form without JavaScript leads to, once the analysis it queued is done."""
+    response = post(client, "/detect", path, **form)
+    assert response.status_code == 303
+    assert client.application.extensions["job_worker"].join(60)
+    return client.get(response.headers["Location"])
+
+
 def test_index_page(client):
     page = client.get("/")
     assert page.status_code == 200
@@ -141,6 +149,7 @@ def test_page_without_script_redirects_to_result_permalink(client, media):
     assert response.status_code == 303
     permalink = response.headers["Location"]
     assert re.fullmatch(r"/results/[0-9a-f]{32}", permalink)
+    assert client.application.extensions["job_worker"].join(60)
     html = client.get(permalink).data.decode()
     assert re.search(r'class="verdict verdict-(real|fake)"', html)
     assert "% confidence" in html
@@ -213,7 +222,7 @@ def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_pat
     client = create_app(app_config(weights, tmp_path)).test_client()
     body = post(client, "/api/v1/detect", media["face_h264"]).get_json()
     assert body["model"]["validation"] == validation
-    html = post(client, "/detect", media["face_h264"], follow=True).data.decode()
+    html = judged_page(client, media["face_h264"]).data.decode()
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
     assert (
         "How far to trust this: tested on 106 videos of 20 groups of people it had not seen (cross-validation), this "
@@ -228,7 +237,7 @@ def test_result_names_an_ensemble_as_such(tmp_path, media, tiny_weights, tiny_en
     for weights, members in ((tiny_weights, 1), (tiny_ensemble_weights, 2)):
         client = create_app(app_config(weights, tmp_path)).test_client()
         assert post(client, "/api/v1/detect", media["face_h264"]).get_json()["model"]["members"] == members
-        text = " ".join(re.sub(r"<[^>]+>", " ", post(client, "/detect", media["face_h264"], follow=True).data.decode()).split())
+        text = " ".join(re.sub(r"<[^>]+>", " ", judged_page(client, media["face_h264"]).data.decode()).split())
         shown = "mobilenet_v2, an ensemble of 2 networks, version" if members == 2 else "mobilenet_v2, version"
         assert f"{weights.name} ({shown}" in text
     assert list((tmp_path / "uploads").iterdir()) == []
@@ -379,6 +388,7 @@ def test_a_check_for_damage_that_fails_costs_the_caveat_not_the_verdict(client, 
 
 def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media):
     url = post(client, "/detect", media["face_h264"]).headers["Location"]
+    assert app.extensions["job_worker"].join(60)
     job_id = url.rstrip("/").split("/")[-1]
     store = app.extensions["job_store"]
     report = store.get(job_id).result
@@ -404,7 +414,7 @@ def test_no_face_is_a_result_not_a_verdict(client, media):
     assert body["label"] == "NO_FACE"
     assert body["confidence"] is None and body["p_fake"] is None
     assert body["face_tracks"] == [] and body["frame_scores"] == [] and body["caveats"] == []
-    html = post(client, "/detect", media["no_face"], follow=True).data.decode()
+    html = judged_page(client, media["no_face"]).data.decode()
     assert "No face found" in html and 'class="notice caveat"' not in html
     assert re.search(r'<p class="hint no-face">Faces are found where .*? check that part, or more frames\.</p>', html)
 
