@@ -64,8 +64,8 @@ def refuse_sound(container: av.container.InputContainer) -> None:
 # How far from its place in the stream a frame may be shown: H.264 and HEVC reorder at most 16
 # frames; twice that, so that no stream of one recording is taken for several.
 MAX_REORDERED_FRAMES = 32
-# Reading a file's packets says it is alive this often (about 40 ms): a file of tiny frames may
-# hold millions, and an analysis stopped or out of time then stops while they are read.
+# Reading a file's packets says it is alive this often (some 20–40 ms): a file of tiny frames
+# may hold millions, and an analysis stopped or out of time then stops while they are read.
 PACKETS_A_HEARTBEAT = 4096
 
 

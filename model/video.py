@@ -42,8 +42,8 @@ SOUGHT_FRAME_COST = 2
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
 # Frames larger than this are refused when the video is opened, before any is read: frames of
-# 16000 pixels square, near the largest FFmpeg decodes, took 5.4 GB of memory and 14 s each to read. 8K video (7680×4320) and 360°
-# cameras' 11K (10560×5280) pass.
+# 16000 pixels square, near the largest FFmpeg decodes, took 5.4 GB of memory and 14 s each to
+# read. 8K video (7680×4320) and 360° cameras' 11K (10560×5280) pass.
 MAX_FRAME_PIXELS = 8192 * 8192
 # What a folder of videos is searched for; a file named outright is tried whatever its name
 # (uploads are checked by decoding them).
@@ -56,14 +56,14 @@ Progress = Callable[[float], None]  # called with the fraction of the work done,
 
 
 NO_FRAMES = "The video has no decodable frames."
-
-
-class FramesTooLarge(VideoError):
-    """The video's frames are larger than `MAX_FRAME_PIXELS`."""
 NO_DATA = (
     "The file holds zeros where the video's frames should be, as a download that did not finish leaves it: "
     "download it again, or upload a copy that plays."
 )
+
+
+class FramesTooLarge(VideoError):
+    """The video's frames are larger than `MAX_FRAME_PIXELS`."""
 
 
 @dataclass
@@ -229,7 +229,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 def _probed_by_pyav(path: str | Path) -> bool:
     """Whether the container, as declared, holds several video streams or an odd rate (False
     where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound,
-    FramesTooLarge for a video whose frames are (`MAX_FRAME_PIXELS`)."""
+    FramesTooLarge where its frames are larger than `MAX_FRAME_PIXELS`."""
     try:
         with open_container(path) as container:
             refuse_sound(container)
@@ -313,8 +313,9 @@ def read_frames(
     PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
     tone-mapped to SDR, a file with several video streams, of which the one a player shows is
     read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
-    FFmpeg cannot. `progress` hears how far through the chosen frames the reading is.
-    OutsideVideo where the part begins after the end.
+    FFmpeg cannot. `progress` hears how far through the chosen frames the reading is (0 while
+    the packets are read). OutsideVideo where the part begins after the end; FramesTooLarge
+    where the frames are larger than `MAX_FRAME_PIXELS`, before any is read.
     """
     if durations := animated_webp_durations(path):  # which FFmpeg cannot decode
         facts = ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
