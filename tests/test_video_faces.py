@@ -1066,7 +1066,7 @@ def test_a_long_video_with_no_frame_to_read_is_refused_as_such(media, monkeypatc
     real_facts = video.container_facts
     monkeypatch.setattr(video, "_probe", long_probe)
     # and as many packets, a tenth of a second apart (fewer would be counted instead)
-    monkeypatch.setattr(video, "container_facts", lambda path: real_facts(path)._replace(shown_s=np.arange(10**6) / 10))
+    monkeypatch.setattr(video, "container_facts", lambda path, heartbeat=None: real_facts(path, heartbeat)._replace(shown_s=np.arange(10**6) / 10))
     monkeypatch.setattr(video, "_count_frames", lambda capture, limit=None: 0)  # and nothing there to count
     with pytest.raises(VideoError, match="no decodable frames"):
         video.read_frames(media["face_h264"], 10, seek_min_gap=1)
