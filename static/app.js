@@ -25,27 +25,21 @@
   class Stopped extends Error {}
   const STOPPED = "The analysis was stopped, and the video deleted.";
   let current = null;
-  const deleteJob = (job) => fetch(job.status_url, { method: "DELETE", headers: { Accept: "application/json" } });
 
   async function stopCurrent() {
     const run = current;
     if (!run || run.stopped) return;
     run.stopped = true;
     if (run.request) run.request.abort();
-    if (run.job) await deleteJob(run.job);
+    if (run.job) await fetch(run.job.status_url, { method: "DELETE", headers: { Accept: "application/json" } });
   }
 
-  // Uploads the video in `data` and returns its job, unless stopped on the way (Stopped).
+  // Uploads the video in `data` and returns its job, unless stopped on the way (Stopped). The job
+  // is `current` as soon as the upload's answer comes: no click can come between the two.
   async function start(url, data, onProgress) {
     const run = (current = { stopped: false, request: null, job: null });
-    const job = await upload(url, data, onProgress, run);
-    run.job = job;
-    if (run.stopped) {
-      // stopped while the server's answer was on its way
-      await deleteJob(job);
-      throw new Stopped(STOPPED);
-    }
-    return job;
+    run.job = await upload(url, data, onProgress, run);
+    return run.job;
   }
 
   function showProgress(stage, percent, detail) {
