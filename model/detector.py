@@ -264,10 +264,10 @@ class Detector:
         seconds["decode"] = time.perf_counter() - start
         with self._checking_for_damage(path, sampled) as damage_found:
             mark = time.perf_counter()
+            finding = _stage(progress, "finding_faces")
+            finding(0.0)  # before the picture's region and the choice of search, which find no face yet
             picture = picture_region(sampled.frames)
-            faces = extract_face_crops(
-                sampled.frames, self.config.image_size, max_faces, _stage(progress, "finding_faces"), picture, self.upright_from
-            )
+            faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, finding, picture, self.upright_from)
             seconds["faces"] = time.perf_counter() - mark
             frames = len(sampled.frames)
             # The most often seen face is always judged; others need enough frames to say anything.

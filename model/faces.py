@@ -332,7 +332,8 @@ def _detect_in_frames(
     only at the finest of SEARCH_LEVELS, every frame may be searched down to it; with
     `several_faces`, where a search one level finer than the one that found faces finds more
     beside them, every frame gets it too (else a face under about half the size of the smallest
-    found is missed beside a larger one). `progress` hears the fraction of frames done."""
+    found is missed beside a larger one). `progress` hears the fraction of frames done (0 after
+    each of the first searches)."""
     report = progress or (lambda fraction: None)
     found: dict[tuple[int, int, bool], list[Box]] = {}
     searched: dict[int, dict[tuple[int, float], list[Box]]] = {}  # the probes are asked several ways
@@ -344,13 +345,18 @@ def _detect_in_frames(
             )
         return found[position, deepest, look_beside]
 
+    def probe(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
+        boxes = detect(position, deepest, look_beside)
+        report(0.0)  # no frame is done yet, but the analysis is alive: a stop takes effect between searches
+        return boxes
+
     probes = _probe_positions(len(frames))
     finest = len(SEARCH_LEVELS) - 1
     deepest, look_beside = 1, False
-    if probes and not any(detect(i) for i in probes) and any(detect(i, finest) for i in probes):
+    if probes and not any(probe(i) for i in probes) and any(probe(i, finest) for i in probes):
         deepest = finest
     if several_faces:
-        look_beside = any(len(detect(i, deepest, look_beside=True)) > len(detect(i, deepest)) for i in probes)
+        look_beside = any(len(probe(i, deepest, look_beside=True)) > len(probe(i, deepest)) for i in probes)
 
     detections: list[list[Box] | None] = [None] * len(frames)
     for i in range(0, len(frames), 2):

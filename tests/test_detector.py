@@ -93,6 +93,24 @@ def test_progress_runs_through_the_stages_in_order(tiny_weights, media):
     assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
 
 
+def test_the_search_for_faces_is_heard_before_the_picture_region_is_looked_for(tiny_weights, media, monkeypatch):
+    """The picture's region and the choice of search come before any face is found: the stage is
+    heard first, so an analysis stopped then stops there."""
+    import model.detector as detector
+
+    events = []
+    looked_for = detector.picture_region
+
+    def picture_region(frames):
+        events.append(("picture_region", None))
+        return looked_for(frames)
+
+    monkeypatch.setattr(detector, "picture_region", picture_region)
+    Detector(tiny_weights).detect(media["face_h264"], 10, progress=lambda stage, percent: events.append((stage, percent)))
+    at = events.index(("picture_region", None))
+    assert events[at - 1] == ("finding_faces", detector.STAGE_SPANS["finding_faces"][0])
+
+
 def test_progress_never_goes_back_where_the_reading_starts_again(tiny_weights, tmp_path):
     """A stretch of zeros ends the first pass, and the frames are read again by their times."""
     from media import face_frames, write_key_every_10, zeroed_stretch_copy

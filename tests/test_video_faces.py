@@ -1007,6 +1007,24 @@ def test_the_search_is_chosen_on_a_few_frames_and_each_frame_searched_once(monke
     assert calls == [(1, False)] * 2  # frame 0, then frame 1 (no neighbour after it)
 
 
+def test_progress_is_heard_between_the_first_searches(monkeypatch):
+    """The searches that choose how to search (several a frame, deeper ones among them) come before
+    any frame is done: the progress hears each, so an analysis stopped then stops at the next."""
+    import model.faces as faces
+
+    events = []
+
+    def fake_detect(frame, deepest=1, look_beside=False, searched=None):
+        events.append("search")
+        return [(100, 200, 200, 100)] if deepest == len(faces.SEARCH_LEVELS) - 1 else []  # a face at the finest level only
+
+    monkeypatch.setattr(faces, "detect_faces", fake_detect)
+    video = [np.zeros((8, 8, 3), np.uint8)] * 8
+    faces.detect_faces_in_frames(video, events.append, several_faces=True, picture=None)
+    assert events.count("search") >= 8
+    assert not any(a == b == "search" for a, b in zip(events, events[1:])), events
+
+
 def test_fast_boxes_match_full_resolution_detection_on_clip(media):
     """The fast path (downscaled HOG on the same pyramid grid, interpolation) gives the original
     path's boxes (full resolution, upsample 1) within a few pixels."""
