@@ -49,9 +49,15 @@ SOUND_ONLY = "This file holds sound but no video."
 HDR_TRANSFERS = {16: "pq", 18: "hlg"}
 
 
+def video_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
+    """The video streams FFmpeg can decode: a header damaged where it names the codec leaves a
+    stream of none, which no decoder reads."""
+    return [s for s in container.streams.video if s.codec_context is not None]
+
+
 def _moving_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
     """The video streams that are not a cover picture attached to the file (an MP3's album art)."""
-    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return [s for s in video_streams(container) if not s.disposition & av.stream.Disposition.attached_pic]
 
 
 def refuse_sound(container: av.container.InputContainer) -> None:
@@ -299,7 +305,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     recording, a second camera), that is the one with the most frames, and never an attached
     cover picture. `heartbeat` is called every `PACKETS_A_HEARTBEAT` packets read (what it
     raises stops the reading)."""
-    streams = _moving_streams(container) or list(container.streams.video)
+    streams = _moving_streams(container) or video_streams(container)
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
@@ -514,17 +520,21 @@ class _FilePrefix(io.RawIOBase):
         super().close()
 
 
+# Titles and tags are not read, and one not in UTF-8 (a damaged header, an old tagger) must not stop the reading
+METADATA_ERRORS = "replace"
+
+
 def open_container(path: str | Path) -> av.container.InputContainer:
     """PyAV's container of the file. An MP4 cut within a fragment's header, whose header FFmpeg
     cannot read, is opened as far as its whole fragments go (the cut is told from the file
     itself, `_mp4_ends_within_media`)."""
     try:
-        return av.open(str(path))
+        return av.open(str(path), metadata_errors=METADATA_ERRORS)
     except av.FFmpegError:  # the end of the file, or invalid data, where the fragment's header stops
         if not (whole := _mp4_whole_fragments(path)):
             raise
     log.info("%s ends within a fragment's header: read up to it", path)
-    return av.open(_FilePrefix(path, whole))
+    return av.open(_FilePrefix(path, whole), metadata_errors=METADATA_ERRORS)
 
 
 class ContainerFacts(NamedTuple):
@@ -576,7 +586,7 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
     try:
         with open_container(path) as container:
             refuse_sound(container)
-            if not container.streams.video:
+            if not video_streams(container):
                 return ContainerFacts(None)
             main_stream = read_main_stream(container, heartbeat)
             stream, times, joined_frames = main_stream.stream, main_stream.times, main_stream.joined_frames
@@ -585,7 +595,7 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
             interlaced = stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
             hdr = HDR_TRANSFERS.get(stream.codec_context.color_trc)
             time_base = stream.time_base  # these read while the container is open
-            several = len(container.streams.video) > 1
+            several = len(video_streams(container)) > 1
             odd_rate = has_odd_rate(stream)
             aspect, stored = pixel_aspect(stream), (stream.codec_context.width, stream.codec_context.height)
             codec = stream.codec_context.codec.canonical_name  # av1, not the decoder's name (libdav1d)
@@ -722,9 +732,9 @@ def damaged_pictures(
         looks = [partial(_damaged_where_examined, examined_s=examined_s)] if examined_s else []
         for look in [*looks, _damaged_in_span]:
             with open_container(path) as container:
-                if not container.streams.video:
+                if not (streams := video_streams(container)):
                     return 0
-                stream = container.streams.video[0] if stream_index is None else container.streams[stream_index]
+                stream = streams[0] if stream_index is None else container.streams[stream_index]
                 stream.codec_context.thread_count = 1
                 # no deblocking: the pictures themselves are not looked at
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}

@@ -27,6 +27,7 @@ from .container import (
     open_container,
     read_main_stream,
     refuse_sound,
+    video_streams,
 )
 
 
@@ -139,7 +140,7 @@ class PyAVCapture:
             raise Undecodable(NOT_OPENED) from error
         try:
             refuse_sound(self._container)
-            if not self._container.streams.video:
+            if not (streams := video_streams(self._container)):
                 raise Undecodable(NOT_OPENED)
         except VideoError:
             self._container.close()
@@ -147,13 +148,13 @@ class PyAVCapture:
         self._timing = timing  # the packets' times (`_stream_timing`)
         if stream_index is not None:
             self._stream = self._container.streams[stream_index]
-        elif len(self._container.streams.video) > 1:  # which one a player shows takes a look at the packets
+        elif len(streams) > 1:  # which one a player shows takes a look at the packets
             with open_container(path) as container:
                 self._timing = read_main_stream(container)
                 index = self._timing.stream.index  # read while that container is open
             self._stream = self._container.streams[index]
         else:
-            self._stream = self._container.streams.video[0]
+            self._stream = streams[0]
         self._hdr = HDR_TRANSFERS.get(self._stream.codec_context.color_trc)
         self._frames = self._decoded()
         self._frame: av.VideoFrame | None = None

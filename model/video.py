@@ -22,6 +22,7 @@ from .container import (
     has_odd_rate,
     open_container,
     refuse_sound,
+    video_streams,
 )
 from .decoders import Capture, Opener, PillowCapture, PyAVCapture, ToRGB, open_with_opencv
 from .timing import Timeline, TimeRange
@@ -233,7 +234,7 @@ def _probed_by_pyav(path: str | Path) -> bool:
     try:
         with open_container(path) as container:
             refuse_sound(container)
-            streams = container.streams.video
+            streams = video_streams(container)
             if len(streams) == 1:  # before another decoder opens it, which decodes a frame
                 _refuse_frames_too_large(streams[0].codec_context.width, streams[0].codec_context.height)
             return len(streams) > 1 or (len(streams) == 1 and has_odd_rate(streams[0]))

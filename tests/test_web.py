@@ -267,6 +267,27 @@ def test_other_codecs_and_containers_are_judged(client, tmp_path, name, codec, p
     assert "damaged" not in [c["code"] for c in body["caveats"]]  # an intact file, whatever its codec
 
 
+def test_a_tag_not_in_utf8_does_not_stop_the_reading(client, tmp_path):
+    """A header's text in another encoding, or damaged (FFmpeg's name as the writing program,
+    here), is not read: the video is judged."""
+    path = write_h264(tmp_path / "clip.mp4", face_frames(12))
+    assert path.read_bytes().count(b"Lavf") == 1
+    path.write_bytes(path.read_bytes().replace(b"Lavf", b"\xaeavf"))
+    body = post(client, "/api/v1/detect", path).get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
+
+
+def test_a_video_stream_of_no_known_codec_is_not_a_video_to_judge(client, tmp_path):
+    """A header damaged where it names the codec leaves a video stream that no decoder reads."""
+    path = write_video(tmp_path / "old.avi", face_frames(12), "mpeg4")
+    assert path.read_bytes().count(b"FMP4") == 2  # the stream's header and its picture format
+    path.write_bytes(path.read_bytes().replace(b"FMP4", b"QQQQ"))
+    response = post(client, "/api/v1/detect", path, name="old.avi")
+    assert response.status_code == 415 and response.get_json()["error"]["code"] == "not_a_video"
+    assert response.get_json()["error"]["message"].startswith("This file could not be opened as a video.")
+    # the upload_dir fixture checks that nothing was kept
+
+
 def test_an_animated_gif_is_judged_and_a_still_one_is_a_photo(client, tmp_path):
     from model.augment import write_gif
 
