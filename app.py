@@ -34,6 +34,7 @@ from model.detector import (
     MIN_SEQUENCE,
     DetectionResult,
     Detector,
+    undecided_band,
 )
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
@@ -496,6 +497,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(_add_security_headers)
     app.add_template_filter(score_segments)
     app.add_template_filter(format_time)
+    app.add_template_global(undecided_band)
     _register_errors(app)
     return app
 

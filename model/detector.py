@@ -364,12 +364,10 @@ class Detector:
         return [c for c in caveats if c]
 
     def _uncertain_caveat(self, confidence: float) -> dict | None:
-        """A verdict as confident as verdicts that, on people the recipe never saw, were right no
-        more surely than a coin toss (the checkpoint's validation by band of confidence)."""
-        bands = (self.validation or {}).get("reliability", {}).get("bands", [])
-        share = confidence / 100
-        band = next((b for b in reversed(bands) if b["confidence"][0] <= share), None)
-        if band is None or not band["judged"] or band["share_right_ci95"][0] > 0.5:
+        """A verdict as confident as verdicts that were right no more surely than a coin toss
+        (`undecided_band`)."""
+        band = undecided_band(self.validation, confidence)
+        if band is None:
             return None
         low, high = band["confidence"]
         return {
@@ -604,6 +602,19 @@ def _damaged_caveat(damaged: int, verdict: bool = True) -> dict | None:
             f"broken data, or skips it, unseen). {what}"
         ),
     }
+
+
+def undecided_band(validation: dict | None, confidence: float) -> dict | None:
+    """The band of confidence that a verdict of `confidence` (%) lies in where, on people the
+    recipe never saw, such verdicts were right no more surely than a coin toss (the interval of
+    their share right reaches 50%: `validation`'s reliability, a checkpoint's); None elsewhere,
+    and where nothing was measured."""
+    bands = (validation or {}).get("reliability", {}).get("bands", [])
+    share = confidence / 100
+    band = next((b for b in reversed(bands) if b["confidence"][0] <= share), None)
+    if band is None or not band["judged"] or band["share_right_ci95"][0] > 0.5:
+        return None
+    return band
 
 
 # Where each stage's progress lies on the 0–100 scale (measured shares of a 720p analysis).

@@ -112,7 +112,7 @@
     if (!response.ok) throw new Error(`The result could not be loaded (HTTP ${response.status}).`);
     byId("app").innerHTML = await response.text();
     if (location.pathname !== job.result_url) history.pushState({}, "", job.result_url);
-    document.title = `${job.result.label} – Deepfake detector`;
+    document.title = `${undecided(job.result) ? `Undecided, leans ${job.result.label}` : job.result.label} – Deepfake detector`;
     byId("result-title").focus();
   }
 
@@ -139,6 +139,10 @@
     }
   }
 
+  // As the result page says it: the server's caveat marks a verdict as confident as those that were
+  // right no more often than a coin toss.
+  const undecided = (report) => report.caveats.some((caveat) => caveat.code === "uncertain");
+
   function showVerdict(cell, job) {
     const report = job.result;
     const link = document.createElement("a");
@@ -147,13 +151,16 @@
       link.textContent = "No face found";
     } else {
       const tag = document.createElement("span");
-      tag.className = `tag tag-${report.label.toLowerCase()}`;
-      tag.textContent = `${report.label === "FAKE" ? "⚠" : "✓"} ${report.label} ${report.confidence.toFixed(1)}% confidence`;
+      const verdict = undecided(report)
+        ? { kind: "undecided", words: `? Undecided: leans ${report.label}` }
+        : { kind: report.label.toLowerCase(), words: `${report.label === "FAKE" ? "⚠" : "✓"} ${report.label}` };
+      tag.className = `tag tag-${verdict.kind}`;
+      tag.textContent = `${verdict.words} ${report.confidence.toFixed(1)}% confidence`;
       link.append(tag);
     }
     cell.replaceChildren(link);
     const notes = report.caveats.map((caveat) =>
-      caveat.code === "uncertain" ? "undecided: verdicts this confident were right no more often than a coin toss" : "read the note on its page",
+      caveat.code === "uncertain" ? "verdicts this confident were right no more often than a coin toss" : "read the note on its page",
     );
     if (notes.length) cell.append(` (${[...new Set(notes)].join("; ")})`);
   }

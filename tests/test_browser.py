@@ -121,6 +121,9 @@ def test_upload_progress_and_result(server, page, two_faces, tmp_path):
 
     verdict = page.locator(".verdict")
     expect(verdict).to_contain_text(re.compile(r"(REAL|FAKE) \d+\.\d% confidence"))
+    # undecided where, and only where, the page's note says verdicts as confident were no better than a coin toss
+    undecided = page.locator(".caveat[data-caveat='uncertain']").count() == 1
+    expect(verdict).to_have_class("verdict verdict-undecided" if undecided else re.compile(r"verdict verdict-(real|fake)$"))
     expect(page.locator(".combined")).to_contain_text(re.compile(r"It weighs all 2 faces together: face [12] looks the most manipulated"))
     tracks = page.locator("section.track")
     expect(tracks).to_have_count(2)  # one entry per face
@@ -169,7 +172,9 @@ def test_several_videos_are_checked_one_after_another(server, page, media):
     expect(rows.nth(0).locator("td").first).to_have_text("face.mp4")
     expect(rows.nth(1)).to_contain_text("Not checked: This file could not be opened as a video.")
     for good in (0, 2):
-        expect(rows.nth(good).locator("a")).to_have_text(re.compile(r"[✓⚠] (REAL|FAKE) \d+\.\d% confidence"))
+        expect(rows.nth(good).locator("a")).to_have_text(re.compile(r"^([✓⚠]|\? Undecided: leans) (REAL|FAKE) \d+\.\d% confidence$"))
+        undecided = "Undecided" in rows.nth(good).locator("a").text_content()
+        assert undecided == ("coin toss" in rows.nth(good).text_content())  # said so as on its page
     expect(page.get_by_role("button", name="Check the video")).to_be_enabled()
     assert list(server["uploads"].iterdir()) == []
 
@@ -292,5 +297,5 @@ def test_keyboard_only_upload_on_a_phone(server, browser, media):
         expect(page.locator("#result-title")).to_be_focused(timeout=60_000)  # announced to screen readers
         verdict = page.locator(".verdict").text_content()
         assert "REAL" in verdict or "FAKE" in verdict  # in words, not colour alone
-        assert page.locator(".verdict .icon").text_content() in ("✓", "⚠")
+        assert page.locator(".verdict .icon").text_content() in ("✓", "⚠", "?")
         assert no_horizontal_scroll(page)

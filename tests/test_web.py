@@ -420,6 +420,36 @@ def test_a_result_stored_before_ensembles_existed_still_shows(client, app, media
     assert page.status_code == 200 and b"(mobilenet_v2, version" in page.data
 
 
+def test_a_verdict_as_confident_as_a_coin_toss_is_shown_undecided(client, app, media):
+    """Where verdicts as confident were right no more often than a coin toss (the checkpoint's
+    reliability), the page says the verdict is undecided and which way it leans, for the video
+    and for each face; in a band measured right more often, it shows the verdict as it is."""
+    url = post(client, "/detect", media["face_h264"]).headers["Location"]
+    assert app.extensions["job_worker"].join(60)
+    job_id = url.rstrip("/").split("/")[-1]
+    report = app.extensions["job_store"].get(job_id).result
+    label, low = report["label"], int(report["confidence"] // 10) / 10
+
+    def shown(lowest_share_right: float) -> str:
+        band = {"confidence": [low, low + 0.1], "judged": 40, "right": 22, "share_right": 0.55, "share_right_ci95": [lowest_share_right, 0.7]}
+        validation = report["model"]["validation"] or {"clips": 10, "identity_groups": 4, "method": "a split", "qualities": {}}
+        report["model"]["validation"] = {**validation, "reliability": {"bands": [band]}}
+        with sqlite3.connect(app.config["JOBS_DB"]) as db:
+            db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(report), job_id))
+        page = client.get(url)
+        assert page.status_code == 200
+        return page.data.decode()
+
+    html = shown(0.4)
+    verdict = re.search(r'<p class="verdict verdict-undecided" role="status">(.*?)</p>', html).group(1)
+    assert re.sub(r"<[^>]+>", "", verdict).strip() == f"? Undecided: leans {label} {report['confidence']:.1f}% confidence"
+    assert html.count('class="tag tag-undecided"') == 2  # the face's entry and its section
+    assert f"<title>Undecided, leans {label} – Deepfake detector</title>" in html
+    html = shown(0.55)
+    assert f'<p class="verdict verdict-{label.lower()}" role="status">' in html and "Undecided" not in html
+    assert html.count(f'class="tag tag-{label.lower()}"') == 2 and f"<title>{label} – Deepfake detector</title>" in html
+
+
 def test_a_photo_gets_a_clear_answer(client, tmp_path):
     photo = tmp_path / "me.jpg"
     cv2.imwrite(str(photo), face_frames(1)[0][..., ::-1])
