@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from media import face_frames, write_animated_webp, write_h264
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,21 @@ def test_detect_text_output(media, tiny_weights):
     line = done.stdout.strip()
     assert line.startswith(str(media["face_h264"]) + ": ")
     assert ("REAL" in line or "FAKE" in line) and "%" in line and "frames 20" in line
+
+
+@pytest.mark.parametrize("lowest_share_right, undecided", [(0.4, True), (0.55, False)])
+def test_a_verdict_as_confident_as_a_coin_toss_is_printed_undecided(media, tmp_path, lowest_share_right, undecided):
+    from model.cli import _result_line
+    from model.detector import Detector
+    from model.network import DeepfakeNet, NetworkConfig, save_checkpoint
+
+    band = {"confidence": [0.5, 1.0], "judged": 60, "right": 36, "share_right": 0.6, "share_right_ci95": [lowest_share_right, 0.75]}
+    weights = tmp_path / "measured.pt"
+    save_checkpoint(DeepfakeNet(NetworkConfig(hidden_size=8)), weights, validation={"reliability": {"bands": [band]}})
+    result = Detector(weights).detect(media["face_h264"], 10)
+    line = _result_line("clip.mp4", result, 1.0, as_json=False, whole=True)
+    verdict = f"{result.label} {result.confidence:.1f}% (frames 10, 1.00 s)"
+    assert line.startswith(f"clip.mp4: undecided, leans {verdict} Note: " if undecided else f"clip.mp4: {verdict}"), line
 
 
 def test_detect_rejects_bad_sequence_length(media, tiny_weights):
