@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .container import VideoError, frame_rate, pixel_aspect
+from .container import VideoError, frame_rate, open_container, pixel_aspect, video_streams
 from .decoders import resized, shown_size, upright
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
@@ -102,8 +102,8 @@ def reencode(
     "gif" or "webp", an animated GIF or WebP as GIF makers and sites write one (`write_gif`,
     `write_webp`; `crf` unused). With a `tone`
     (TONES), in black and white ("grey"), sepia, or as filmed in a dim room ("dim")."""
-    with av.open(str(src)) as inp:
-        stream_in = inp.streams.video[0]
+    with open_container(src) as inp:
+        stream_in = video_streams(inp)[0]
         rate = frame_rate(stream_in) or Fraction(25)
         frames = _upright_frames(inp.decode(stream_in), max_lines, pixel_aspect(stream_in))
         if tone:

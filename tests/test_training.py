@@ -1111,6 +1111,17 @@ def test_hard_reencode_is_smaller_keeps_every_frame_and_is_the_same_every_time(t
     assert len({path.read_bytes() for path in outputs}) == 1
 
 
+def test_a_clip_whose_tags_are_not_utf8_is_reencoded(tmp_path):
+    """As the app reads it: the tags are not read (`evaluate` re-encodes people's own clips)."""
+    from model.augment import reencode
+    from model.video import probe_video
+
+    source = write_h264(tmp_path / "source.mp4", face_frames(12))
+    source.write_bytes(source.read_bytes().replace(b"Lavf", b"\xaeavf"))
+    reencode(source, tmp_path / "hard.mp4", crf=40, max_lines=480)
+    assert probe_video(tmp_path / "hard.mp4").frame_count == 12
+
+
 def test_a_portrait_video_is_reencoded_upright_at_480_lines_across(tmp_path):
     """480p bounds the shorter side: a phone's portrait clip keeps its faces' size as a landscape
     clip does (bounding the height shrank a 1080×1920 clip to 270×480, where faces were lost)."""
