@@ -55,15 +55,15 @@ def video_streams(container: av.container.InputContainer) -> list[av.VideoStream
     return [s for s in container.streams.video if s.codec_context is not None]
 
 
-def _moving_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
-    """The video streams that are not a cover picture attached to the file (an MP3's album art)."""
-    return [s for s in video_streams(container) if not s.disposition & av.stream.Disposition.attached_pic]
+def _moving_streams(streams: Sequence[av.VideoStream]) -> list[av.VideoStream]:
+    """Those of the video streams that are not a cover picture attached to the file (an MP3's album art)."""
+    return [s for s in streams if not s.disposition & av.stream.Disposition.attached_pic]
 
 
 def refuse_sound(container: av.container.InputContainer) -> None:
     """A recording of sound, with no video or a cover picture alone, is a mistake worth naming
     (a voice memo, a song), not a video to judge by its cover, nor a codec to try elsewhere."""
-    if container.streams.audio and not _moving_streams(container):
+    if container.streams.audio and not _moving_streams(container.streams.video):  # decodable or not: a video
         raise VideoError(SOUND_ONLY)
 
 
@@ -305,7 +305,8 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     recording, a second camera), that is the one with the most frames, and never an attached
     cover picture. `heartbeat` is called every `PACKETS_A_HEARTBEAT` packets read (what it
     raises stops the reading)."""
-    streams = _moving_streams(container) or video_streams(container)
+    decodable = video_streams(container)
+    streams = _moving_streams(decodable) or decodable
     times: dict[int, list[int | None]] = {stream.index: [] for stream in streams}
     keys: dict[int, list[tuple[int, int]]] = {stream.index: [] for stream in streams}
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}

@@ -5,6 +5,7 @@ import json
 import re
 import sqlite3
 from fractions import Fraction
+from functools import partial
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from media import (
     write_h264,
     write_key_every_10,
     write_video,
+    write_with_silence,
     zeroed_stretch_copy,
 )
 
@@ -277,9 +279,12 @@ def test_a_tag_not_in_utf8_does_not_stop_the_reading(client, tmp_path):
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8, body
 
 
-def test_a_video_stream_of_no_known_codec_is_not_a_video_to_judge(client, tmp_path):
-    """A header damaged where it names the codec leaves a video stream that no decoder reads."""
-    path = write_video(tmp_path / "old.avi", face_frames(12), "mpeg4")
+@pytest.mark.parametrize("with_sound", [False, True])
+def test_a_video_stream_of_no_known_codec_is_not_a_video_to_judge(client, tmp_path, with_sound):
+    """A header damaged where it names the codec leaves a video stream that no decoder reads;
+    beside sound, it is still a video, not a recording of sound."""
+    write = partial(write_with_silence, codec="mpeg4") if with_sound else partial(write_video, codec="mpeg4")
+    path = write(tmp_path / "old.avi", face_frames(12))
     assert path.read_bytes().count(b"FMP4") == 2  # the stream's header and its picture format
     path.write_bytes(path.read_bytes().replace(b"FMP4", b"QQQQ"))
     response = post(client, "/api/v1/detect", path, name="old.avi")
