@@ -45,6 +45,7 @@ HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
 MAX_FPS = 1000.0
 NOT_OPENED = "This file could not be opened as a video."
 SOUND_ONLY = "This file holds sound but no video."
+UNKNOWN_CODEC = "This file's video names no codec this detector knows: its header may be damaged, or its codec is a rare one."
 # HDR video as phones record it (HLG: iPhones; PQ: HDR10) by FFmpeg's AVColorTransferCharacteristic
 HDR_TRANSFERS = {16: "pq", 18: "hlg"}
 
@@ -60,11 +61,15 @@ def _moving_streams(streams: Sequence[av.VideoStream]) -> list[av.VideoStream]:
     return [s for s in streams if not s.disposition & av.stream.Disposition.attached_pic]
 
 
-def refuse_sound(container: av.container.InputContainer) -> None:
-    """A recording of sound, with no video or a cover picture alone, is a mistake worth naming
-    (a voice memo, a song), not a video to judge by its cover, nor a codec to try elsewhere."""
+def refuse_without_video(container: av.container.InputContainer) -> None:
+    """A file with no video to judge, said so by name. A recording of sound, with no video or a
+    cover picture alone, is a mistake worth naming (a voice memo, a song), not a video to judge
+    by its cover, nor a codec to try elsewhere; a video whose every stream names no codec FFmpeg
+    knows is damaged where its header names it, or of a codec no decoder here reads."""
     if container.streams.audio and not _moving_streams(container.streams.video):  # decodable or not: a video
         raise VideoError(SOUND_ONLY)
+    if container.streams.video and not video_streams(container):
+        raise Undecodable(UNKNOWN_CODEC)
 
 
 # How far from its place in the stream a frame may be shown: H.264 and HEVC reorder at most 16
@@ -586,7 +591,7 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
     """What the container tells without decoding the video; `heartbeat` as `read_main_stream`'s."""
     try:
         with open_container(path) as container:
-            refuse_sound(container)
+            refuse_without_video(container)
             if not video_streams(container):
                 return ContainerFacts(None)
             main_stream = read_main_stream(container, heartbeat)

@@ -26,7 +26,7 @@ from .container import (
     frame_rate,
     open_container,
     read_main_stream,
-    refuse_sound,
+    refuse_without_video,
     video_streams,
 )
 
@@ -139,7 +139,7 @@ class PyAVCapture:
         except (av.FFmpegError, OSError) as error:
             raise Undecodable(NOT_OPENED) from error
         try:
-            refuse_sound(self._container)
+            refuse_without_video(self._container)
             if not (streams := video_streams(self._container)):
                 raise Undecodable(NOT_OPENED)
         except VideoError:

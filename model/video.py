@@ -21,7 +21,7 @@ from .container import (
     container_facts,
     has_odd_rate,
     open_container,
-    refuse_sound,
+    refuse_without_video,
     video_streams,
 )
 from .decoders import Capture, Opener, PillowCapture, PyAVCapture, ToRGB, open_with_opencv
@@ -233,7 +233,7 @@ def _probed_by_pyav(path: str | Path) -> bool:
     FramesTooLarge where its frames are larger than `MAX_FRAME_PIXELS`."""
     try:
         with open_container(path) as container:
-            refuse_sound(container)
+            refuse_without_video(container)
             streams = video_streams(container)
             if len(streams) == 1:  # before another decoder opens it, which decodes a frame
                 _refuse_frames_too_large(streams[0].codec_context.width, streams[0].codec_context.height)

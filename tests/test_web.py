@@ -31,6 +31,7 @@ from media import (
 from app import create_app
 from model.detector import Detector, video_p_fake
 from model.network import load_checkpoint, save_checkpoint
+from model.video import VideoError, read_frames
 
 
 def post(client, url, path=None, data=b"", name="clip.mp4", follow=False, **form):
@@ -289,7 +290,9 @@ def test_a_video_stream_of_no_known_codec_is_not_a_video_to_judge(client, tmp_pa
     path.write_bytes(path.read_bytes().replace(b"FMP4", b"QQQQ"))
     response = post(client, "/api/v1/detect", path, name="old.avi")
     assert response.status_code == 415 and response.get_json()["error"]["code"] == "not_a_video"
-    assert response.get_json()["error"]["message"].startswith("This file could not be opened as a video.")
+    assert response.get_json()["error"]["message"].startswith("This file's video names no codec this detector knows: its header may be damaged")
+    with pytest.raises(VideoError, match="names no codec this detector knows"):
+        read_frames(path, 10)  # as the command line reads it
     # the upload_dir fixture checks that nothing was kept
 
 
