@@ -229,8 +229,9 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def _probed_by_pyav(path: str | Path) -> bool:
     """Whether the container, as declared, holds several video streams or an odd rate (False
-    where FFmpeg cannot open it: the decoders then say why); VideoError for a recording of sound,
-    FramesTooLarge where its frames are larger than `MAX_FRAME_PIXELS`."""
+    where FFmpeg cannot open it: the decoders then say why); VideoError for a file with no video
+    to judge (`refuse_without_video`), FramesTooLarge where its frames are larger than
+    `MAX_FRAME_PIXELS`."""
     try:
         with open_container(path) as container:
             refuse_without_video(container)
