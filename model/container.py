@@ -711,6 +711,11 @@ def animated_webp_durations(path: str | Path) -> list[int] | None:
     return durations
 
 
+# a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
+# before it (several seconds of 4K from a phone; minutes of 1080p where a video has one key frame)
+GROUP_BYTES_HELD = 32 * 2**20
+
+
 def damaged_pictures(
     path: str | Path,
     span_s: tuple[float, float],
@@ -798,24 +803,39 @@ class _ExaminedGroups:
     a key frame (leading pictures, which refer to the group before) are not counted. A group
     decoded afresh may fail undamaged: after an open group's key frame (an H.264 recovery point),
     pictures may still refer to ones before it. Its failures count only where they recur when it
-    is decoded on from the whole group before it; in the group a look sought into, not at all."""
+    is decoded on from the whole group before it; in the group a look sought into, not at all.
+    A group of more than `GROUP_BYTES_HELD` is decoded as it comes, and its packets let go: a
+    video with one key frame in minutes is not held whole. Its pictures past those bytes are taken
+    to refer to none before its key frame, and the group after it is decoded on from it."""
 
     def __init__(self, context: av.CodecContext, sought: bool, examined: frozenset[int]):
         self._context = context
         self._examined = examined  # the frames examined, by presentation time
-        self._before: list[av.Packet] = []  # the whole group before the current one
-        self._group: list[av.Packet] = []  # the current group's packets so far
+        self._key_time: int | None = None  # the current group's key frame's presentation time
+        self._before: list[av.Packet] = []  # the whole group before the current one, where held
+        self._group: list[av.Packet] = []  # the current group's packets held
+        self._held = 0  # their bytes
         self._decoded = 0  # how many of them are decoded
+        self._let_go = False  # whether packets of the current group were let go
         self._afresh = sought  # whether the current group was decoded from its key frame alone
         self.failed: set[tuple] = set()  # (presentation time, byte position) of each picture that failed
 
     def add(self, packet: av.Packet) -> None:
         if packet.is_keyframe and packet.pts is not None:
-            if self._group:  # decoded on from the group before only where that was decoded to its end
+            if self._let_go:
+                self.decode_so_far()  # to its end, so that the next group needs none of its packets
+            if self._key_time is not None:  # decoded on from the group before only where that was decoded to its end
                 self._afresh = self._decoded < len(self._group)
-            self._before, self._group, self._decoded = self._group, [packet], 0
-        elif self._group:
+            self._before = [] if self._let_go else self._group
+            self._group, self._held, self._decoded, self._let_go = [packet], packet.size, 0, False
+            self._key_time = packet.pts
+        elif self._key_time is not None:
             self._group.append(packet)
+            self._held += packet.size
+            if self._held > GROUP_BYTES_HELD:
+                self.decode_so_far()
+                self._before, self._group, self._held, self._decoded = [], [], 0, 0
+                self._let_go, self._afresh = True, False
 
     def decode_so_far(self) -> None:
         if self._decoded == len(self._group):
@@ -833,7 +853,6 @@ class _ExaminedGroups:
         self._decoded = len(self._group)
 
     def _decode(self, packets: list[av.Packet]) -> set[tuple]:
-        key_time = self._group[0].pts
         failures = set()
         for packet in packets:
             # a picture that no other refers to spoils itself alone: decoded where it is a frame examined
@@ -841,7 +860,7 @@ class _ExaminedGroups:
             try:
                 self._context.decode(packet)
             except av.error.InvalidDataError:
-                if packet.pts is None or packet.pts >= key_time:
+                if packet.pts is None or packet.pts >= self._key_time:
                     failures.add((packet.pts, packet.pos))
         return failures
 

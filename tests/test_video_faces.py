@@ -748,23 +748,28 @@ def test_black_frames_of_uncompressed_video_are_not_taken_for_zeros_left_by_a_do
     assert all(sampled.frames[i].max() == 0 for i in range(5, 10))
 
 
-@pytest.mark.parametrize(
-    "name, codec, params",
-    [
-        ("clip.mp4", "libx264", ""),  # one group of pictures
-        ("open.mp4", "libx264", "keyint=30:open-gop=1"),  # key frames that are recovery points, not IDR pictures
-        ("phone.mp4", "libx265", "keyint=30:log-level=error"),  # CRA pictures: open groups
-    ],
-)
+GROUPS_OF_PICTURES = [  # name, codec, its parameters
+    ("clip.mp4", "libx264", ""),  # one group of pictures
+    ("open.mp4", "libx264", "keyint=30:open-gop=1"),  # key frames that are recovery points, not IDR pictures
+    ("phone.mp4", "libx265", "keyint=30:log-level=error"),  # CRA pictures: open groups
+]
+WHOLE, PART = (0.0, 20.0), (3.3, 6.5)  # of 200 frames at 10 a second; the part sought into at a key frame 3 s in
+EXAMINED = {WHOLE: [1.0, 3.3, 6.1, 12.4, 19.9], PART: [3.3, 4.2, 6.4]}  # looked at first, each from the key frame before it
+
+
+def write_groups_of_pictures(folder: Path, name: str, codec: str, params: str) -> Path:
+    options = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
+    return write_video(folder / name, face_frames(200, (320, 180)), codec, options=options)
+
+
+@pytest.mark.parametrize("name, codec, params", GROUPS_OF_PICTURES)
 def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, params):
     """Broken data in a file (bytes overwritten in its media data) is found in the pictures it
     breaks, which a player, and OpenCV, patch over unseen; an intact file has none, whether it
     is decoded from the start or from the key frame before a part, where an open group's
     pictures refer to the group before and cannot be decoded."""
-    options = {"x264-params" if codec == "libx264" else "x265-params": params} if params else {}
-    intact = write_video(tmp_path / name, face_frames(200, (320, 180)), codec, options=options)
-    whole, part = (0.0, 20.0), (3.3, 6.5)  # the part sought into at a key frame 3 s in
-    examined = {whole: [1.0, 3.3, 6.1, 12.4, 19.9], part: [3.3, 4.2, 6.4]}  # looked at first, each from the key frame before it
+    intact = write_groups_of_pictures(tmp_path, name, codec, params)
+    whole, part, examined = WHOLE, PART, EXAMINED
     for span in (whole, part):
         assert damaged_pictures(intact, span) == 0 and damaged_pictures(intact, span, examined_s=examined[span]) == 0
     damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
@@ -773,6 +778,33 @@ def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, 
     stopped.set()
     assert damaged_pictures(damaged, whole, stopped) == 0  # not looked for once stopped
 
+
+@pytest.mark.parametrize("name, codec, params", GROUPS_OF_PICTURES)
+def test_a_group_of_pictures_too_large_to_hold_is_checked_as_it_comes(tmp_path, monkeypatch, name, codec, params):
+    """The frames examined are looked at first, each from the key frame before it; a group of
+    pictures of more than GROUP_BYTES_HELD is then decoded as it comes and its packets let go (a
+    video with one key frame in minutes is not held whole). An intact file still has no
+    damaged picture, from the start or from a key frame sought; a damaged one still has some."""
+    import model.container as container
+
+    limit = 20_000  # two key frames of these clips and the pictures after them
+    monkeypatch.setattr(container, "GROUP_BYTES_HELD", limit)
+    held = []  # the bytes of the packets held, after each is added
+    add = container._ExaminedGroups.add
+
+    def add_and_weigh(groups, packet):
+        add(groups, packet)
+        held.append(sum(packet.size for packet in [*groups._before, *groups._group]))
+
+    monkeypatch.setattr(container._ExaminedGroups, "add", add_and_weigh)
+    intact = write_groups_of_pictures(tmp_path, name, codec, params)
+    damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
+    for span in (WHOLE, PART):  # the first look alone: a span that ends where it starts
+        assert damaged_pictures(intact, (span[0], span[0]), examined_s=EXAMINED[span]) == 0
+    assert damaged_pictures(damaged, (0.0, 0.0), examined_s=EXAMINED[WHOLE]) > 0
+    with av.open(str(intact)) as opened:
+        largest = max(packet.size for packet in opened.demux(opened.streams.video[0]))
+    assert held and max(held) <= 2 * (limit + largest)  # a group and the one before it, at most
 
 def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
     """The look over the whole span leaves out the pictures that no other refers to, whose damage
