@@ -48,6 +48,14 @@ PURGE_INTERVAL_S = 60  # expired results are hidden at once, deleted at most thi
 IMAGE_JPEG_QUALITY = 90  # the face crops and heatmaps a report names
 MAX_NAME_KEPT = 64  # characters of an upload's own name (and as many of its suffix) kept in the stored name
 STORED_NAME = re.compile(r"[0-9a-f]{32}_")  # how `stored_name` begins
+# No face to judge is answered as bad input is, with the report beside the error: what was read,
+# and caveats such as damage that may be why
+NO_FACE_STATUS = 422
+NO_FACE_HINT = (
+    "Faces are found where they look roughly towards the camera and are at least about 30 px tall in a 720p video "
+    "(50 px in 1080p): a face turned far to the side, far away, or half hidden (by a caption, a mask or hands) may "
+    "be missed. Where the face shows clearly in only part of the video, check that part, or more frames."
+)
 
 # Scripts, styles, images and requests from this server only; no plugins, no framing by other
 # sites. A result's address is the only key to it, so it is never sent on to another site.
@@ -339,10 +347,19 @@ def detect_page():
     return redirect(url_for("detect.result_page", job_id=job.id), 303)
 
 
+def report_response(report: dict, **more: str) -> tuple[Response, int]:
+    """A report as JSON (with `more` beside it), and the status that says whether it holds a verdict."""
+    body = {**with_urls(report), **more}
+    if report["label"] != "NO_FACE":
+        return jsonify(body), 200
+    message = f"No face found in the {report['frames']} frames examined, so there is no verdict. {NO_FACE_HINT}"
+    return jsonify({"error": {"code": "no_face", "message": message}, **body}), NO_FACE_STATUS
+
+
 @bp.post("/api/v1/detect")
 def detect_api():
     job = run_now(accept_upload())
-    return jsonify({**with_urls(job.result), "report_url": url_for("detect.report_api", job_id=job.id)})
+    return report_response(job.result, report_url=url_for("detect.report_api", job_id=job.id))
 
 
 @bp.post("/api/v1/jobs")
@@ -363,7 +380,7 @@ def report_api(job_id: str):
         raise AnalysisError(job.error["status"], job.error["code"], job.error["message"])
     if job.status != "done":
         raise AnalysisError(409, "not_ready", f"The analysis is not finished yet ({job.stage}, {job.progress}%).")
-    return jsonify(with_urls(job.result))
+    return report_response(job.result)
 
 
 def delete_result(job_id: str) -> bool:
@@ -397,7 +414,8 @@ def result_page(job_id: str):
     if job.status != "done":
         return render_template("pending.html", job=job_status(job))
     template = "_result.html" if request.args.get("partial") else "result.html"
-    return render_template(template, report=with_urls(job.result))
+    status = NO_FACE_STATUS if job.result["label"] == "NO_FACE" else 200
+    return render_template(template, report=with_urls(job.result), no_face_hint=NO_FACE_HINT), status
 
 
 @bp.get("/results/<job_id>/images/<name>")

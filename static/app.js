@@ -109,10 +109,11 @@
 
   async function showResult(job) {
     const response = await fetch(`${job.result_url}?partial=1`);
-    if (!response.ok) throw new Error(`The result could not be loaded (HTTP ${response.status}).`);
+    // no face to judge comes as bad input does (422), with its page all the same
+    if (!response.ok && job.result.label !== "NO_FACE") throw new Error(`The result could not be loaded (HTTP ${response.status}).`);
     byId("app").innerHTML = await response.text();
     if (location.pathname !== job.result_url) history.pushState({}, "", job.result_url);
-    document.title = `${undecided(job.result) ? `Undecided, leans ${job.result.label}` : job.result.label} – Deepfake detector`;
+    document.title = `${verdictTitle(job.result)} – Deepfake detector`;
     byId("result-title").focus();
   }
 
@@ -142,6 +143,12 @@
   // As the result page says it: the server's caveat marks a verdict as confident as those that were
   // right no more often than a coin toss.
   const undecided = (report) => report.caveats.some((caveat) => caveat.code === "uncertain");
+
+  // As the result page's title says it
+  function verdictTitle(report) {
+    if (report.label === "NO_FACE") return "No face found";
+    return undecided(report) ? `Undecided, leans ${report.label}` : report.label;
+  }
 
   function showVerdict(cell, job) {
     const report = job.result;

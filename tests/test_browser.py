@@ -160,6 +160,18 @@ def test_non_video_shows_the_error(server, page, tmp_path):
     assert list(server["uploads"].iterdir()) == []
 
 
+def test_no_face_shows_its_page(server, page, media):
+    """Its page comes with a 4xx, as bad input's answers do; the script shows it all the same."""
+    page.goto(server["url"])
+    page.set_input_files("#video", media["no_face"])
+    page.get_by_role("button", name="Check the video").click()
+    expect(page.locator(".verdict")).to_contain_text("No face found. We looked at", timeout=60_000)
+    expect(page.locator(".hint.no-face")).to_contain_text("Faces are found where they look roughly towards the camera")
+    expect(page.locator("#upload-error")).to_be_hidden()
+    expect(page).to_have_title("No face found – Deepfake detector")
+    assert re.fullmatch(r".*/results/[0-9a-f]{32}", page.url)
+    assert list(server["uploads"].iterdir()) == []
+
 def test_several_videos_are_checked_one_after_another(server, page, media):
     page.goto(server["url"])
     page.set_input_files("#video", [media["face_h264"], media["not_video"], media["face_mp4v"]])

@@ -345,8 +345,10 @@ def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_pat
     intact = post(client, "/api/v1/detect", whole).get_json()
     assert intact["video"]["stated_duration_s"] is None and intact["video"]["duration_s"] == pytest.approx(10.0)
     assert "cut_short" not in [c["code"] for c in intact["caveats"]]
-    body = post(client, "/api/v1/detect", cut_short_copy(whole, tmp_path / "cut.mp4")).get_json()
+    answer = post(client, "/api/v1/detect", cut_short_copy(whole, tmp_path / "cut.mp4"))
+    body = answer.get_json()
     assert body["label"] == ("NO_FACE" if clip == "no_face" else intact["label"]), body
+    assert answer.status_code == (422 if clip == "no_face" else 200)
     assert body["video"]["stated_duration_s"] == pytest.approx(10.0) and 2.0 < body["video"]["duration_s"] < 8.0
     note = next(c["message"] for c in body["caveats"] if c["code"] == "cut_short")
     assert note.startswith("The file ends early: its header gives the video a length of 0:10, but its data stops at 0:0")
@@ -468,18 +470,32 @@ def test_a_photo_gets_a_clear_answer(client, tmp_path):
     assert page.status_code == 415 and b"single picture, not a video" in page.data
 
 
-def test_no_face_is_a_result_not_a_verdict(client, media):
-    body = post(client, "/api/v1/detect", media["no_face"]).get_json()
-    assert body["label"] == "NO_FACE"
+def test_no_face_is_answered_as_bad_input_with_its_report(client, media, upload_dir):
+    """No verdict is a 4xx with the error's code and message, as any upload that cannot be judged;
+    beside it, the report of what was read (and any caveat, such as damage, that may be why)."""
+    api = post(client, "/api/v1/detect", media["no_face"])
+    body = api.get_json()
+    assert api.status_code == 422 and body["error"]["code"] == "no_face"
+    assert body["error"]["message"].startswith(f"No face found in the {body['frames']} frames examined, so there is no verdict. Faces are found where")
+    assert body["label"] == "NO_FACE" and body["frames"] > 0
     assert body["confidence"] is None and body["p_fake"] is None
     assert body["face_tracks"] == [] and body["frame_scores"] == [] and body["caveats"] == []
-    html = judged_page(client, media["no_face"]).data.decode()
-    assert "No face found" in html and 'class="notice caveat"' not in html
-    assert re.search(r'<p class="hint no-face">Faces are found where .*? check that part, or more frames\.</p>', html)
+    report = client.get(body["report_url"])
+    assert report.status_code == 422 and report.get_json() == {k: v for k, v in body.items() if k != "report_url"}
+    job = client.get(f"/api/v1/jobs/{body['id']}")  # the analysis itself ran to its end
+    assert job.status_code == 200 and job.get_json()["status"] == "done" and job.get_json()["result"]["label"] == "NO_FACE"
+    for page in (judged_page(client, media["no_face"]), client.get(f"/results/{body['id']}?partial=1")):
+        html = page.data.decode()
+        assert page.status_code == 422 and "No face found" in html and 'class="notice caveat"' not in html
+        assert re.search(r'<p class="hint no-face">Faces are found where .*? check that part, or more frames\.</p>', html)
+    assert "<title>No face found – Deepfake detector</title>" in client.get(f"/results/{body['id']}").data.decode()
+    assert list(upload_dir.iterdir()) == []
 
 
 def test_no_face_in_a_damaged_file_says_the_damage_may_be_why(client, media, tmp_path, upload_dir):
-    body = post(client, "/api/v1/detect", damaged_copy(media["no_face"], tmp_path / "damaged.mp4", count=20)).get_json()
+    answer = post(client, "/api/v1/detect", damaged_copy(media["no_face"], tmp_path / "damaged.mp4", count=20))
+    body = answer.get_json()
+    assert answer.status_code == 422 and body["error"]["code"] == "no_face"
     assert body["label"] == "NO_FACE" and [c["code"] for c in body["caveats"]] == ["damaged"]
     assert "may be why no face was found" in body["caveats"][0]["message"]
     html = client.get(f"/results/{body['id']}").data.decode()
