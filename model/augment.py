@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .container import VideoError, frame_rate, open_container, pixel_aspect, video_streams
+from .container import VideoError, demux, frame_rate, open_container, pixel_aspect, video_streams
 from .decoders import resized, shown_size, upright
 from .faces import LANDMARKS
 from .images import decode_jpeg, encode_jpeg
@@ -105,7 +105,8 @@ def reencode(
     with open_container(src) as inp:
         stream_in = video_streams(inp)[0]
         rate = frame_rate(stream_in) or Fraction(25)
-        frames = _upright_frames(inp.decode(stream_in), max_lines, pixel_aspect(stream_in))
+        decoded = (frame for packet in demux(inp, stream_in) for frame in packet.decode())
+        frames = _upright_frames(decoded, max_lines, pixel_aspect(stream_in))
         if tone:
             frames = map(TONES[tone], frames)
         if codec in ANIMATED_PICTURE_WRITERS:

@@ -56,6 +56,16 @@ def video_streams(container: av.container.InputContainer) -> list[av.VideoStream
     return [s for s in container.streams.video if s.codec_context is not None]
 
 
+def demux(container: av.container.InputContainer, *streams: av.stream.Stream) -> Iterator[av.Packet]:
+    """`container.demux(*streams)`, to its end: where a stream first appears mid-file (an FLV's
+    tag of a kind its header did not announce), PyAV, which lists the streams found on opening,
+    fails on looking it up (IndexError) once the packets of those it lists are given."""
+    try:
+        yield from container.demux(*streams)
+    except IndexError:
+        log.info("a stream appeared mid-file: PyAV left its packets out")
+
+
 def _moving_streams(streams: Sequence[av.VideoStream]) -> list[av.VideoStream]:
     """Those of the video streams that are not a cover picture attached to the file (an MP3's album art)."""
     return [s for s in streams if not s.disposition & av.stream.Disposition.attached_pic]
@@ -322,7 +332,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
     try:
-        for count, packet in enumerate(container.demux()):  # every stream's: the file may end within any one's
+        for count, packet in enumerate(demux(container)):  # every stream's: the file may end within any one's
             if heartbeat and count % PACKETS_A_HEARTBEAT == 0:
                 heartbeat()
             last = packet if packet.size else last
@@ -777,7 +787,7 @@ def _damaged_where_examined(
     groups = _ExaminedGroups(stream.codec_context, sought, frozenset(examined))
     last: av.Packet | None = None
     try:
-        for packet in container.demux(stream):
+        for packet in demux(container, stream):
             if not packet.size:
                 continue
             decoded_at = packet.pts if packet.dts is None else packet.dts
@@ -881,7 +891,7 @@ def _damaged_in_span(
     damaged: set[tuple] = set()
     failed: av.Packet | None = None  # the latest picture that failed, counted once another follows it
     try:
-        for packet in container.demux(stream):
+        for packet in demux(container, stream):
             if failed is not None and packet.size:
                 damaged.add((failed.pts, failed.pos))
                 failed = None

@@ -23,6 +23,7 @@ from .container import (
     MainStream,
     Undecodable,
     VideoError,
+    demux,
     frame_rate,
     open_container,
     read_main_stream,
@@ -166,7 +167,7 @@ class PyAVCapture:
         """The stream's frames from where the container stands; None for a packet that does not
         decode (a damaged file), after which decoding goes on, as OpenCV's does."""
         try:
-            for packet in self._container.demux(self._stream):
+            for packet in demux(self._container, self._stream):
                 try:
                     yield from packet.decode()
                 except av.FFmpegError:
@@ -364,7 +365,10 @@ class ToRGB:
     read as the edges of a pasted face (real clips woven so scored higher: model card, "Interlaced video").
     With `hdr`, the frame holds 16-bit HDR code values (PyAVCapture's), tone-mapped once shrunk.
     Pixels that are not square (`pixel_aspect`) are stretched as a player shows them, so that a
-    face keeps its shape; `decoded_shape` is the picture's size as shown."""
+    face keeps its shape; `decoded_shape` is the picture's size as shown. A picture that changes
+    size mid-way (a browser's recording as its bandwidth changes; a stream joined to another) is
+    given at its first size, as OpenCV's reader gives it, so that its frames are one picture to
+    compare and follow faces through."""
 
     max_side: int
     one_field: bool = False
@@ -376,10 +380,12 @@ class ToRGB:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if self.one_field:
             frame = cv2.resize(frame[::2], (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-        height, width = frame.shape[:2]
-        turned = (height, width) == self.stored_size and width != height
-        width, height = shown_size(width, height, self.pixel_aspect, turned)
-        self.decoded_shape = height, width
+        if self.decoded_shape == (0, 0):
+            height, width = frame.shape[:2]
+            turned = (height, width) == self.stored_size and width != height
+            width, height = shown_size(width, height, self.pixel_aspect, turned)
+            self.decoded_shape = height, width
+        height, width = self.decoded_shape
         scale = min(1.0, self.max_side / max(width, height))
         frame = resized(frame, (round(width * scale), round(height * scale)))
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

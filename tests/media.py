@@ -151,6 +151,19 @@ def damaged_copy(path: Path, to: Path, count: int = 5, seed: int = 0) -> Path:
     return to
 
 
+def late_stream_flv_copy(path: Path, to: Path) -> Path:
+    """A copy of an FLV with its last tag but one made a tag of sound: a stream its header did
+    not announce, which FFmpeg meets only when it reads that far (past what it reads on opening)."""
+    data = bytearray(path.read_bytes())
+    tags, at = [], 13  # after the file's header and the size of the tag before the first
+    while at + 11 <= len(data):
+        tags.append(at)
+        at += 11 + int.from_bytes(data[at + 1 : at + 4], "big") + 4
+    data[tags[-2]] = 8  # sound
+    data[tags[-2] + 11] = 0x2E  # MP3, 44 kHz, 16 bits, mono
+    to.write_bytes(bytes(data))
+    return to
+
 def cut_short_copy(path: Path, to: Path, share: float = 0.5) -> Path:
     """The first `share` of a file's bytes, as an unfinished download leaves it."""
     data = path.read_bytes()

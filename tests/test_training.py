@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import face_frames, turn_quarter_clockwise_on_display, turned_about_centre, write_h264, write_video
+from media import (
+    face_frames, late_stream_flv_copy, turn_quarter_clockwise_on_display, turned_about_centre, write_h264, write_video,
+)
 from skimage import data
 
 from model.cli import _format_summary, _train_config, build_parser
@@ -1121,6 +1123,14 @@ def test_a_clip_whose_tags_are_not_utf8_is_reencoded(tmp_path):
     reencode(source, tmp_path / "hard.mp4", crf=40, max_lines=480)
     assert probe_video(tmp_path / "hard.mp4").frame_count == 12
 
+
+def test_a_clip_where_a_stream_appears_mid_file_is_reencoded(tmp_path):
+    from model.augment import reencode
+    from model.video import probe_video
+
+    source = late_stream_flv_copy(write_video(tmp_path / "clip.flv", face_frames(100), "flv1"), tmp_path / "late.flv")
+    reencode(source, tmp_path / "hard.mp4", crf=40, max_lines=480)
+    assert probe_video(tmp_path / "hard.mp4").frame_count == 99  # every frame but the one made sound
 
 def test_a_portrait_video_is_reencoded_upright_at_480_lines_across(tmp_path):
     """480p bounds the shorter side: a phone's portrait clip keeps its faces' size as a landscape

@@ -34,6 +34,7 @@ from model.video import FAILED_GRABS_AT_THE_END, PROGRESS_EVERY_FRAMES, FramesTo
 from media import (
     VARIABLE_RATE_TIMES_S,
     cut_short_copy,
+    late_stream_flv_copy,
     damaged_copy,
     damaged_unreferenced_picture_copy,
     face_frames,
@@ -822,6 +823,39 @@ def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
     stopped.set()
     assert damaged_pictures(damaged, whole, stopped, examined_s=[shown_s]) == 0  # not looked for once stopped
 
+
+def test_a_stream_that_appears_mid_file_is_passed_over(tmp_path):
+    """PyAV lists the streams found on opening, and failed (IndexError) once it had given the
+    packets of a file where another turns up later; the video is read to its end all the same."""
+    import model.video as video
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(100))]
+    path = late_stream_flv_copy(write_video(tmp_path / "clip.flv", frames, "flv1"), tmp_path / "late.flv")
+    sampled = read_frames(path, 20)
+    assert sampled.info.frame_count == 99 and [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    by_pyav = video._sample(path, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), PyAVCapture)
+    assert by_pyav.indices == sampled.indices and [read_stamp(frame) for frame in by_pyav.frames] == by_pyav.indices
+    examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
+    assert damaged_pictures(path, sampled.span_s, examined_s=examined_s) == 0
+
+
+def test_a_picture_that_changes_size_mid_way_is_read_at_its_first_size(tmp_path):
+    """As a browser's recording does when its bandwidth changes (here two streams joined): PyAV
+    gave each frame at its own size, which left the search for a picture over a blurred copy of
+    itself comparing frames of two sizes (ZeroDivisionError); OpenCV gives them at the first."""
+    import model.video as video
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(40))]
+    large = write_h264(tmp_path / "large.h264", frames[:20])
+    small = write_h264(tmp_path / "small.h264", [cv2.resize(frame, (480, 270)) for frame in frames[20:]])
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(large.read_bytes() + small.read_bytes())
+    for opener in (open_with_opencv, PyAVCapture):
+        sampled = video._sample(joined, 10, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), opener)
+        assert {frame.shape for frame in sampled.frames} == {(360, 640, 3)}, opener
+        assert (sampled.info.width, sampled.info.height) == (640, 360)
+        assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    assert picture_region(sampled.frames) is None
 
 def test_an_mpeg_program_stream_is_read_to_its_last_frame(tmp_path):
     """Its header's count is its duration times its rate, which left out the last frame (14 of 15)."""
