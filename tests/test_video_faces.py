@@ -770,14 +770,13 @@ def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, 
     is decoded from the start or from the key frame before a part, where an open group's
     pictures refer to the group before and cannot be decoded."""
     intact = write_groups_of_pictures(tmp_path, name, codec, params)
-    whole, part, examined = WHOLE, PART, EXAMINED
-    for span in (whole, part):
-        assert damaged_pictures(intact, span) == 0 and damaged_pictures(intact, span, examined_s=examined[span]) == 0
+    for span in (WHOLE, PART):
+        assert damaged_pictures(intact, span) == 0 and damaged_pictures(intact, span, examined_s=EXAMINED[span]) == 0
     damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
-    assert damaged_pictures(damaged, whole) > 0 and damaged_pictures(damaged, whole, examined_s=examined[whole]) > 0
+    assert damaged_pictures(damaged, WHOLE) > 0 and damaged_pictures(damaged, WHOLE, examined_s=EXAMINED[WHOLE]) > 0
     stopped = threading.Event()
     stopped.set()
-    assert damaged_pictures(damaged, whole, stopped) == 0  # not looked for once stopped
+    assert damaged_pictures(damaged, WHOLE, stopped) == 0  # not looked for once stopped
 
 
 @pytest.mark.parametrize("name, codec, params", GROUPS_OF_PICTURES)
