@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
 import re
 import threading
@@ -401,7 +402,47 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
         return _mp4_ends_within_media(container.name)
     if "mpeg" in formats:
         return _program_stream_ends_within_packet(container.name)
+    if "gif" in formats:
+        return _gif_ends_within_block(container.name)
     return last.is_corrupt
+
+
+# A GIF's blocks: an extension (timing, looping, comments), a picture, the end
+GIF_EXTENSION, GIF_IMAGE, GIF_TRAILER = 0x21, 0x2C, 0x3B
+
+
+def _gif_colour_table_bytes(flags: int) -> int:
+    """The bytes of the colour table that a GIF's screen or picture descriptor's flags announce."""
+    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+
+def _gif_ends_within_block(path: str) -> bool:
+    """Whether an animated GIF ends within a block (a picture's descriptor, colours or data, an
+    extension), as a download cut short leaves it: its blocks are walked from its header to its
+    trailer. FFmpeg's reader gives a cut file's frames unflagged. One that ends between two
+    blocks, without its trailer, is not told: browsers show such a file whole."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = len(data)
+        if size < 13:  # within the header and screen descriptor
+            return True
+        at = 13 + _gif_colour_table_bytes(data[10])
+        while at < size:
+            if data[at] == GIF_TRAILER:
+                return False
+            if data[at] == GIF_EXTENSION:
+                at += 2  # its label
+            elif data[at] == GIF_IMAGE:
+                if at + 10 > size:
+                    return True
+                at += 10 + _gif_colour_table_bytes(data[at + 9]) + 1  # the descriptor, colours, code size
+            else:
+                return False  # not a block: damage, not a cut
+            while at < size and data[at]:  # sub-blocks, each led by its length, up to a zero
+                at += 1 + data[at]
+            if at >= size:
+                return True
+            at += 1
+        return at > size
 
 
 # An MPEG program stream's start codes (00 00 01, then one of these): a pack's header, the
@@ -700,25 +741,41 @@ def frame_rate(stream: av.VideoStream) -> Fraction | None:
 MIN_PICTURE_FRAME_MS, PICTURE_FRAME_MS = 11, 100
 
 
-def animated_webp_durations(path: str | Path) -> list[int] | None:
-    """How long each frame of an animated WebP is shown, in milliseconds, from its frame chunks
-    (nothing is decoded); None for any other file, a still WebP among them."""
+class AnimatedWebP(NamedTuple):
+    """What an animated WebP's chunks tell, nothing decoded."""
+
+    durations_ms: list[int]  # how long each frame held whole is shown
+    whole_bytes: int  # where the last chunk held whole ends
+    # the file ends before the length its RIFF header states, or within a chunk, as an unfinished
+    # download leaves it: libwebp then reads none of it
+    cut_short: bool
+
+
+def animated_webp(path: str | Path) -> AnimatedWebP | None:
+    """An animated WebP's frame chunks, up to the first the file ends within; None for any other
+    file, a still WebP among them, and for one that holds no frame whole."""
     try:
         with open(path, "rb") as file:
             head = file.read(21)
             # RIFF, WEBP, and a VP8X chunk whose flags say "animation"
             if len(head) < 21 or head[:4] != b"RIFF" or head[8:16] != b"WEBPVP8X" or not head[20] & 0x02:
                 return None
-            durations, position = [], 12
-            while len(chunk := _read_at(file, position, 24)) >= 8:
+            file_size = file.seek(0, os.SEEK_END)
+            stated_end = 8 + int.from_bytes(head[4:8], "little")
+            end = min(file_size, stated_end)  # what follows the stated length is not the picture's
+            durations, position, ends_within = [], 12, False
+            while position + 8 <= end and len(chunk := _read_at(file, position, 24)) >= 8:
                 size = int.from_bytes(chunk[4:8], "little")
+                if position + 8 + size > end:
+                    ends_within = position + 8 + size > file_size
+                    break
                 if chunk[:4] == b"ANMF" and len(chunk) >= 23:
                     shown = int.from_bytes(chunk[20:23], "little")  # after the frame's offset and size
                     durations.append(shown if shown >= MIN_PICTURE_FRAME_MS else PICTURE_FRAME_MS)
-                position += 8 + size + size % 2
+                position = min(position + 8 + size + size % 2, end)
     except OSError:
         return None
-    return durations
+    return AnimatedWebP(durations, position, file_size < stated_end or ends_within) if durations else None
 
 
 # a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
@@ -745,7 +802,7 @@ def damaged_pictures(
     to the one before. One thread: it is meant to run beside the analysis, on what that leaves
     idle. `stream_index`: the video stream to check (`SampledFrames.stream`), else the first. 0
     for what FFmpeg does not decode (animated WebP) or cannot open."""
-    if animated_webp_durations(path):
+    if animated_webp(path):
         return 0
     stop = stop or threading.Event()
     failed: set[tuple] = set()  # each picture once, though both looks decode it

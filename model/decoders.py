@@ -4,6 +4,7 @@ into RGB as a player shows them."""
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .container import (
     HDR_TRANSFERS,
     NOT_OPENED,
     UNINDEXED_FORMATS,
+    AnimatedWebP,
     MainStream,
     Undecodable,
     VideoError,
@@ -308,13 +310,14 @@ class PillowCapture:
     the previous ones as a browser draws it, and what it leaves transparent over white. Frames
     come out as BGR, as OpenCV's do."""
 
-    def __init__(self, path: str | Path, durations: list[int]):
-        """`durations`: `animated_webp_durations(path)`, read once by the caller."""
+    def __init__(self, path: str | Path, webp: AnimatedWebP):
+        """`webp`: `animated_webp(path)`, read once by the caller. Of a file cut short, which
+        libwebp refuses whole, the frames held whole are read."""
         try:
-            self._image = Image.open(path)
+            self._image = Image.open(_whole_chunks(path, webp.whole_bytes) if webp.cut_short else path)
         except (OSError, SyntaxError, Image.DecompressionBombError) as error:
             raise Undecodable(NOT_OPENED) from error
-        self._durations = durations
+        self._durations = webp.durations_ms
         self._next = 0  # the frame the next grab takes
 
     def grab(self) -> bool:
@@ -352,6 +355,15 @@ class PillowCapture:
 
     def release(self) -> None:
         self._image.close()
+
+
+def _whole_chunks(path: str | Path, whole_bytes: int) -> io.BytesIO:
+    """A RIFF file's first `whole_bytes`, its header stating that length (libwebp reads the whole
+    file into memory all the same)."""
+    with open(path, "rb") as file:
+        data = bytearray(file.read(whole_bytes))
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    return io.BytesIO(data)
 
 
 Opener = Callable[[str | Path], Capture]

@@ -17,7 +17,7 @@ from .container import (
     ContainerFacts,
     Undecodable,
     VideoError,
-    animated_webp_durations,
+    animated_webp,
     container_facts,
     has_odd_rate,
     open_container,
@@ -57,6 +57,11 @@ Progress = Callable[[float], None]  # called with the fraction of the work done,
 
 
 NO_FRAMES = "The video has no decodable frames."
+SINGLE_PICTURE = "This file holds a single picture, not a video: the detector judges a face over time."
+CUT_AFTER_ONE_PICTURE = (
+    "The file ends early, after its first picture, as an unfinished download or copy leaves a file, and the "
+    "detector judges a face over time: download it again, or upload a complete copy."
+)
 NO_DATA = (
     "The file holds zeros where the video's frames should be, as a download that did not finish leaves it: "
     "download it again, or upload a copy that plays."
@@ -217,8 +222,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A
     recording of sound is refused as such, also where it carries a cover picture. A raw stream,
     whose header states no length, is counted from its packets."""
-    if durations := animated_webp_durations(path):
-        return _probe(path, partial(PillowCapture, durations=durations))
+    if webp := animated_webp(path):
+        return _probe(path, partial(PillowCapture, webp=webp))
     if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
     info = _decoded_by_either(lambda open_capture: _probe(path, open_capture))
@@ -251,8 +256,18 @@ def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
         if decodable == 0:
             raise Undecodable(NO_FRAMES)
         if decodable == 1:
-            raise VideoError("This file holds a single picture, not a video: the detector judges a face over time.")
+            raise VideoError(CUT_AFTER_ONE_PICTURE if _cut_short(path) else SINGLE_PICTURE)
     return info
+
+
+def _cut_short(path: str | Path) -> bool:
+    """Whether the file ends early, as `ContainerFacts.cut_short` tells it."""
+    if webp := animated_webp(path):
+        return webp.cut_short
+    try:
+        return container_facts(path).cut_short
+    except (VideoError, av.FFmpegError, OSError):
+        return False
 
 
 def _refuse_frames_too_large(width: int, height: int) -> None:
@@ -319,9 +334,10 @@ def read_frames(
     the packets are read). OutsideVideo where the part begins after the end; FramesTooLarge
     where the frames are larger than `MAX_FRAME_PIXELS`, before any is read.
     """
-    if durations := animated_webp_durations(path):  # which FFmpeg cannot decode
-        facts = ContainerFacts(shown_s=np.cumsum([0, *durations[:-1]]) / 1000, codec="webp")
-        pillow = partial(PillowCapture, durations=durations)  # the frame chunks read once, not by every capture
+    if webp := animated_webp(path):  # which FFmpeg cannot decode
+        shown_s = np.cumsum([0, *webp.durations_ms[:-1]]) / 1000
+        facts = ContainerFacts(shown_s=shown_s, codec="webp", cut_short=webp.cut_short)
+        pillow = partial(PillowCapture, webp=webp)  # the frame chunks read once, not by every capture
         return _sample(path, count, seek_min_gap, progress, max_side, part, pillow, facts)
     facts = container_facts(path, heartbeat=(lambda: progress(0.0)) if progress else None)
     _refuse_frames_too_large(*facts.stored_size)

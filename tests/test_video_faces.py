@@ -901,12 +901,55 @@ def test_an_animated_webp_is_shown_over_white_and_frames_that_claim_no_time_last
     assert (sampled.frames[0][:, :40] == 255).all() and np.abs(sampled.frames[0][:, 40:].astype(int) - frames[0][:, 40:, :3]).mean() < 1
 
 
-def test_an_animated_webp_cut_short_is_refused_as_such(tmp_path):
-    cut = tmp_path / "cut.webp"
-    cut.write_bytes(write_animated_webp(tmp_path / "whole.webp", face_frames(4), [100] * 4).read_bytes()[:-100])
+def test_an_animated_webp_cut_short_is_read_over_the_frames_it_holds_whole(tmp_path):
+    """libwebp reads none of a file that ends before the length its header states, as an
+    unfinished download leaves it: the frames it holds whole are read, and it is told as cut
+    short. Bytes after that length are not the picture's. Cut within its first or second frame,
+    it holds no frames to judge a face over."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(6, (400, 240)))]
+    data = write_animated_webp(tmp_path / "whole.webp", frames, [100] * 6).read_bytes()
+    cut, trailing = tmp_path / "cut.webp", tmp_path / "trailing.webp"
+    cut.write_bytes(data[:-100])
+    trailing.write_bytes(data + bytes(100))
+    frames_end, at = [], 12
+    while at < len(data):  # the file's chunks: four letters, then the length of what follows
+        kind, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + size + size % 2
+        if kind == b"ANMF":
+            frames_end.append(at)
+    first_cut, second_cut = tmp_path / "first-cut.webp", tmp_path / "second-cut.webp"
+    first_cut.write_bytes(data[: frames_end[0] - 100])
+    second_cut.write_bytes(data[: frames_end[1] - 100])
+    assert probe_video(cut).frame_count == 5
+    sampled = read_frames(cut, 10)
+    assert sampled.info.cut_short and sampled.info.frame_count == 5 and sampled.info.duration_s == pytest.approx(0.5)
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices == list(range(5))
+    for path in (tmp_path / "whole.webp", trailing):
+        sampled = read_frames(path, 10)
+        assert not sampled.info.cut_short and [read_stamp(frame) for frame in sampled.frames] == list(range(6))
     for read in (probe_video, lambda path: read_frames(path, 10)):
-        with pytest.raises(VideoError, match="could not be opened"):
-            read(cut)
+        with pytest.raises(VideoError, match="no decodable frames"):
+            read(first_cut)
+        with pytest.raises(VideoError, match="ends early, after its first picture"):
+            read(second_cut)
+
+
+def test_an_animated_gif_cut_short_is_told_where_it_ends_within_a_block(tmp_path):
+    """FFmpeg reads the frames of a GIF cut short, unflagged; its blocks tell where it ends. One
+    that ends between two blocks, without its trailer, is shown whole by browsers, and not told."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(20, (320, 180)))]
+    whole = write_video(tmp_path / "anim.gif", frames, "gif", pix_fmt="rgb8")
+    sampled = read_frames(whole, 10)
+    assert not sampled.info.cut_short and sampled.info.frame_count == 20
+    data = whole.read_bytes()
+    assert data[-1] == 0x3B  # the trailer
+    sampled = read_frames(cut_short_copy(whole, tmp_path / "cut.gif", 0.6), 10)
+    assert sampled.info.cut_short and 8 <= sampled.info.frame_count <= 14
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices
+    without_trailer = tmp_path / "without-trailer.gif"
+    without_trailer.write_bytes(data[:-1])
+    sampled = read_frames(without_trailer, 10)
+    assert not sampled.info.cut_short and sampled.info.frame_count == 20
 
 
 def test_a_two_frame_video_is_still_a_video(tmp_path):

@@ -314,6 +314,14 @@ def test_an_animated_webp_is_judged(client, tmp_path):
     assert body["label"] in ("REAL", "FAKE") and body["faces"] >= 8 and body["video"]["codec"] == "webp", body
 
 
+def test_an_animated_webp_cut_short_is_judged_on_its_whole_frames_and_says_so(client, tmp_path, upload_dir):
+    whole = write_animated_webp(tmp_path / "sticker.webp", face_frames(12), [100] * 12, lossless=False)
+    body = post(client, "/api/v1/detect", cut_short_copy(whole, tmp_path / "cut.webp", 0.7), name="cut.webp").get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["video"]["cut_short"] and body["video"]["frame_count"] < 12, body
+    assert "cut_short" in [caveat["code"] for caveat in body["caveats"]]
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_a_real_verdict_on_a_small_face_carries_a_caveat_in_both_forms(client, tmp_path, monkeypatch):
     monkeypatch.setattr(Detector, "score_features", lambda self, features: (0.2, np.full(len(features), 0.2)))
     path = write_h264(tmp_path / "small.mp4", face_frames(20, (320, 180)))
