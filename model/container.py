@@ -753,7 +753,7 @@ class AnimatedWebP(NamedTuple):
 
 def animated_webp(path: str | Path) -> AnimatedWebP | None:
     """An animated WebP's frame chunks, up to the first the file ends within; None for any other
-    file, a still WebP among them, and for one that holds no frame whole."""
+    file, a still WebP among them."""
     try:
         with open(path, "rb") as file:
             head = file.read(21)
@@ -775,7 +775,7 @@ def animated_webp(path: str | Path) -> AnimatedWebP | None:
                 position = min(position + 8 + size + size % 2, end)
     except OSError:
         return None
-    return AnimatedWebP(durations, position, file_size < stated_end or ends_within) if durations else None
+    return AnimatedWebP(durations, position, file_size < stated_end or ends_within)
 
 
 # a group of pictures' bytes held to decode it as far as a frame examined, or again from the group

@@ -14,6 +14,7 @@ import numpy as np
 
 from .container import (
     MAX_FPS,
+    AnimatedWebP,
     ContainerFacts,
     Undecodable,
     VideoError,
@@ -58,8 +59,8 @@ Progress = Callable[[float], None]  # called with the fraction of the work done,
 
 NO_FRAMES = "The video has no decodable frames."
 SINGLE_PICTURE = "This file holds a single picture, not a video: the detector judges a face over time."
-CUT_AFTER_ONE_PICTURE = (
-    "The file ends early, after its first picture, as an unfinished download or copy leaves a file, and the "
+CUT_BEFORE_TWO_PICTURES = (
+    "The file ends early, before its second picture, as an unfinished download or copy leaves a file, and the "
     "detector judges a face over time: download it again, or upload a complete copy."
 )
 NO_DATA = (
@@ -222,7 +223,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     is one whose average rate no video has (raw DV); an animated WebP is probed by Pillow. A
     recording of sound is refused as such, also where it carries a cover picture. A raw stream,
     whose header states no length, is counted from its packets."""
-    if webp := animated_webp(path):
+    if webp := _animated_webp(path):
         return _probe(path, partial(PillowCapture, webp=webp))
     if _probed_by_pyav(path):
         return _probe(path, PyAVCapture)
@@ -256,8 +257,15 @@ def _probe(path: str | Path, open_capture: Opener) -> VideoInfo:
         if decodable == 0:
             raise Undecodable(NO_FRAMES)
         if decodable == 1:
-            raise VideoError(CUT_AFTER_ONE_PICTURE if _cut_short(path) else SINGLE_PICTURE)
+            raise VideoError(CUT_BEFORE_TWO_PICTURES if _cut_short(path) else SINGLE_PICTURE)
     return info
+
+
+def _animated_webp(path: str | Path) -> AnimatedWebP | None:
+    """`animated_webp(path)`; Undecodable for one that holds no frame whole."""
+    if (webp := animated_webp(path)) and not webp.durations_ms:
+        raise Undecodable(CUT_BEFORE_TWO_PICTURES if webp.cut_short else NO_FRAMES)
+    return webp
 
 
 def _cut_short(path: str | Path) -> bool:
@@ -334,7 +342,7 @@ def read_frames(
     the packets are read). OutsideVideo where the part begins after the end; FramesTooLarge
     where the frames are larger than `MAX_FRAME_PIXELS`, before any is read.
     """
-    if webp := animated_webp(path):  # which FFmpeg cannot decode
+    if webp := _animated_webp(path):  # which FFmpeg cannot decode
         shown_s = np.cumsum([0, *webp.durations_ms[:-1]]) / 1000
         facts = ContainerFacts(shown_s=shown_s, codec="webp", cut_short=webp.cut_short)
         pillow = partial(PillowCapture, webp=webp)  # the frame chunks read once, not by every capture
