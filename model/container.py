@@ -57,14 +57,29 @@ def video_streams(container: av.container.InputContainer) -> list[av.VideoStream
     return [s for s in container.streams.video if s.codec_context is not None]
 
 
+# what FFmpeg's MPEG transport stream demuxer looks through for the start of a packet, each time it is called
+RESYNC_BYTES = 65536
+
+
 def demux(container: av.container.InputContainer, *streams: av.stream.Stream) -> Iterator[av.Packet]:
     """`container.demux(*streams)`, to its end: where a stream first appears mid-file (an FLV's
     tag of a kind its header did not announce), PyAV, which lists the streams found on opening,
-    fails on looking it up (IndexError) once the packets of those it lists are given."""
-    try:
-        yield from container.demux(*streams)
-    except IndexError:
-        log.info("a stream appeared mid-file: PyAV left its packets out")
+    fails on looking it up (IndexError) once the packets of those it lists are given. Past bytes
+    that hold no packet (zeros where a download never got a part), an MPEG transport stream's
+    demuxer looks for the next 64 KiB at a time, and asks to be called again (EAGAIN: PyAV's
+    BlockingIOError) after each, as FFmpeg's own tools and OpenCV do."""
+    tries = os.path.getsize(container.name) // RESYNC_BYTES + 2  # enough to look through the whole file
+    while True:
+        try:
+            yield from container.demux(*streams)
+            return
+        except IndexError:
+            log.info("a stream appeared mid-file: PyAV left its packets out")
+            return
+        except BlockingIOError:
+            tries -= 1
+            if tries <= 0:
+                return
 
 
 def _moving_streams(streams: Sequence[av.VideoStream]) -> list[av.VideoStream]:
@@ -104,7 +119,7 @@ class MainStream(NamedTuple):
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
     # the frames (indices into `times`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
-    # where a Matroska or WebM demuxer passed over zeros (`_PassedOver`): (the index into `times`
+    # where a demuxer passed over zeros (`_PassedOver`): (the index into `times`
     # of the frame after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
@@ -198,15 +213,17 @@ class _Spoiled:
         )
 
 
-# A Matroska or WebM file's blocks follow one another but for a few bytes of headers; this many
-# zeros between two are data lost
+# A Matroska or WebM file's blocks follow one another but for a few bytes of headers, and a
+# transport stream's 188-byte packets each begin with a sync byte (0x47); this many zeros between
+# two are data lost
 MIN_LOST_BYTES = 4096
 
 
 class _PassedOver:
-    """Where a Matroska or WebM demuxer passed over zeros: a download written in parts leaves them
-    where a part never arrived, and the demuxer, unlike an MP4's, finds no packet there, only the
-    next cluster after them. Seen between two packets of any stream, in the order they lie."""
+    """Where a Matroska, WebM or MPEG transport stream demuxer passed over zeros: a download
+    written in parts leaves them where a part never arrived, and the demuxer, unlike an MP4's,
+    finds no packet there, only the next cluster or packet after them. Seen between two packets
+    of any stream, in the order they lie."""
 
     def __init__(self, path: str):
         self._path = path
@@ -328,8 +345,8 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     entry_points = {stream.index: _EntryPoints(stream.codec_context.codec.canonical_name) for stream in streams}
     spoiled = {stream.index: _Spoiled(stream) for stream in streams}
     packets = dict.fromkeys(times, 0)
-    # in Matroska and WebM, every stream's packets, to see the bytes between them
-    passed_over = _PassedOver(container.name) if container.format.name == "matroska,webm" else None
+    # in Matroska, WebM and transport streams, every stream's packets, to see the bytes between them
+    passed_over = _PassedOver(container.name) if container.format.name in ("matroska,webm", "mpegts") else None
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
     try:
@@ -629,8 +646,8 @@ class ContainerFacts(NamedTuple):
     cut_short: bool = False
     # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
-    # frames lost where a Matroska or WebM demuxer passed over zeros: (the index into `shown_s` of
-    # the frame after them, how many)
+    # frames lost where a Matroska, WebM or transport stream demuxer passed over zeros: (the index
+    # into `shown_s` of the frame after them, how many)
     lost: tuple[tuple[int, int], ...] = ()
     # the key frames (indices into `shown_s`), from which a decoder starts
     key_frames: np.ndarray = np.empty(0, dtype=np.int64)

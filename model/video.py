@@ -329,9 +329,9 @@ def read_frames(
     and the length stays the packets'. Frames whose data is zeros, as an unfinished download
     leaves them, and those that refer to them, are found from the packets (`_Spoiled`): they are
     not read (a decoder patches them over from an earlier picture), they are counted in
-    `undecoded`, and the rest are read by their times, or sought by PyAV; in Matroska and WebM,
-    whose demuxer passes over zeros, leaving no packet, the frames they held are counted
-    (`_PassedOver`). Rotation metadata is applied by the decoder, and pixels
+    `undecoded`, and the rest are read by their times, or sought by PyAV; in Matroska, WebM and
+    MPEG transport streams, whose demuxers pass over zeros, leaving no packet, the frames they
+    held are counted (`_PassedOver`). Rotation metadata is applied by the decoder, and pixels
     that are not square are stretched as a player shows them. Where the frame rate varies, the
     frames are spread evenly in time, and a part and the frames' times (`timeline`) follow the
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
