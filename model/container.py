@@ -119,8 +119,8 @@ class MainStream(NamedTuple):
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
     # the frames (indices into `times`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
-    # where a demuxer passed over zeros (`_PassedOver`): (the index into `times`
-    # of the frame after them, how many frames they held, as the times on either side tell)
+    # where a demuxer passed over zeros (`_PassedOver`): (the index into `times` of the frame
+    # after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
     ends_within_frames: bool = False
