@@ -124,6 +124,8 @@ class MainStream(NamedTuple):
     lost: tuple[tuple[int, int], ...] = ()
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
     ends_within_frames: bool = False
+    # that frame, where it is this stream's (an index into `times`; `_unfinished_frame`), else None
+    unfinished: int | None = None
 
 
 class _EntryPoints:
@@ -349,6 +351,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     passed_over = _PassedOver(container.name) if container.format.name in ("matroska,webm", "mpegts") else None
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
+    final: dict[int, av.Packet] = {}  # each stream's last packet with data
     try:
         for count, packet in enumerate(demux(container)):  # every stream's: the file may end within any one's
             if heartbeat and count % PACKETS_A_HEARTBEAT == 0:
@@ -367,6 +370,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
                 spoiled[index].add(packet, index in after_zeros)
                 after_zeros.discard(index)
                 times[index].append(packet.pts)
+                final[index] = packet
                 if packet.is_keyframe and packet.pts is not None:
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
     except av.FFmpegError:
@@ -384,6 +388,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
+    unfinished = _unfinished_frame(container, final[stream.index]) if ends_within else None
     return MainStream(
         stream,
         sorted_times,
@@ -392,6 +397,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
         spoiled=damage.spoiled(sorted_times),
         lost=damage.lost(sorted_times),
         ends_within_frames=ends_within,
+        unfinished=None if unfinished is None else int(np.searchsorted(sorted_times, unfinished)),
     )
 
 
@@ -422,6 +428,22 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
     if "gif" in formats:
         return _gif_ends_within_block(container.name)
     return last.is_corrupt
+
+
+def _unfinished_frame(container: av.container.InputContainer, final: av.Packet) -> int | None:
+    """The presentation time of the frame whose data a file cut short ends within (where
+    `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
+    FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out), and
+    its decoders a picture patched over from an earlier one below where the data stops, or the
+    earlier picture again. Those of MP4, AVI and FLV flag it; those of MPEG transport and program
+    streams and of GIF do not, and a stream's last packet is then taken for it (the file may end
+    within another stream's data, or between a GIF's picture and its trailer, after it whole)."""
+    formats = container.format.name.split(",")
+    if "matroska" in formats:
+        return None
+    if final.is_corrupt or not {"mpegts", "mpeg", "gif"}.isdisjoint(formats):
+        return final.pts
+    return None
 
 
 # A GIF's blocks: an extension (timing, looping, comments), a picture, the end
@@ -649,6 +671,8 @@ class ContainerFacts(NamedTuple):
     # frames lost where a Matroska, WebM or transport stream demuxer passed over zeros: (the index
     # into `shown_s` of the frame after them, how many)
     lost: tuple[tuple[int, int], ...] = ()
+    # the frame (an index into `shown_s`) whose data the file ends within (`_unfinished_frame`)
+    unfinished: int | None = None
     # the key frames (indices into `shown_s`), from which a decoder starts
     key_frames: np.ndarray = np.empty(0, dtype=np.int64)
     # the main stream's packets as read here, for PyAV's seeks (the stream itself is closed)
@@ -700,6 +724,7 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
         cut_short=stated_s is not None or main_stream.ends_within_frames,
         spoiled=main_stream.spoiled,
         lost=main_stream.lost,
+        unfinished=main_stream.unfinished,
         key_frames=key_frames,
         timing=main_stream,
     )

@@ -403,8 +403,11 @@ def _sample(
     wanted, span = _wanted(timeline, count, part)
     timed = shown_s is not None and len(shown_s) == timeline.frame_count
     spoiled = facts.spoiled if timed else frozenset()
-    # a frame a stretch of zeros spoils is not read: a decoder would patch it over from an earlier picture
-    wanted = [index for index in wanted if index not in spoiled]
+    # A frame a stretch of zeros spoils is not read: a decoder would patch it over from an earlier
+    # picture; nor is one the file ends within (a decoder gives it patched over below where its
+    # data stops), which is not counted as undecoded: the file is told as cut short.
+    unread = spoiled | {facts.unfinished} if timed and facts.unfinished is not None else spoiled
+    wanted = [index for index in wanted if index not in unread]
     if not wanted:  # no other decoder would find more
         raise VideoError(NO_DATA)
     # A seek finds a frame by its time: recordings joined end to end repeat their times, and a
@@ -423,7 +426,7 @@ def _sample(
         # A seek decodes from the key frame before the frame sought, up to a group of pictures
         # (x264 writes 250 frames by default; a phone may write a second's) for each frame; the
         # key frame nearest it, alone. PyAV's seek lands on it; OpenCV's on the key frame before it.
-        at_keys = _near_key_frames(wanted, facts.key_frames, span, spoiled)
+        at_keys = _near_key_frames(wanted, facts.key_frames, span, unread)
         method = "seek" if _seeking_is_cheaper(at_keys, facts.key_frames) else "sequential"
         if method == "seek":
             wanted, seek_capture = at_keys, pyav
@@ -493,11 +496,11 @@ def _seeking_is_cheaper(wanted: list[int], key_frames: np.ndarray) -> bool:
     return seeks < one_pass
 
 
-def _near_key_frames(wanted: list[int], key_frames: np.ndarray, span: tuple[int, int], spoiled: frozenset[int]) -> list[int]:
+def _near_key_frames(wanted: list[int], key_frames: np.ndarray, span: tuple[int, int], unread: frozenset[int]) -> list[int]:
     """Each wanted frame moved to the key frame nearest it within half the gap between wanted
     frames (so within its share of the span), where one is free: a seek to it decodes it alone."""
     reach = (span[1] - span[0]) / len(wanted) / 2
-    keys = np.array([k for k in key_frames.tolist() if span[0] <= k < span[1] and k not in spoiled], dtype=np.int64)
+    keys = np.array([k for k in key_frames.tolist() if span[0] <= k < span[1] and k not in unread], dtype=np.int64)
     chosen: list[int] = []
     for index in wanted:
         near = [k for k in keys[np.abs(keys - index) <= reach].tolist() if k not in chosen]

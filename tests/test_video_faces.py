@@ -554,6 +554,37 @@ def test_a_file_cut_after_its_last_frame_is_not_told_as_cut_short(tmp_path, name
     assert sampled.info.frame_count == 100 and not sampled.info.cut_short
 
 
+@pytest.mark.parametrize(
+    "name, codec, pix_fmt, options",
+    [
+        ("web.mp4", "libx264", "yuv420p", {"movflags": "+faststart"}),  # its last packet a B-frame
+        ("broadcast.ts", "libx264", "yuv420p", {}),  # the same: FFmpeg flags it not
+        ("old.flv", "flv", "yuv420p", {}),
+        ("camera.avi", "mjpeg", "yuvj420p", {}),
+        ("dvd.mpg", "mpeg2video", "yuv420p", {}),
+        ("anim.gif", "gif", "rgb8", {}),
+    ],
+)
+def test_the_frame_a_file_cut_short_ends_within_is_not_examined(tmp_path, name, codec, pix_fmt, options):
+    """A decoder gives the frame whose data the file ends within patched over below where the
+    data stops, or an earlier picture again: it is left out of the frames read, and every frame
+    read is the one its time says."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(40, (320, 180)))]
+    whole = write_video(tmp_path / name, frames, codec, pix_fmt=pix_fmt, container_options=options)
+    with av.open(str(whole)) as container:
+        packets = [packet for packet in container.demux(container.streams.video[0]) if packet.size]
+    cut_packet = max(packets, key=lambda packet: -1 if packet.pos is None else packet.pos)
+    unfinished = sorted(packet.pts for packet in packets).index(cut_packet.pts)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(whole.read_bytes()[: cut_packet.pos + cut_packet.size // 3])
+    intact = read_frames(whole, 40)
+    sampled = read_frames(cut, 40)
+    assert sampled.info.cut_short and unfinished not in sampled.indices and len(sampled.indices) >= 36
+    for index, frame in zip(sampled.indices, sampled.frames):
+        assert read_stamp(frame) == index
+        assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(index)]).mean() < 2, index
+
+
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
 @pytest.mark.parametrize("second_size, second_options", [((480, 270), {}), ((960, 540), {"max_delay": "25000"})])
 def test_recordings_joined_end_to_end_are_read_to_the_end_of_the_last(tmp_path, seek_min_gap, second_size, second_options):
