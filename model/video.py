@@ -179,13 +179,13 @@ def _read_sequential(
 
 
 def _read_by_times(
-    capture: PyAVCapture, wanted: list[int], to_rgb: ToRGB, progress: Progress | None = None
+    capture: PyAVCapture, wanted: list[int], to_rgb: ToRGB, progress: Progress | None = None, uncounted: frozenset[int] = frozenset()
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass to the end, or until every wanted frame is found, each frame placed by
     its presentation time rather than by counting: a stretch of a damaged file that does not
     decode swallows frames unseen (OpenCV's grab passes over packets that decode to nothing), and
     the decoder puts out the frames it held back before that stretch after it. Returns the frames
-    read, and how many of those before the last one decoded did not decode."""
+    read, and how many of those before the last one decoded did not decode, `uncounted` aside."""
     targets, got, decoded = set(wanted), {}, set()
     while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
         decoded.add(index)
@@ -196,7 +196,9 @@ def _read_by_times(
         if progress and (index in targets or len(decoded) % PROGRESS_EVERY_FRAMES == 0):
             progress(len(got) / len(targets))
     indices = sorted(got)
-    return indices, [got[index] for index in indices], max(decoded, default=-1) + 1 - len(decoded)
+    last = max(decoded, default=-1)
+    passed_over = sum(index < last and index not in decoded for index in uncounted)
+    return indices, [got[index] for index in indices], last + 1 - len(decoded) - passed_over
 
 
 def _read_seeking(
@@ -417,7 +419,7 @@ def _sample(
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above). Past
     # zeros, which it passes over unseen, OpenCV's misses frames.
-    by_pyav = facts.unindexed or facts.sought_by_bytes or bool(spoiled)
+    by_pyav = facts.unindexed or facts.sought_by_bytes or bool(unread)
     pyav = partial(PyAVCapture, stream_index=facts.main_stream, timing=facts.timing)  # the packets not read again
     seek_capture = pyav if by_pyav and open_capture is open_with_opencv else open_capture
     undecoded = 0
@@ -441,10 +443,13 @@ def _sample(
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
-    if method == "sequential" and spoiled:
-        # zeros in the file: OpenCV passes over them unseen, and would number every later frame early
-        log.info("%d frames of the file are zeros or refer to such: read by their times", len(spoiled))
-        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress))
+    if method == "sequential" and unread:
+        # Zeros in the file: OpenCV passes over them unseen, and would number every later frame
+        # early. A frame cut short that fails is counted where the decoder is, which may hold
+        # frames shown before it back: they would be numbered late.
+        log.info("%d frames of the file are zeros, refer to such, or are cut short: read by their times", len(unread))
+        cut_short = unread - spoiled  # not damage: the file is told as cut short
+        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress, cut_short))
     elif method == "sequential":
         # cheaper than decoding up to a part far in
         if by_cost:

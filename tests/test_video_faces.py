@@ -554,32 +554,40 @@ def test_a_file_cut_after_its_last_frame_is_not_told_as_cut_short(tmp_path, name
     assert sampled.info.frame_count == 100 and not sampled.info.cut_short
 
 
+@pytest.mark.parametrize("within", ["the last packet", "the frame shown last"])  # B-frames follow it, or are cut off
 @pytest.mark.parametrize(
     "name, codec, pix_fmt, options",
     [
-        ("web.mp4", "libx264", "yuv420p", {"movflags": "+faststart"}),  # its last packet a B-frame
-        ("broadcast.ts", "libx264", "yuv420p", {}),  # the same: FFmpeg flags it not
+        ("web.mp4", "libx264", "yuv420p", {"movflags": "+faststart"}),
+        ("broadcast.ts", "libx264", "yuv420p", {}),  # FFmpeg flags it not
         ("old.flv", "flv", "yuv420p", {}),
+        ("stream.flv", "libx264", "yuv420p", {}),
         ("camera.avi", "mjpeg", "yuvj420p", {}),
         ("dvd.mpg", "mpeg2video", "yuv420p", {}),
         ("anim.gif", "gif", "rgb8", {}),
     ],
 )
-def test_the_frame_a_file_cut_short_ends_within_is_not_examined(tmp_path, name, codec, pix_fmt, options):
+def test_the_frame_a_file_cut_short_ends_within_is_not_examined(tmp_path, name, codec, pix_fmt, options, within):
     """A decoder gives the frame whose data the file ends within patched over below where the
-    data stops, or an earlier picture again: it is left out of the frames read, and every frame
-    read is the one its time says."""
+    data stops, or an earlier picture again, or fails where it holds frames shown before it back:
+    it is left out of the frames read, every frame read is the one its time says, and no frame is
+    counted as undecoded."""
     frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(40, (320, 180)))]
     whole = write_video(tmp_path / name, frames, codec, pix_fmt=pix_fmt, container_options=options)
     with av.open(str(whole)) as container:
         packets = [packet for packet in container.demux(container.streams.video[0]) if packet.size]
-    cut_packet = max(packets, key=lambda packet: -1 if packet.pos is None else packet.pos)
-    unfinished = sorted(packet.pts for packet in packets).index(cut_packet.pts)
+    placed = [packet for packet in packets if packet.pos is not None]  # a program stream's may state none
+    cut_packet = max(placed, key=lambda packet: packet.pos if within == "the last packet" else packet.pts)
     cut = tmp_path / f"cut-{name}"
     cut.write_bytes(whole.read_bytes()[: cut_packet.pos + cut_packet.size // 3])
-    intact = read_frames(whole, 40)
-    sampled = read_frames(cut, 40)
+    sizes = {packet.pts: packet.size for packet in packets}
+    with av.open(str(cut)) as container:
+        held = {packet.pts: packet.size for packet in container.demux(container.streams.video[0]) if packet.size}
+    [unfinished] = [index for index, time in enumerate(sorted(held)) if held[time] < sizes.get(time, 0)]
+    intact = read_frames(whole, 80)  # each frame: 40 slices of the time of 38 may pass one over
+    sampled = read_frames(cut, 80)
     assert sampled.info.cut_short and unfinished not in sampled.indices and len(sampled.indices) >= 36
+    assert sampled.undecoded == 0  # not damage: the file is told as cut short
     for index, frame in zip(sampled.indices, sampled.frames):
         assert read_stamp(frame) == index
         assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(index)]).mean() < 2, index
