@@ -124,7 +124,7 @@ class MainStream(NamedTuple):
     lost: tuple[tuple[int, int], ...] = ()
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
     ends_within_frames: bool = False
-    # that frame, where it is this stream's (an index into `times`; `_unfinished_frame`), else None
+    # that frame, where it is this stream's (an index into `times`; `_unfinished_frame_time`), else None
     unfinished: int | None = None
 
 
@@ -388,7 +388,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
-    unfinished = _unfinished_frame(container, final[stream.index]) if ends_within else None
+    unfinished = _unfinished_frame_time(container, final[stream.index]) if ends_within else None
     return MainStream(
         stream,
         sorted_times,
@@ -430,7 +430,7 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
     return last.is_corrupt
 
 
-def _unfinished_frame(container: av.container.InputContainer, final: av.Packet) -> int | None:
+def _unfinished_frame_time(container: av.container.InputContainer, final: av.Packet) -> int | None:
     """The presentation time of the frame whose data a file cut short ends within (where
     `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
     FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out), and
@@ -671,7 +671,7 @@ class ContainerFacts(NamedTuple):
     # frames lost where a Matroska, WebM or transport stream demuxer passed over zeros: (the index
     # into `shown_s` of the frame after them, how many)
     lost: tuple[tuple[int, int], ...] = ()
-    # the frame (an index into `shown_s`) whose data the file ends within (`_unfinished_frame`)
+    # the frame (an index into `shown_s`) whose data the file ends within (`_unfinished_frame_time`)
     unfinished: int | None = None
     # the key frames (indices into `shown_s`), from which a decoder starts
     key_frames: np.ndarray = np.empty(0, dtype=np.int64)
