@@ -388,16 +388,18 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
-    unfinished = _unfinished_frame_time(container, final[stream.index]) if ends_within else None
+    unfinished_time = _unfinished_frame_time(container, final[stream.index]) if ends_within else None
+    unfinished = None if unfinished_time is None else int(np.searchsorted(sorted_times, unfinished_time))
     return MainStream(
         stream,
         sorted_times,
         keys=key_times,
         packets=packets[stream.index],
-        spoiled=damage.spoiled(sorted_times),
+        # a frame cut within its first bytes reads as zeros: cut short, not damaged
+        spoiled=damage.spoiled(sorted_times) - {unfinished},
         lost=damage.lost(sorted_times),
         ends_within_frames=ends_within,
-        unfinished=None if unfinished is None else int(np.searchsorted(sorted_times, unfinished)),
+        unfinished=unfinished,
     )
 
 

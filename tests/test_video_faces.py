@@ -593,6 +593,20 @@ def test_the_frame_a_file_cut_short_ends_within_is_not_examined(tmp_path, name, 
         assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(index)]).mean() < 2, index
 
 
+@pytest.mark.parametrize("name, options", [("web.mp4", {"movflags": "+faststart"}), ("screen.mp4", {"movflags": "frag_keyframe+empty_moov"})])
+def test_a_frame_cut_within_its_first_bytes_is_not_taken_for_zeros(tmp_path, name, options):
+    """An H.264 frame's data in an MP4 begins with its length, whose first bytes are zeros: cut
+    there, the frame reads as zeros, as a part a download never got would. The file is cut short,
+    not damaged."""
+    whole = write_video(tmp_path / name, face_frames(40, (320, 180)), "libx264", container_options=options)
+    with av.open(str(whole)) as container:
+        cut_packet = max((packet for packet in container.demux(container.streams.video[0]) if packet.size), key=lambda packet: packet.pos)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(whole.read_bytes()[: cut_packet.pos + 2])
+    sampled = read_frames(cut, 80)
+    assert sampled.info.cut_short and sampled.undecoded == 0 and len(sampled.indices) >= 36
+
+
 @pytest.mark.parametrize("seek_min_gap", [10**9, 1])
 @pytest.mark.parametrize("second_size, second_options", [((480, 270), {}), ((960, 540), {"max_delay": "25000"})])
 def test_recordings_joined_end_to_end_are_read_to_the_end_of_the_last(tmp_path, seek_min_gap, second_size, second_options):
