@@ -584,7 +584,7 @@ def test_the_frame_a_file_cut_short_ends_within_is_not_examined(tmp_path, name, 
     with av.open(str(cut)) as container:
         held = {packet.pts: packet.size for packet in container.demux(container.streams.video[0]) if packet.size}
     [unfinished] = [index for index, time in enumerate(sorted(held)) if held[time] < sizes.get(time, 0)]
-    intact = read_frames(whole, 80)  # each frame: 40 slices of the time of 38 may pass one over
+    intact = read_frames(whole, 80)  # every frame: 40 slices over the time of 38 frames may pass one over
     sampled = read_frames(cut, 80)
     assert sampled.info.cut_short and unfinished not in sampled.indices and len(sampled.indices) >= 36
     assert sampled.undecoded == 0  # not damage: the file is told as cut short
