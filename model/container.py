@@ -404,8 +404,10 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
 
 
 # An MPEG transport stream is made of packets of one of these sizes (188 bytes; 192 in a
-# camcorder's M2TS; 204 with error correction): a file that stops within one was cut
+# camcorder's M2TS, 4 bytes before each; 204 with error correction, 16 after), each with its
+# sync byte where it lies within them: a file that stops within one was cut
 TS_PACKET_SIZES = (188, 192, 204)
+TS_SYNC_AT = {188: 0, 192: 4, 204: 0}
 
 
 def _ends_within_frames(container: av.container.InputContainer, last: av.Packet | None) -> bool:
@@ -422,7 +424,7 @@ def _ends_within_frames(container: av.container.InputContainer, last: av.Packet 
     if "matroska" in formats:
         return last.pos is not None and last.pos > 0 and _matroska_ends_within_block(container.name, last.pos, last.size)
     if "mpegts" in formats:
-        return all(os.path.getsize(container.name) % size for size in TS_PACKET_SIZES)
+        return _transport_stream_ends_within_packet(container.name)
     if "mp4" in formats:
         return _mp4_ends_within_media(container.name)
     if "mpeg" in formats:
@@ -446,6 +448,25 @@ def _unfinished_frame_time(container: av.container.InputContainer, final: av.Pac
     if final.is_corrupt or not {"mpegts", "mpeg", "gif"}.isdisjoint(formats):
         return final.pts
     return None
+
+
+# sync bytes in a row that tell a transport stream's packet size
+TS_SYNCS_IN_A_ROW = 5
+
+
+def _transport_stream_ends_within_packet(path: str) -> bool:
+    """Whether an MPEG transport stream ends within one of its packets: its packet size, and
+    where the first whole packet begins, are found from the sync bytes (0x47) of several packets
+    in a row; where no size gives them, the file ends within a packet of any size."""
+    with open(path, "rb") as file:
+        head = file.read(max(TS_PACKET_SIZES) * (TS_SYNCS_IN_A_ROW + 1))
+        file_size = file.seek(0, os.SEEK_END)
+    for size in TS_PACKET_SIZES:
+        for start in range(size):
+            syncs = (start + TS_SYNC_AT[size] + size * k for k in range(TS_SYNCS_IN_A_ROW))
+            if all(head[at : at + 1] == b"\x47" for at in syncs):
+                return (file_size - start) % size != 0
+    return all(file_size % size for size in TS_PACKET_SIZES)
 
 
 # A GIF's blocks: an extension (timing, looping, comments), a picture, the end

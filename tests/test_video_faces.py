@@ -554,6 +554,19 @@ def test_a_file_cut_after_its_last_frame_is_not_told_as_cut_short(tmp_path, name
     assert sampled.info.frame_count == 100 and not sampled.info.cut_short
 
 
+@pytest.mark.parametrize("name, size, other", [("broadcast.ts", 188, 192), ("camcorder.m2ts", 192, 188)])
+def test_a_transport_stream_is_told_cut_short_by_its_own_packet_size(tmp_path, name, size, other):
+    """A transport stream's packets are 188 bytes, a camcorder's M2TS's 192: cut at a length that
+    is a whole number of packets of the other size, it still ends within one of its own."""
+    whole = write_video(tmp_path / name, face_frames(100), "libx264")
+    data = whole.read_bytes()
+    assert len(data) % size == 0 and not read_frames(whole, 10).info.cut_short
+    length = next(n for n in range(len(data) * 6 // 10 // other * other, 0, -other) if n % size)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[:length])
+    assert read_frames(cut, 10).info.cut_short
+
+
 @pytest.mark.parametrize("within", ["the last packet", "the frame shown last"])  # B-frames follow it, or are cut off
 @pytest.mark.parametrize(
     "name, codec, pix_fmt, options",
