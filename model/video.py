@@ -408,7 +408,8 @@ def _sample(
     # A frame a stretch of zeros spoils is not read: a decoder would patch it over from an earlier
     # picture; nor is one the file ends within (a decoder gives it patched over below where its
     # data stops), which is not counted as undecoded: the file is told as cut short.
-    unread = spoiled | {facts.unfinished} if timed and facts.unfinished is not None else spoiled
+    unfinished = frozenset({facts.unfinished} if timed and facts.unfinished is not None else ())
+    unread = spoiled | unfinished
     wanted = [index for index in wanted if index not in unread]
     if not wanted:  # no other decoder would find more
         raise VideoError(NO_DATA)
@@ -448,8 +449,8 @@ def _sample(
         # early. A frame cut short that fails is counted where the decoder is, which may hold
         # frames shown before it back: they would be numbered late.
         log.info("%d frames of the file are zeros, refer to such, or are cut short: read by their times", len(unread))
-        cut_short = unread - spoiled  # not damage: the file is told as cut short
-        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress, cut_short))
+        # the frame cut short is no damage: the file is told as cut short
+        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress, unfinished))
     elif method == "sequential":
         # cheaper than decoding up to a part far in
         if by_cost:
