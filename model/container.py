@@ -51,6 +51,27 @@ UNKNOWN_CODEC = "This file's video names no codec this detector knows: its heade
 HDR_TRANSFERS = {16: "pq", 18: "hlg"}
 
 
+# x264 writes its build into its first picture's data (an SEI message), by which FFmpeg's decoder
+# works around the bugs of builds before 151: in 4:4:4 video (as FaceForensics++'s clips are), its
+# pictures decode wrong without it. A decoder that starts at a later key frame (a seek) never
+# sees it, and is told it (`assume_x264_build`).
+X264_VERSION = re.compile(rb"x264 - core (\d+)")
+X264_FIXED_BUILD = 151
+
+
+def x264_build_stated(packet: av.Packet) -> int | None:
+    """The x264 build that a stream's first packet states, else None."""
+    found = X264_VERSION.search(bytes(packet))
+    return int(found[1]) if found else None
+
+
+def assume_x264_build(context: av.CodecContext, build: int | None) -> None:
+    """Has a decoder not yet opened take `build` for its stream's x264 build (FFmpeg's
+    `x264_build` option), as it does once it decodes the first picture, which states it."""
+    if build is not None and not context.is_open:
+        context.options = {**context.options, "x264_build": str(build)}
+
+
 def video_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
     """The video streams FFmpeg can decode: a header damaged where it names the codec leaves a
     stream of none, which no decoder reads."""
@@ -122,6 +143,7 @@ class MainStream(NamedTuple):
     # where a demuxer passed over zeros (`_PassedOver`): (the index into `times` of the frame
     # after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
+    x264_build: int | None = None  # the x264 build its first packet states (`x264_build_stated`)
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
     ends_within_frames: bool = False
     # that frame, where it is this stream's (an index into `times`; `_unfinished_frame_time`), else None
@@ -352,6 +374,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
     final: dict[int, av.Packet] = {}  # each stream's last packet with data
+    x264_builds: dict[int, int | None] = {}  # as each stream's first packet with data states it
     try:
         for count, packet in enumerate(demux(container)):  # every stream's: the file may end within any one's
             if heartbeat and count % PACKETS_A_HEARTBEAT == 0:
@@ -371,6 +394,8 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
                 after_zeros.discard(index)
                 times[index].append(packet.pts)
                 final[index] = packet
+                if index not in x264_builds:
+                    x264_builds[index] = x264_build_stated(packet)
                 if packet.is_keyframe and packet.pts is not None:
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
     except av.FFmpegError:
@@ -378,13 +403,13 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
     ends_within = _ends_within_frames(container, last)
+    told = {"ends_within_frames": ends_within, "x264_build": x264_builds.get(stream.index)}
     if shown and all(time is None for time in shown):  # a raw stream
-        found = entry_points[stream.index].found()
-        return MainStream(stream, None, untimed_frames=len(shown), entry_points=found, ends_within_frames=ends_within)
+        return MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found(), **told)
     if not shown or None in shown:
-        return MainStream(stream, None, ends_within_frames=ends_within)
+        return MainStream(stream, None, **told)
     if _restarts(shown):
-        return MainStream(stream, None, joined_frames=len(shown), ends_within_frames=ends_within)
+        return MainStream(stream, None, joined_frames=len(shown), **told)
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
@@ -398,8 +423,8 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
         # a frame cut within its first bytes reads as zeros: cut short, not damaged
         spoiled=damage.spoiled(sorted_times) - {unfinished},
         lost=damage.lost(sorted_times),
-        ends_within_frames=ends_within,
         unfinished=unfinished,
+        **told,
     )
 
 
@@ -698,6 +723,7 @@ class ContainerFacts(NamedTuple):
     unfinished: int | None = None
     # the key frames (indices into `shown_s`), from which a decoder starts
     key_frames: np.ndarray = np.empty(0, dtype=np.int64)
+    x264_build: int | None = None  # the x264 build the main stream states (`X264_VERSION`)
     # the main stream's packets as read here, for PyAV's seeks (the stream itself is closed)
     timing: MainStream | None = None
 
@@ -749,6 +775,7 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
         lost=main_stream.lost,
         unfinished=main_stream.unfinished,
         key_frames=key_frames,
+        x264_build=main_stream.x264_build,
         timing=main_stream,
     )
 
@@ -881,10 +908,19 @@ def damaged_pictures(
                 stream.codec_context.thread_count = 1
                 # no deblocking: the pictures themselves are not looked at
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+                # the looks start at key frames past the first picture, which states it
+                assume_x264_build(stream.codec_context, _first_packet_x264_build(path, stream.index))
                 failed |= look(container, stream, span_s, stop)
     except (av.FFmpegError, OSError):
         pass
     return len(failed)
+
+
+def _first_packet_x264_build(path: str | Path, stream_index: int) -> int | None:
+    """The x264 build that a stream's first packet states (`x264_build_stated`), else None."""
+    with open_container(path) as container:
+        packet = next((p for p in demux(container, container.streams[stream_index]) if p.size), None)
+        return None if packet is None else x264_build_stated(packet)
 
 
 def _damaged_where_examined(

@@ -25,6 +25,7 @@ from .container import (
     MainStream,
     Undecodable,
     VideoError,
+    assume_x264_build,
     demux,
     frame_rate,
     open_container,
@@ -218,6 +219,7 @@ class PyAVCapture:
             # to the key frame before the wanted one, then decode up to it
             index = int(value)
             timing = self._stream_timing()
+            assume_x264_build(self._stream.codec_context, timing.x264_build)  # the first picture, which states it, not decoded
             shown, keys = timing.times, timing.keys
             if shown is None and len(timing.entry_points):
                 return self._seek_by_bytes(index, timing.entry_points)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .container import (
     MAX_FPS,
+    X264_FIXED_BUILD,
     AnimatedWebP,
     ContainerFacts,
     Undecodable,
@@ -419,8 +420,11 @@ def _sample(
     seekable = shown_s is not None or facts.sought_by_bytes
     # In a file with no index, OpenCV's seek may land on a later key frame and take it for the
     # frame asked for; PyAV's finds a frame by its packet's time (in a raw stream, as above). Past
-    # zeros, which it passes over unseen, OpenCV's misses frames.
-    by_pyav = facts.unindexed or facts.sought_by_bytes or bool(unread)
+    # zeros, which it passes over unseen, OpenCV's misses frames. An old x264 build's video
+    # decodes wrong from a key frame past the first unless the decoder is told the build, which
+    # OpenCV's cannot be (`assume_x264_build`).
+    old_x264 = facts.x264_build is not None and facts.x264_build < X264_FIXED_BUILD
+    by_pyav = facts.unindexed or facts.sought_by_bytes or bool(unread) or old_x264
     pyav = partial(PyAVCapture, stream_index=facts.main_stream, timing=facts.timing)  # the packets not read again
     seek_capture = pyav if by_pyav and open_capture is open_with_opencv else open_capture
     undecoded = 0

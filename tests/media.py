@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -209,6 +210,17 @@ def damaged_unreferenced_picture_copy(path: Path, to: Path) -> tuple[Path, float
 def write_key_every_10(path: Path, frames: Iterable[np.ndarray]) -> Path:
     """H.264 with a key frame every 10 frames, so that the damage in a stretch ends soon after it."""
     return write_video(path, frames, "libx264", options={"x264-params": "keyint=10:min-keyint=10:scenecut=0"})
+
+
+def write_said_old_x264(path: Path, frames: Iterable[np.ndarray], key_every: int = 20) -> Path:
+    """4:4:4 H.264 whose first picture says an x264 build before 151 made it, as FaceForensics++'s
+    clips say (core 148), for which FFmpeg's decoder works around that build's bugs: where it is
+    told the build, it decodes these pictures (which today's x264 made) otherwise than where it is not."""
+    write_video(path, frames, "libx264", pix_fmt="yuv444p", options={"g": str(key_every)})
+    data = path.read_bytes()
+    stated = re.search(rb"x264 - core \d+", data)
+    path.write_bytes(data.replace(stated[0], b"x264 - core 148", 1))  # as long: the SEI's size stays
+    return path
 
 
 def zeroed_stretch_copy(path: Path, to: Path, first: int, last: int) -> Path:
