@@ -402,8 +402,14 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
         return MainStream(streams[0], None)
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
-    ends_within = _ends_within_frames(container, last)
-    told = {"ends_within_frames": ends_within, "x264_build": x264_builds.get(stream.index)}
+    build = x264_builds.get(stream.index)
+
+    def last_picture_fails() -> bool:
+        own_keys, own_final = keys[stream.index], final.get(stream.index)
+        return bool(own_keys and own_final) and _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
+
+    ends_within = _ends_within_frames(container, last, stream, last_picture_fails)
+    told = {"ends_within_frames": ends_within, "x264_build": build}
     if shown and all(time is None for time in shown):  # a raw stream
         return MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found(), **told)
     if not shown or None in shown:
@@ -435,21 +441,31 @@ TS_PACKET_SIZES = (188, 192, 204)
 TS_SYNC_AT = {188: 0, 192: 4, 204: 0}
 
 
-def _ends_within_frames(container: av.container.InputContainer, last: av.Packet | None) -> bool:
+def _ends_within_frames(
+    container: av.container.InputContainer,
+    last: av.Packet | None,
+    video: av.VideoStream,
+    last_picture_fails: Callable[[], bool],
+) -> bool:
     """Whether the file ends within the data of its frames, as a download or copy cut short
     leaves it: told where the container states no length to compare (`_length_cut_short`), as a
     fragmented MP4 (a screen recorder's, a stream saved), a browser's WebM recording or an MPEG
     transport or program stream does not. `last`: the last packet read, of any stream. FFmpeg's
     demuxers flag a packet they read short (FLV, AVI), but Matroska's leaves it out, a transport
     stream's keeps it unflagged, a program stream's parser puts out an unflagged frame after it,
-    and an MP4's may stop at a sound packet past the end before the video's packets before it."""
+    and an MP4's may stop at a sound packet past the end before the video's packets before it.
+    A transport stream cut between two of its packets is told by the `video` stream's last
+    frame, where its last packet is not that frame's last (`_transport_stream_pes_unfinished`)
+    and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly."""
     if last is None:
         return False
     formats = container.format.name.split(",")
     if "matroska" in formats:
         return last.pos is not None and last.pos > 0 and _matroska_ends_within_block(container.name, last.pos, last.size)
     if "mpegts" in formats:
-        return _transport_stream_ends_within_packet(container.name)
+        if _transport_stream_ends_within_packet(container.name):
+            return True
+        return bool(_transport_stream_pes_unfinished(container.name, video.id)) and last_picture_fails()
     if "mp4" in formats:
         return _mp4_ends_within_media(container.name)
     if "mpeg" in formats:
@@ -470,6 +486,8 @@ def _unfinished_frame_time(container: av.container.InputContainer, final: av.Pac
     formats = container.format.name.split(",")
     if "matroska" in formats:
         return None
+    if "mpegts" in formats and _transport_stream_pes_unfinished(container.name, final.stream.id) is False:
+        return None  # the file ends within another stream's packet, after this frame whole
     if final.is_corrupt or not {"mpegts", "mpeg", "gif"}.isdisjoint(formats):
         return final.pts
     return None
@@ -479,19 +497,126 @@ def _unfinished_frame_time(container: av.container.InputContainer, final: av.Pac
 TS_SYNCS_IN_A_ROW = 5
 
 
-def _transport_stream_ends_within_packet(path: str) -> bool:
-    """Whether an MPEG transport stream ends within one of its packets: its packet size, and
-    where the first whole packet begins, are found from the sync bytes (0x47) of several packets
-    in a row; where no size gives them, the file ends within a packet of any size."""
+def _transport_stream_layout(path: str) -> tuple[int, int] | None:
+    """An MPEG transport stream's packet size, and where its first whole packet begins, found
+    from the sync bytes (0x47) of several packets in a row; None where no size gives them."""
     with open(path, "rb") as file:
         head = file.read(max(TS_PACKET_SIZES) * (TS_SYNCS_IN_A_ROW + 1))
-        file_size = file.seek(0, os.SEEK_END)
     for size in TS_PACKET_SIZES:
         for start in range(size):
             syncs = (start + TS_SYNC_AT[size] + size * k for k in range(TS_SYNCS_IN_A_ROW))
             if all(head[at : at + 1] == b"\x47" for at in syncs):
-                return (file_size - start) % size != 0
-    return all(file_size % size for size in TS_PACKET_SIZES)
+                return size, start
+    return None
+
+
+def _transport_stream_ends_within_packet(path: str) -> bool:
+    """Whether an MPEG transport stream ends within one of its packets (`_transport_stream_layout`);
+    where its packets do not line up, within a packet of any size."""
+    file_size = os.path.getsize(path)
+    if (layout := _transport_stream_layout(path)) is None:
+        return all(file_size % size for size in TS_PACKET_SIZES)
+    size, start = layout
+    return (file_size - start) % size != 0
+
+
+# A transport packet's header, and its adaptation field's flags for what it holds beyond them:
+# a clock reference, the original's, a countdown to a splice (bytes each)
+TS_HEADER_BYTES = 4
+TS_PAYLOAD_START = 0x40
+TS_ADAPTATION_FIELD, TS_PAYLOAD = 2, 1
+TS_ADAPTATION_FIXED = {0x10: 6, 0x08: 6, 0x04: 1}
+TS_ADAPTATION_PRIVATE, TS_ADAPTATION_EXTENSION = 0x02, 0x01
+# bytes of a transport stream's end looked through for a stream's last packets
+TS_TAIL_BYTES = 1 << 18
+
+
+def _transport_packet_payload(packet: bytes) -> tuple[bytes, bool]:
+    """A 188-byte transport packet's payload, and whether its adaptation field holds stuffing,
+    with which a muxer fills out the packet that ends a PES packet (a frame's data, or several
+    frames') where that data does not fill it."""
+    control = (packet[3] >> 4) & 3
+    at, stuffed = TS_HEADER_BYTES, False
+    if control & TS_ADAPTATION_FIELD:
+        length = packet[at]
+        end = at + 1 + length
+        flags = packet[at + 1] if length else 0
+        used = at + 2  # the length and the flags
+        used += sum(size for flag, size in TS_ADAPTATION_FIXED.items() if flags & flag)
+        for flag in (TS_ADAPTATION_PRIVATE, TS_ADAPTATION_EXTENSION):
+            if flags & flag and used < end:
+                used += 1 + packet[used]
+        stuffed, at = length == 0 or used < end, end  # no length: one byte of stuffing
+    return (packet[at:] if control & TS_PAYLOAD else b""), stuffed
+
+
+def _transport_stream_pes_unfinished(path: str, pid: int) -> bool | None:
+    """Whether, in an MPEG transport stream's whole packets, the last PES packet of the stream
+    that `pid` carries is unfinished: shorter than the length its header states, or, where it
+    states none (as video's mostly do), its last transport packet full, as each is but the one
+    that ends a PES packet, which stuffing fills out (`_transport_packet_payload`) unless the data
+    fills it exactly. None where the packets do not line up or none of the stream's lies in the
+    file's last `TS_TAIL_BYTES`."""
+    if (layout := _transport_stream_layout(path)) is None:
+        return None
+    size, start = layout
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        whole_end = file_size - (file_size - start) % size
+        first = max(start, whole_end - TS_TAIL_BYTES // size * size)
+        tail = _read_at(file, first, whole_end - first)
+    payload_bytes, last_stuffed = 0, None
+    for at in range(len(tail) - size + TS_SYNC_AT[size], -1, -size):  # from the end
+        packet = tail[at : at + 188]  # without a camcorder's 4 bytes before it, or error correction after
+        if packet[0] != 0x47 or ((packet[1] & 0x1F) << 8 | packet[2]) != pid:
+            continue
+        payload, stuffed = _transport_packet_payload(packet)
+        if not payload:  # an adaptation field alone (a clock reference)
+            continue
+        last_stuffed = stuffed if last_stuffed is None else last_stuffed
+        payload_bytes += len(payload)
+        if packet[1] & TS_PAYLOAD_START:
+            stated = int.from_bytes(payload[4:6], "big") if payload.startswith(b"\x00\x00\x01") else 0
+            if stated:
+                return payload_bytes < 6 + stated  # its header's 6 bytes, then the length stated
+            break
+    return None if last_stuffed is None else not last_stuffed
+
+
+# A video's last picture is decoded from its key frame to tell a cut (`_last_picture_fails`)
+# where the pictures from there hold no more than this
+LAST_GROUP_MAX_BYTES = 32 * 2**20
+
+
+def _last_picture_fails(path: str, stream_index: int, key_time: int, last_time: int, x264_build: int | None) -> bool:
+    """Whether the last picture of a video stream (`last_time`: its presentation time) fails to
+    decode, as one cut short does, decoded from the key frame before it (`key_time`; the x264
+    build its first picture states, `assume_x264_build`); False where more than
+    `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open."""
+    try:
+        with open_container(path) as container:
+            context = container.streams[stream_index].codec_context
+            context.thread_count = 1
+            context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+            assume_x264_build(context, x264_build)
+            decoding, decoded_bytes, failed = False, 0, False
+            for packet in demux(container, container.streams[stream_index]):
+                decoding = decoding or (packet.is_keyframe and packet.pts == key_time)
+                if not (decoding and packet.size):
+                    continue
+                decoded_bytes += packet.size
+                if decoded_bytes > LAST_GROUP_MAX_BYTES:
+                    return False
+                # pictures that no other refers to are left out, but the last
+                context.skip_frame = "DEFAULT" if packet.pts == last_time else "NONREF"
+                try:
+                    context.decode(packet)
+                    failed = False
+                except av.error.InvalidDataError:
+                    failed = True
+            return failed
+    except (av.FFmpegError, OSError):
+        return False
 
 
 # A GIF's blocks: an extension (timing, looping, comments), a picture, the end
@@ -960,7 +1085,7 @@ def _damaged_where_examined(
     except av.FFmpegError:  # the container itself broken further on: the whole span's look counts it
         return groups.failed
     groups.decode_so_far()  # the last frames
-    if last is not None and _ends_within_frames(container, last):
+    if last is not None and (last.pts, last.pos) in groups.failed and _ends_within_frames(container, last, stream, lambda: True):
         groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
     return groups.failed
 
@@ -1068,7 +1193,7 @@ def _damaged_in_span(
     except av.FFmpegError:  # the container itself broken further on
         damaged.add(("container",))
     # the last picture, unfinished where the file was cut short, is told so (`_ends_within_frames`)
-    if failed is not None and not _ends_within_frames(container, failed):
+    if failed is not None and not _ends_within_frames(container, failed, stream, lambda: True):
         damaged.add((failed.pts, failed.pos))
     return damaged
 

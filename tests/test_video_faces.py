@@ -600,6 +600,35 @@ def test_a_transport_stream_is_told_cut_short_by_its_own_packet_size(tmp_path, n
     assert read_frames(cut, 10).info.cut_short
 
 
+@pytest.mark.parametrize("where", ["between two of its packets", "within its first packet"])
+@pytest.mark.parametrize("name, size", [("broadcast.ts", 188), ("camcorder.m2ts", 192)])
+def test_a_transport_stream_cut_is_told_by_its_last_frame(tmp_path, name, size, where):
+    """A frame's data fills the transport packets it lies in but the last, which a muxer fills
+    out with stuffing. Cut between two packets of its data, the file looked whole, and the frame
+    was read patched over where its data stops (and a decoder's failure on it could be counted as
+    damage); cut within the first packet of a frame's data, which the demuxer then passes over,
+    the file was told as cut short, and the frame before it, whole, left out for the one unfinished."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(40, (320, 180)))]
+    whole = write_video(tmp_path / name, frames, "libx264")
+    with av.open(str(whole)) as container:
+        large = [packet for packet in container.demux(container.streams.video[0]) if packet.size > 3 * size]
+    first_packet = max(packet.pos for packet in large) // size * size  # where the last large frame's data begins
+    length = first_packet + (2 * size if where == "between two of its packets" else size // 2)
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(whole.read_bytes()[:length])
+    with av.open(str(cut)) as container:
+        held = len([packet for packet in container.demux(container.streams.video[0]) if packet.size])
+    intact, sampled = read_frames(whole, 80), read_frames(cut, 80)
+    assert sampled.info.cut_short and sampled.undecoded == 0
+    assert len(sampled.indices) == held - (where == "between two of its packets")  # all but the unfinished frame
+    for index, frame in zip(sampled.indices, sampled.frames):
+        shown = round(sampled.timeline.time_s(index) * 10)  # B-frames shown before the cut frame may be cut off
+        assert read_stamp(frame) == shown
+        assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(shown)]).mean() < 2, index
+    last = sampled.timeline.time_s(sampled.indices[-1])
+    assert damaged_pictures(cut, (0.0, last), examined_s=[last]) == 0
+
+
 @pytest.mark.parametrize("within", ["the last packet", "the frame shown last"])  # B-frames follow it, or are cut off
 @pytest.mark.parametrize(
     "name, codec, pix_fmt, options",
