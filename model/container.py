@@ -10,7 +10,7 @@ import os
 import re
 import threading
 from fractions import Fraction
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
@@ -404,6 +404,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     shown = times[stream.index]
     build = x264_builds.get(stream.index)
 
+    @cache  # asked by both
     def last_picture_fails() -> bool:
         own_keys, own_final = keys[stream.index], final.get(stream.index)
         return bool(own_keys and own_final) and _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
@@ -419,7 +420,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     key_times = np.array(sorted(keys[stream.index]), dtype=np.int64).reshape(-1, 2)
     sorted_times = np.sort(np.array(shown, dtype=np.int64))
     damage = spoiled[stream.index]
-    unfinished_time = _unfinished_frame_time(container, final[stream.index]) if ends_within else None
+    unfinished_time = _unfinished_frame_time(container, final[stream.index], last_picture_fails) if ends_within else None
     unfinished = None if unfinished_time is None else int(np.searchsorted(sorted_times, unfinished_time))
     return MainStream(
         stream,
@@ -456,7 +457,9 @@ def _ends_within_frames(
     and an MP4's may stop at a sound packet past the end before the video's packets before it.
     A transport stream cut between two of its packets is told by the `video` stream's last
     frame, where its last packet is not that frame's last (`_transport_stream_pes_unfinished`)
-    and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly."""
+    and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly. A
+    program stream cut between two packs, where nothing tells a frame's end, is told where
+    `last_picture_fails`."""
     if last is None:
         return False
     formats = container.format.name.split(",")
@@ -469,25 +472,32 @@ def _ends_within_frames(
     if "mp4" in formats:
         return _mp4_ends_within_media(container.name)
     if "mpeg" in formats:
-        return _program_stream_ends_within_packet(container.name)
+        return _program_stream_ends_within_packet(container.name) or last_picture_fails()
     if "gif" in formats:
         return _gif_ends_within_block(container.name)
     return last.is_corrupt
 
 
-def _unfinished_frame_time(container: av.container.InputContainer, final: av.Packet) -> int | None:
+def _unfinished_frame_time(
+    container: av.container.InputContainer, final: av.Packet, last_picture_fails: Callable[[], bool]
+) -> int | None:
     """The presentation time of the frame whose data a file cut short ends within (where
     `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
     FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out), and
     its decoders a picture patched over from an earlier one below where the data stops, or the
     earlier picture again. Those of MP4, AVI and FLV flag it; those of MPEG transport and program
-    streams and of GIF do not, and a stream's last packet is then taken for it (the file may end
-    within another stream's data, or between a GIF's picture and its trailer, after it whole)."""
+    streams and of GIF do not, and a stream's last packet is then taken for it, but where the file
+    ends within another stream's data after it whole: in a transport stream, where its last
+    packet is filled out (`_transport_stream_pes_unfinished`), and in a program stream, where
+    it decodes (`last_picture_fails`). A GIF's picture cut short decodes without a failure: where
+    a GIF ends within the extension after its last picture, that picture is taken for it all the same."""
     formats = container.format.name.split(",")
     if "matroska" in formats:
         return None
     if "mpegts" in formats and _transport_stream_pes_unfinished(container.name, final.stream.id) is False:
-        return None  # the file ends within another stream's packet, after this frame whole
+        return None
+    if "mpeg" in formats and not last_picture_fails():
+        return None
     if final.is_corrupt or not {"mpegts", "mpeg", "gif"}.isdisjoint(formats):
         return final.pts
     return None

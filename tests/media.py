@@ -364,15 +364,15 @@ def write_sound(path: Path, seconds: float = 1.0, rate: int = 44100, cover: np.n
     return path
 
 
-def write_with_silence(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10) -> Path:
-    """Video beside a silent PCM sound track, in Matroska (as a camera's footage remuxed keeps it):
-    between one frame and the next lie that frame's 4,800 samples of zeros (19 KB)."""
+def write_with_silence(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, sound_codec: str = "pcm_s16le") -> Path:
+    """Video beside a silent sound track, by default PCM in Matroska (as a camera's footage
+    remuxed keeps it): between one frame and the next lie that frame's 4,800 samples of zeros (19 KB)."""
     rate, per_frame = 48000, 48000 // fps
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
-        sound = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        sound = out.add_stream(sound_codec, rate=rate, layout="stereo")
         for index, frame in enumerate(frames):
             for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -627,6 +628,47 @@ def test_a_transport_stream_cut_is_told_by_its_last_frame(tmp_path, name, size, 
         assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(shown)]).mean() < 2, index
     last = sampled.timeline.time_s(sampled.indices[-1])
     assert damaged_pictures(cut, (0.0, last), examined_s=[last]) == 0
+
+
+@pytest.mark.parametrize("where", ["between two packs", "within a pack's start code"])
+def test_a_program_stream_cut_between_packs_is_told_by_its_last_frame(tmp_path, where):
+    """Nothing in an MPEG program stream's packs tells where a frame's data ends: cut between two,
+    the file looked whole, and its last frame was read patched over where its data stops. It
+    fails to decode, which tells the cut."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(60))]
+    whole = write_video(tmp_path / "dvd.mpg", frames, "mpeg2video", fps=25)
+    data = whole.read_bytes()
+    packs = [found.start() for found in re.finditer(b"\x00\x00\x01\xba", data)]
+    cut = tmp_path / "cut-dvd.mpg"
+    cut.write_bytes(data[: packs[len(packs) * 2 // 3] + (2 if where == "within a pack's start code" else 0)])
+    with av.open(str(cut)) as container:
+        held = len([packet for packet in container.demux(container.streams.video[0]) if packet.size])
+    intact, sampled = read_frames(whole, 120), read_frames(cut, 120)
+    assert sampled.info.cut_short and sampled.undecoded == 0 and 20 < held < 60
+    assert len(sampled.indices) == held - 1  # all but the unfinished frame
+    for index, frame in zip(sampled.indices, sampled.frames):
+        shown = round(sampled.timeline.time_s(index) * 25)
+        assert read_stamp(frame) == shown
+        assert np.abs(frame.astype(int) - intact.frames[intact.indices.index(shown)]).mean() < 2, index
+    last = sampled.timeline.time_s(sampled.indices[-1])
+    assert damaged_pictures(cut, (0.0, last), examined_s=[last]) == 0
+
+
+def test_a_program_stream_cut_within_its_sound_keeps_its_last_frame_whole(tmp_path):
+    """Cut within a sound packet that follows its last frame's data, a camcorder's MPEG program
+    stream holds that frame whole: it is read, no longer left out for one unfinished."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(40))]
+    whole = write_with_silence(tmp_path / "camcorder.mpg", frames, "mpeg2video", fps=25, sound_codec="mp2")
+    with av.open(str(whole)) as container:
+        packets = [(packet.stream.type, packet.pos, packet.size) for packet in container.demux() if packet.size and packet.pos is not None]
+    video_end = max(at + size for kind, at, size in packets if kind == "video")
+    _, at, size = max(packet for packet in packets if packet[0] == "audio")
+    assert at > video_end
+    cut = tmp_path / "cut-camcorder.mpg"
+    cut.write_bytes(whole.read_bytes()[: at + size // 2])
+    sampled = read_frames(cut, 80)
+    assert sampled.info.cut_short and sampled.undecoded == 0 and len(sampled.indices) == 40
+    assert [read_stamp(frame) for frame in sampled.frames] == list(range(40))
 
 
 @pytest.mark.parametrize("within", ["the last packet", "the frame shown last"])  # B-frames follow it, or are cut off
