@@ -407,7 +407,9 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     @cache  # asked by both
     def last_picture_fails() -> bool:
         own_keys, own_final = keys[stream.index], final.get(stream.index)
-        return bool(own_keys and own_final) and _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
+        if not (own_keys and own_final):
+            return False
+        return _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
 
     ends_within = _ends_within_frames(container, last, stream, last_picture_fails)
     told = {"ends_within_frames": ends_within, "x264_build": build}
@@ -1095,7 +1097,8 @@ def _damaged_where_examined(
     except av.FFmpegError:  # the container itself broken further on: the whole span's look counts it
         return groups.failed
     groups.decode_so_far()  # the last frames
-    if last is not None and (last.pts, last.pos) in groups.failed and _ends_within_frames(container, last, stream, lambda: True):
+    failed_last = last is not None and (last.pts, last.pos) in groups.failed
+    if failed_last and _ends_within_frames(container, last, stream, lambda: True):
         groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
     return groups.failed
 
