@@ -491,8 +491,8 @@ def _unfinished_frame_time(
     streams and of GIF do not, and a stream's last packet is then taken for it, but where the file
     ends within another stream's data after it whole: in a transport stream, where its last
     packet is filled out (`_transport_stream_pes_unfinished`), and in a program stream, where
-    it decodes (`last_picture_fails`). A GIF's picture cut short decodes without a failure: where
-    a GIF ends within the extension after its last picture, that picture is taken for it all the same."""
+    it decodes (`last_picture_fails`). A GIF's picture cut short decodes without a failure, but
+    FFmpeg reads each with the extension before it: a GIF cut within that leaves it out alone."""
     formats = container.format.name.split(",")
     if "matroska" in formats:
         return None
