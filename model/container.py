@@ -1037,6 +1037,7 @@ def damaged_pictures(
     failed: set[tuple] = set()  # each picture once, though both looks decode it
     try:
         looks = [partial(_damaged_where_examined, examined_s=examined_s)] if examined_s else []
+        first_packet_x264_build = cache(partial(_first_packet_x264_build, path))  # read once for both looks
         for look in [*looks, _damaged_in_span]:
             with open_container(path) as container:
                 if not (streams := video_streams(container)):
@@ -1046,7 +1047,7 @@ def damaged_pictures(
                 # no deblocking: the pictures themselves are not looked at
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
                 # the looks start at key frames past the first picture, which states it
-                assume_x264_build(stream.codec_context, _first_packet_x264_build(path, stream.index))
+                assume_x264_build(stream.codec_context, first_packet_x264_build(stream.index))
                 failed |= look(container, stream, span_s, stop)
     except (av.FFmpegError, OSError):
         pass

@@ -180,7 +180,11 @@ def _read_sequential(
 
 
 def _read_by_times(
-    capture: PyAVCapture, wanted: list[int], to_rgb: ToRGB, progress: Progress | None = None, uncounted: frozenset[int] = frozenset()
+    capture: PyAVCapture,
+    wanted: list[int],
+    to_rgb: ToRGB,
+    progress: Progress | None = None,
+    uncounted: frozenset[int] = frozenset(),
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass to the end, or until every wanted frame is found, each frame placed by
     its presentation time rather than by counting: a stretch of a damaged file that does not
