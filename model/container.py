@@ -1018,27 +1018,29 @@ def damaged_pictures(
     stop: threading.Event | None = None,
     stream_index: int | None = None,
     examined_s: Sequence[float] = (),
+    abandon: threading.Event | None = None,
 ) -> int:
     """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
     OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
-    the key frame before it, until `stop` is set. FFmpeg is asked to fail on such pictures
-    (`err_detect=explode`) rather than conceal them. The frames examined (`examined_s`, seconds
-    from the first frame) are looked at first, each with the pictures it rests on from the key
-    frame before it (`_damaged_where_examined`): damage there is what may move a verdict, and the
-    whole span may take longer to check than a reading at its key frames. Then the whole span,
-    where pictures that no other refers to are left out. Where the span starts past the first
-    frame, the group of pictures sought into is not counted: an open group's pictures may refer
-    to the one before. One thread: it is meant to run beside the analysis, on what that leaves
+    the key frame before it. FFmpeg is asked to fail on such pictures (`err_detect=explode`)
+    rather than conceal them. The frames examined (`examined_s`, seconds from the first frame)
+    are looked at first, each with the pictures it rests on from the key frame before it
+    (`_damaged_where_examined`), to the end unless `abandon` is set: damage there is what may move
+    a verdict, and the whole span may take longer to check than a reading at its key frames. Then
+    the whole span, until `stop` (or `abandon`) is set, where pictures that no other refers to
+    are left out. Where the span starts past the first frame, the group of pictures sought into
+    is not counted: an open group's pictures may refer to the one before. One thread: it is meant to run beside the analysis, on what that leaves
     idle. `stream_index`: the video stream to check (`SampledFrames.stream`), else the first. 0
     for what FFmpeg does not decode (animated WebP) or cannot open."""
     if animated_webp(path):
         return 0
-    stop = stop or threading.Event()
+    stop, abandon = stop or threading.Event(), abandon or threading.Event()
     failed: set[tuple] = set()  # each picture once, though both looks decode it
     try:
-        looks = [partial(_damaged_where_examined, examined_s=examined_s)] if examined_s else []
+        looks = [(partial(_damaged_where_examined, examined_s=examined_s), abandon.is_set)] if examined_s else []
+        looks.append((_damaged_in_span, lambda: stop.is_set() or abandon.is_set()))
         first_packet_x264_build = cache(partial(_first_packet_x264_build, path))  # read once for both looks
-        for look in [*looks, _damaged_in_span]:
+        for look, stopped in looks:
             with open_container(path) as container:
                 if not (streams := video_streams(container)):
                     return 0
@@ -1048,7 +1050,7 @@ def damaged_pictures(
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
                 # the looks start at key frames past the first picture, which states it
                 assume_x264_build(stream.codec_context, first_packet_x264_build(stream.index))
-                failed |= look(container, stream, span_s, stop)
+                failed |= look(container, stream, span_s, stopped)
     except (av.FFmpegError, OSError):
         pass
     return len(failed)
@@ -1065,7 +1067,7 @@ def _damaged_where_examined(
     container: av.container.InputContainer,
     stream: av.VideoStream,
     span_s: tuple[float, float],
-    stop: threading.Event,
+    stopped: Callable[[], bool],
     examined_s: Sequence[float],
 ) -> set[tuple]:
     """The pictures that fail among those the examined frames rest on: the packets from the key
@@ -1091,7 +1093,7 @@ def _damaged_where_examined(
             while target is not None and decoded_at is not None and decoded_at > target:
                 groups.decode_so_far()
                 target = next(targets, None)
-            if target is None or stop.is_set():
+            if target is None or stopped():
                 return groups.failed
             groups.add(packet)
             last = packet
@@ -1173,7 +1175,10 @@ class _ExaminedGroups:
 
 
 def _damaged_in_span(
-    container: av.container.InputContainer, stream: av.VideoStream, span_s: tuple[float, float], stop: threading.Event
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    span_s: tuple[float, float],
+    stopped: Callable[[], bool],
 ) -> set[tuple]:
     """The pictures that fail in the whole span, but those that no other refers to, whose damage
     spoils themselves alone: half the work or less."""
@@ -1192,7 +1197,7 @@ def _damaged_in_span(
             if failed is not None and packet.size:
                 damaged.add((failed.pts, failed.pos))
                 failed = None
-            if stop.is_set() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
+            if stopped() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
                 break
             keys_to_pass -= keys_to_pass > 0 and packet.is_keyframe
             try:

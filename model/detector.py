@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,9 @@ MIN_SEQUENCE, MAX_SEQUENCE = 10, 100
 DEFAULT_MAX_FACES = 4
 MIN_TRACK_SHARE = 0.25  # a second face must be seen in this share of the frames to be judged
 HEATMAP_FRAMES = 3  # heatmaps for each face's most suspicious frames
+# While the verdict waits for the check for damage at the frames examined, the progress is
+# reported this often: where the job was deleted or ran out of time, that report raises.
+WAITING_REPORT_S = 0.2
 # Under this face height more fakes pass as REAL; real faces are not called FAKE more often
 # (measured on the training clips re-encoded small, and out of fold at 240p: model card, "Smaller faces").
 SMALL_FACE_PX = 80
@@ -273,7 +276,7 @@ class Detector:
             # The most often seen face is always judged; others need enough frames to say anything.
             faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
             if not faces:
-                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damage_found(), verdict=False))
+                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damage_found(lambda: finding(1.0)), verdict=False))
                 notes = [note for note in found if note]
                 seconds["total"] = time.perf_counter() - start
                 return DetectionResult(
@@ -287,7 +290,7 @@ class Detector:
                 tracks.append(self._judge(number, face, sampled, explain))
                 report(number / len(faces))
             seconds["model"] = time.perf_counter() - mark
-            damaged = damage_found()
+            damaged = damage_found(lambda: report(1.0))
             seconds["total"] = time.perf_counter() - start
 
             deciding = max(tracks, key=lambda t: t.p_fake)
@@ -313,17 +316,22 @@ class Detector:
             )
 
     @contextlib.contextmanager
-    def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[], int]]:
-        """`damaged_pictures` runs beside the block, on what it leaves of the cores, as far as it
-        gets, the frames examined first. The callable yielded stops it and says what it found, or
-        what the reading found where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
-        stop = threading.Event()
+    def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[Callable[[], None]], int]]:
+        """`damaged_pictures` runs beside the block, on what it leaves of the cores, the frames
+        examined first. The callable yielded waits for the look at those, whose damage may move the
+        verdict, calling its argument now and then (a progress report, which raises where the
+        analysis is to stop); stops the look over the whole part judged as far as it got; and says
+        what it found, or what the reading found where more: frames that did not decode at all
+        (`SampledFrames.undecoded`)."""
+        stop, abandon = threading.Event(), threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
         examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
-        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream, examined_s)
+        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream, examined_s, abandon)
 
-        def found() -> int:
+        def found(waiting: Callable[[], None]) -> int:
             stop.set()
+            while not wait([future], timeout=WAITING_REPORT_S).done:
+                waiting()
             try:
                 return max(future.result(), sampled.undecoded)
             except Exception:  # a check beside the analysis: its failure costs the caveat, not the verdict
@@ -333,7 +341,7 @@ class Detector:
         try:
             yield found
         finally:
-            stop.set()
+            abandon.set()
 
     def _caveats(
         self,

@@ -188,8 +188,10 @@ def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
 def damaged_unreferenced_picture_copy(path: Path, to: Path) -> tuple[Path, float]:
     """A copy of an H.264 MP4 with bytes overwritten in the middle of one picture that no other
     refers to (a B-frame's slice whose NAL header says so: nal_ref_idc 0), mid-way through the
-    video; and when that picture is shown, in seconds from the first frame."""
-    data = bytearray(path.read_bytes())
+    video, such that FFmpeg's decoder, asked to, fails on that picture; and when that picture is
+    shown, in seconds from the first frame. Not every such damage is one a decoder can tell (what
+    the encoder made, which varies with its threads, decides it): each picture is tried in turn."""
+    intact = path.read_bytes()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         packets = [p for p in container.demux(stream) if p.size]
@@ -199,12 +201,28 @@ def damaged_unreferenced_picture_copy(path: Path, to: Path) -> tuple[Path, float
         while at + 4 < len(payload):  # length-prefixed NAL units
             size, header = int.from_bytes(payload[at : at + 4], "big"), payload[at + 4]
             if header & 0x1F == 1 and not header & 0x60:  # a slice of a picture no other refers to
-                middle = packet.pos + at + 4 + size // 2
+                data, middle = bytearray(intact), packet.pos + at + 4 + size // 2
                 data[middle : middle + 8] = bytes(value ^ 0x5A for value in data[middle : middle + 8])
                 to.write_bytes(bytes(data))
-                return to, (packet.pts - first) * tick
+                if packet.pts in _pictures_failing(to):
+                    return to, (packet.pts - first) * tick
             at += 4 + size
-    raise ValueError(f"{path} has no picture that no other refers to")
+    raise ValueError(f"{path} has no picture that no other refers to whose damage a decoder tells")
+
+
+def _pictures_failing(path: Path) -> set[int]:
+    """The times (pts) of the packets that FFmpeg's decoder fails on where asked to fail on damage."""
+    failing = set()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # each failure told with its own packet
+        stream.codec_context.options = {"err_detect": "explode"}
+        for packet in container.demux(stream):
+            try:
+                packet.decode()
+            except av.InvalidDataError:
+                failing.add(packet.pts)
+    return failing
 
 
 def write_key_every_10(path: Path, frames: Iterable[np.ndarray]) -> Path:

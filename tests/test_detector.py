@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -134,6 +135,69 @@ def test_damage_in_a_frame_examined_is_told_though_no_other_picture_refers_to_it
     result = Detector(tiny_weights).detect(damaged, 60)
     assert shown_s in [score["time_s"] for score in result.frame_scores]
     assert "damaged" in [caveat["code"] for caveat in result.caveats]
+
+
+def late_damage_check(monkeypatch, found: list[int]) -> tuple[Callable[[str, int], None], threading.Event]:
+    """The check for damage set going only after the scoring (and half a second more), as a
+    thread of the lowest priority may be on cores the analysis keeps busy; what it finds is added
+    to `found`. Returns the progress callback that tells it the scoring is done, and an event set
+    once the check is through."""
+    import model.detector as detector
+
+    check, scored, through = detector.damaged_pictures, threading.Event(), threading.Event()
+
+    def late(*args, **kwargs):
+        scored.wait(30)
+        threading.Event().wait(0.5)
+        try:
+            found.append(check(*args, **kwargs))
+            return found[-1]
+        finally:
+            through.set()
+
+    def progress(stage: str, percent: int) -> None:
+        if (stage, percent) == ("scoring", 100):
+            scored.set()
+
+    monkeypatch.setattr(detector, "damaged_pictures", late)
+    return progress, through
+
+
+def test_the_verdict_waits_for_the_check_of_the_frames_examined(tiny_weights, tmp_path, monkeypatch):
+    """However late the check for damage starts, the frames examined are looked at before the
+    verdict: their damage may have moved it."""
+    from media import damaged_unreferenced_picture_copy, face_frames, write_h264
+
+    intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))
+    damaged, _ = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
+    found: list[int] = []
+    progress, _ = late_damage_check(monkeypatch, found)
+    result = Detector(tiny_weights).detect(damaged, 60, progress=progress)
+    assert found == [1] and "damaged" in [caveat["code"] for caveat in result.caveats]
+
+
+def test_an_analysis_stopped_while_waiting_for_the_check_for_damage_stops(tiny_weights, tmp_path, monkeypatch):
+    """The wait reports the progress now and then, as a job's analysis is stopped (deleted, out
+    of time: the report raises), and the check is abandoned: the frames examined are not looked at."""
+    from media import damaged_unreferenced_picture_copy, face_frames, write_h264
+
+    from model.jobs import Cancelled
+
+    intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))
+    damaged, _ = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
+    found: list[int] = []
+    scored, through = late_damage_check(monkeypatch, found)
+    reports = []
+
+    def progress(stage: str, percent: int) -> None:
+        scored(stage, percent)
+        reports.append((stage, percent))
+        if reports.count(("scoring", 100)) > 1:  # a report from the wait, the scoring done
+            raise Cancelled("job")
+
+    with pytest.raises(Cancelled):
+        Detector(tiny_weights).detect(damaged, 60, progress=progress)
+    assert through.wait(30) and found == [0]  # the damage in a frame examined not looked for
 
 
 @pytest.fixture(scope="module")

@@ -986,7 +986,8 @@ def test_a_group_of_pictures_too_large_to_hold_is_checked_as_it_comes(tmp_path, 
 def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
     """The look over the whole span leaves out the pictures that no other refers to, whose damage
     spoils themselves alone; not where such a picture is a frame examined. The frames examined
-    are looked at first, each with the pictures it rests on, and only those."""
+    are looked at first, each with the pictures it rests on, and only those: to the end once the
+    look over the whole span is stopped, not once the check is abandoned."""
     intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))  # one group of pictures, with B-frames
     damaged, shown_s = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
     whole = (0.0, 6.0)
@@ -997,7 +998,8 @@ def test_the_frames_examined_are_checked_for_damage_first_and_whole(tmp_path):
     assert damaged_pictures(intact, whole, examined_s=[1.0, shown_s]) == 0
     stopped = threading.Event()
     stopped.set()
-    assert damaged_pictures(damaged, whole, stopped, examined_s=[shown_s]) == 0  # not looked for once stopped
+    assert damaged_pictures(damaged, whole, stopped, examined_s=[shown_s]) == 1
+    assert damaged_pictures(damaged, whole, examined_s=[shown_s], abandon=stopped) == 0  # not looked for once abandoned
 
 
 def test_a_stream_that_appears_mid_file_is_passed_over(tmp_path):
