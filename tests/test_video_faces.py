@@ -1321,7 +1321,11 @@ def test_progress_is_heard_between_the_first_searches(monkeypatch):
 
 def test_fast_boxes_match_full_resolution_detection_on_clip(media):
     """The fast path (downscaled HOG on the same pyramid grid, interpolation) gives the original
-    path's boxes (full resolution, upsample 1) within a few pixels."""
+    path's boxes (full resolution, upsample 1) within a few pixels, or, where the face scores
+    alike at two neighbouring scales of that grid and the two paths take one each, the box of the
+    scale next to it (5/6 or 6/5 its side) about the same centre: which of the two wins turns on
+    the encoder's noise (seen on one frame in ten of this clip as x264 made it with some numbers
+    of threads, on none with others)."""
     import face_recognition
 
     from model.faces import detect_faces_in_frames
@@ -1331,8 +1335,15 @@ def test_fast_boxes_match_full_resolution_detection_on_clip(media):
     for frame, fast in zip(sampled.frames, detect_faces_in_frames(sampled.frames)):
         (full,) = face_recognition.face_locations(frame)
         assert len(fast) == 1
-        deviations.append(max(abs(a - b) for a, b in zip(fast[0], full)))
-    assert np.median(deviations) <= 3 and max(deviations) <= 12, deviations
+        deviation = max(abs(a - b) for a, b in zip(fast[0], full))
+        deviations.append(deviation)
+        if deviation > 3:
+            (top, right, bottom, left), (full_top, full_right, full_bottom, full_left) = fast[0], full
+            sides = (bottom - top) / (full_bottom - full_top), (right - left) / (full_right - full_left)
+            assert all(min(abs(side - 5 / 6), abs(side - 6 / 5)) < 0.03 for side in sides), (fast[0], full)
+            centre_offset = max(abs(top + bottom - full_top - full_bottom), abs(left + right - full_left - full_right)) / 2
+            assert centre_offset <= 6, (fast[0], full)
+    assert np.median(deviations) <= 3, deviations
 
 
 def test_detection_scale_lies_on_the_full_resolution_grid():
