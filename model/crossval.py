@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from .dataset import Clip, identity_components, identity_folds, read_manifest, shown_path
 from .evaluation import fit_calibration_on_qualities, reliability_by_confidence, roc_auc, summarise
-from .processes import SPAWN, cores_each, spawn_pool, start_worker, use_threads
+from .processes import SPAWN, available_cores, cores_each, spawn_pool, start_worker, use_threads
 from .network import EnsembleNet, read_checkpoint, save_checkpoint
 from .training import (
     TrainConfig, average_margins, cache_crops, fit, fit_members, learnt_from, member_config, member_history, portable_settings,
@@ -287,7 +286,7 @@ def _held_out_margins_sharing_cores(
 def _share_cores(step: int) -> None:
     """Give this fold its share of the cores among the folds training now, so that when fewer
     folds are left than processes (the last of 5 folds on 2 processes) no core sits idle."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, _folds_training.value))
+    threads = max(1, available_cores() // max(1, _folds_training.value))
     if threads != torch.get_num_threads():
         log.info("step %d: %d threads (%d folds training)", step, threads, _folds_training.value)
         use_threads(threads)

@@ -23,6 +23,7 @@ from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
+from .processes import available_cores
 from .timing import TimeRange, format_time
 from .video import SampledFrames, VideoInfo, read_frames
 
@@ -171,7 +172,7 @@ class Detector:
         self.weights = Path(weights)
         self.device = pick_device(device)
         if self.device.type == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(available_cores())
         model, self.metadata = read_checkpoint(self.weights)
         self.model: ClipModel = model.to(self.device)
         self.config = self.model.config

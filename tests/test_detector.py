@@ -28,6 +28,45 @@ def test_cpu_fallback_without_cuda(monkeypatch, tiny_weights, caplog):
         pick_device("gpu")
 
 
+@pytest.mark.parametrize(
+    "files, cores",
+    [
+        ({}, 3),  # no control group's files: the cores it may run on
+        ({"cpu.max": "max 100000\n"}, 3),  # cgroup v2, no quota
+        ({"cpu.max": "150000 100000\n"}, 2),  # `docker --cpus 1.5`: two threads, the second not always busy
+        ({"cpu.max": "800000 100000\n"}, 3),  # more than it may run on
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1, no quota
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu.max": "garbled"}, 3),
+    ],
+)
+def test_the_cores_used_are_those_the_process_may_use(monkeypatch, tmp_path, files, cores):
+    """Not the host's (`os.cpu_count()`): a container's CPU set or quota allows fewer, and more
+    threads than cores slow the network down."""
+    import model.processes as processes
+
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {4, 5, 6}, raising=False)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert processes.available_cores(tmp_path) == cores
+
+
+def test_the_detector_runs_as_many_threads_as_the_process_may_use_cores(monkeypatch, tiny_weights):
+    import model.processes as processes
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(processes, "CGROUP_ROOT", Path("/nonexistent"))
+    try:
+        Detector(tiny_weights, "cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("weights", ["tiny_weights", "tiny_ensemble_weights"])
 def test_cuda_path_matches_cpu(weights, request):

@@ -315,7 +315,7 @@ def test_fold_processes_share_the_cores_among_the_folds_training(monkeypatch):
     import model.crossval as crossval
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(crossval.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(crossval, "available_cores", lambda: 4)
     training = multiprocessing.Value("i", 2)
     monkeypatch.setattr(crossval, "_folds_training", training)
     seen = []
