@@ -146,6 +146,9 @@ class MainStream(NamedTuple):
     x264_build: int | None = None  # the x264 build its first packet states (`x264_build_stated`)
     # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
     ends_within_frames: bool = False
+    # zeros follow the last packet, of any stream, in a Matroska, WebM or transport stream file:
+    # the part of a download written in parts that never arrived (`_PassedOver.at_end`)
+    ends_in_zeros: bool = False
     # that frame, where it is this stream's (an index into `times`; `_unfinished_frame_time`), else None
     unfinished: int | None = None
 
@@ -247,7 +250,8 @@ class _PassedOver:
     """Where a Matroska, WebM or MPEG transport stream demuxer passed over zeros: a download
     written in parts leaves them where a part never arrived, and the demuxer, unlike an MP4's,
     finds no packet there, only the next cluster or packet after them. Seen between two packets
-    of any stream, in the order they lie."""
+    of any stream, in the order they lie, and after the last (`at_end`): the demuxer then finds
+    the end of the file."""
 
     def __init__(self, path: str):
         self._path = path
@@ -257,11 +261,18 @@ class _PassedOver:
         if packet.pos is None or packet.pos < 0:
             return False
         start, self._end = self._end, max(self._end or 0, packet.pos + packet.size)
-        if start is None or packet.pos - start < MIN_LOST_BYTES:
+        return start is not None and self._zeros_between(start, packet.pos)
+
+    def at_end(self) -> bool:
+        """Whether zeros follow the last packet: a download written in parts never got its end."""
+        return self._end is not None and self._zeros_between(self._end, os.path.getsize(self._path))
+
+    def _zeros_between(self, start: int, end: int) -> bool:
+        if end - start < MIN_LOST_BYTES:
             return False
         # the zeros begin near the start of the gap: a missing part's edge falls in the packet before it
         with open(self._path, "rb") as file:
-            return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(packet.pos - start, 1 << 20))
+            return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(end - start, 1 << 20))
 
 
 # Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
@@ -400,6 +411,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
                     keys[index].append((packet.pts, packet.pts if packet.dts is None else packet.dts))
     except av.FFmpegError:
         return MainStream(streams[0], None)
+    ends_in_zeros = passed_over is not None and passed_over.at_end()
     stream = max(streams, key=lambda candidate: len(times[candidate.index]))  # the first of equals
     shown = times[stream.index]
     build = x264_builds.get(stream.index)
@@ -412,7 +424,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
         return _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
 
     ends_within = _ends_within_frames(container, last, stream, last_picture_fails)
-    told = {"ends_within_frames": ends_within, "x264_build": build}
+    told = {"ends_within_frames": ends_within, "ends_in_zeros": ends_in_zeros, "x264_build": build}
     if shown and all(time is None for time in shown):  # a raw stream
         return MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found(), **told)
     if not shown or None in shown:
@@ -849,8 +861,10 @@ class ContainerFacts(NamedTuple):
     # the length the header states, where the file holds fewer frames than the header counts
     # (`VideoInfo.stated_duration_s`), else None
     stated_s: float | None = None
-    # the file ends within a frame's data or before the length the header states (`stated_s`)
+    # the file ends within a frame's data, in zeros (`MainStream.ends_in_zeros`), or before the
+    # length the header states (`stated_s`)
     cut_short: bool = False
+    ends_in_zeros: bool = False
     # the frames (indices into `shown_s`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
     # frames lost where a Matroska, WebM or transport stream demuxer passed over zeros: (the index
@@ -907,7 +921,8 @@ def container_facts(path: str | Path, heartbeat: Callable[[], None] | None = Non
         untimed_frames=main_stream.untimed_frames,
         sought_by_bytes=sought_by_bytes,
         stated_s=stated_s,
-        cut_short=stated_s is not None or main_stream.ends_within_frames,
+        cut_short=stated_s is not None or main_stream.ends_within_frames or main_stream.ends_in_zeros,
+        ends_in_zeros=main_stream.ends_in_zeros,
         spoiled=main_stream.spoiled,
         lost=main_stream.lost,
         unfinished=main_stream.unfinished,
@@ -927,7 +942,8 @@ def _length_cut_short(stream: av.VideoStream, main: MainStream) -> float | None:
     in a download or a copy), else None. An MP4's index counts frames whose data is not there
     (web videos store the index first, so a cut file still opens; an edit list's hidden frames
     are there all the same). A Matroska or WebM track states its length in a tag (DURATION, as
-    FFmpeg and mkvmerge write it; a browser's recording has none), past the last frame held."""
+    FFmpeg and mkvmerge write it; a browser's recording has none), past the last frame held: by
+    over `CUT_SHORT_MIN_S`, or by more than a frame where the file ends in zeros (that part lost)."""
     rate = float(frame_rate(stream) or 25)
     if stream.frames:
         if not 0 < main.packets < stream.frames:
@@ -942,7 +958,8 @@ def _length_cut_short(stream: av.VideoStream, main: MainStream) -> float | None:
     if main.times is None or not len(main.times):
         return None
     held = float(main.times[-1] * stream.time_base) + 1 / rate
-    return stated if stated - held > max(CUT_SHORT_MIN_S, 0.05 * stated) else None
+    margin = 1 / rate if main.ends_in_zeros else max(CUT_SHORT_MIN_S, 0.05 * stated)
+    return stated if stated - held > margin else None
 
 
 def pixel_aspect(stream: av.VideoStream) -> float:

@@ -567,14 +567,15 @@ def _sparse_caveat(sampled: SampledFrames) -> dict | None:
 
 def _cut_short_caveat(info: VideoInfo, verdict: bool = True) -> dict | None:
     """A file that ends before the video does (`VideoInfo.cut_short`): before the length its
-    header states, or within a frame's data. What is missing was not examined."""
+    header states, within a frame's data, or in zeros. What is missing was not examined."""
     if not info.cut_short:
         return None
-    ends = (
-        f"its header gives the video a length of {format_time(info.stated_duration_s)}, but its data stops at "
-        if info.stated_duration_s is not None
-        else "its data stops in the middle of a frame, at "
-    )
+    if info.stated_duration_s is not None:
+        ends = f"its header gives the video a length of {format_time(info.stated_duration_s)}, but its data stops at "
+    elif info.ends_in_zeros:
+        ends = "zeros take the place of its data from "
+    else:
+        ends = "its data stops in the middle of a frame, at "
     examined = "Only that part was examined" if verdict else "Only that part was searched for faces"
     return {
         "code": "cut_short",

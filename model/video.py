@@ -85,8 +85,10 @@ class VideoInfo:
     # the length the container's header states, where the file holds fewer of the frames it
     # counts (cut short: an unfinished download or copy); None where it holds them all
     stated_duration_s: float | None = None
-    # the file ends before the video does: before the length stated, or within a frame's data
+    # the file ends before the video does: before the length stated, within a frame's data, or
+    # in zeros where its end never arrived (`ends_in_zeros`)
     cut_short: bool = False
+    ends_in_zeros: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -98,6 +100,7 @@ class VideoInfo:
             "codec": self.codec,
             "stated_duration_s": None if self.stated_duration_s is None else round(self.stated_duration_s, 3),
             "cut_short": self.cut_short,
+            "ends_in_zeros": self.ends_in_zeros,
         }
 
 
@@ -490,7 +493,7 @@ def _sample(
     info.codec = facts.codec
     info.duration_s = timeline.duration_s
     info.stated_duration_s = facts.stated_s
-    info.cut_short = facts.cut_short
+    info.cut_short, info.ends_in_zeros = facts.cut_short, facts.ends_in_zeros
     scale = frames[0].shape[0] / info.height
     return SampledFrames(info, timeline, indices, frames, method, scale, span, facts.main_stream, undecoded)
 

@@ -907,6 +907,25 @@ def test_frames_lost_where_a_demuxer_passes_over_zeros_are_told(tmp_path, name, 
     assert [read_stamp(frame) for frame in sampled.frames] == shown and shown[-1] >= 115
 
 
+@pytest.mark.parametrize(
+    "name, codec, stated_s",
+    [("clip.webm", "libvpx-vp9", 12.0), ("clip.mkv", "libx264", 12.0), ("clip.ts", "libx264", None), ("clip.m2ts", "libx264", None)],
+)
+def test_zeros_at_the_end_of_a_file_whose_demuxer_passes_over_them_tell_it_cut_short(tmp_path, name, codec, stated_s):
+    """Where a download written in parts never got its end, zeros follow the last packet, and the
+    demuxer finds the end of the file in them: the file is told as ending early, where zeros take
+    the place of its data (its stated length compared, where it states one, however little it
+    runs past the last frame held: here a second of 12)."""
+    frames = face_frames(120, (320, 180))
+    intact = write_video(tmp_path / name, frames, codec, options={"g": "10"})
+    whole = read_frames(intact, 20)
+    assert not (whole.info.cut_short or whole.info.ends_in_zeros) and whole.info.duration_s == pytest.approx(12.0)
+    sampled = read_frames(zeroed_stretch_copy(intact, tmp_path / f"zeros-{name}", 110, 119), 20)
+    assert sampled.info.cut_short and sampled.info.ends_in_zeros and sampled.info.duration_s == pytest.approx(11.0)
+    assert sampled.info.stated_duration_s == (None if stated_s is None else pytest.approx(stated_s))
+    assert len(sampled.frames) == 20 and sampled.undecoded == 0
+
+
 def test_silent_sound_between_frames_is_not_taken_for_zeros_left_by_a_download(tmp_path):
     """A silent PCM track's samples are zeros, kilobytes of them between one frame and the next."""
     path = write_with_silence(tmp_path / "silent.mkv", face_frames(30), "libx264")

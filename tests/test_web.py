@@ -368,6 +368,19 @@ def test_a_file_cut_short_is_judged_on_what_it_holds_and_says_so(client, tmp_pat
     assert list(upload_dir.iterdir()) == []
 
 
+def test_a_file_whose_end_is_zeros_says_so(client, tmp_path, upload_dir):
+    """A transport stream states no length: zeros after its last packet tell a download written in
+    parts that never got its end."""
+    whole = write_video(tmp_path / "broadcast.ts", face_frames(100), "libx264", options={"g": "10"})
+    body = post(client, "/api/v1/detect", zeroed_stretch_copy(whole, tmp_path / "zeros.ts", 60, 99), name="zeros.ts").get_json()
+    assert body["video"]["cut_short"] and body["video"]["ends_in_zeros"] and body["video"]["stated_duration_s"] is None
+    note = next(c["message"] for c in body["caveats"] if c["code"] == "cut_short")
+    assert note.startswith("The file ends early: zeros take the place of its data from 0:06")
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "(the file ends early: zeros from there on)" in html and "in the middle of a frame" not in html
+    assert list(upload_dir.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "name, codec, options, streamed",
     [
