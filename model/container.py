@@ -1046,9 +1046,10 @@ def damaged_pictures(
     a verdict, and the whole span may take longer to check than a reading at its key frames. Then
     the whole span, until `stop` (or `abandon`) is set, where pictures that no other refers to
     are left out. Where the span starts past the first frame, the group of pictures sought into
-    is not counted: an open group's pictures may refer to the one before. One thread: it is meant to run beside the analysis, on what that leaves
-    idle. `stream_index`: the video stream to check (`SampledFrames.stream`), else the first. 0
-    for what FFmpeg does not decode (animated WebP) or cannot open."""
+    is not counted: an open group's pictures may refer to the one before. One thread: it is meant
+    to run beside the analysis, on what that leaves idle. `stream_index`: the video stream to
+    check (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated
+    WebP) or cannot open."""
     if animated_webp(path):
         return 0
     stop, abandon = stop or threading.Event(), abandon or threading.Event()

@@ -277,7 +277,8 @@ class Detector:
             # The most often seen face is always judged; others need enough frames to say anything.
             faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
             if not faces:
-                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damage_found(lambda: finding(1.0)), verdict=False))
+                damaged = damage_found(lambda: finding(1.0))
+                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damaged, verdict=False))
                 notes = [note for note in found if note]
                 seconds["total"] = time.perf_counter() - start
                 return DetectionResult(

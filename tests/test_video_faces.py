@@ -909,7 +909,12 @@ def test_frames_lost_where_a_demuxer_passes_over_zeros_are_told(tmp_path, name, 
 
 @pytest.mark.parametrize(
     "name, codec, stated_s",
-    [("clip.webm", "libvpx-vp9", 12.0), ("clip.mkv", "libx264", 12.0), ("clip.ts", "libx264", None), ("clip.m2ts", "libx264", None)],
+    [
+        ("clip.webm", "libvpx-vp9", 12.0),
+        ("clip.mkv", "libx264", 12.0),
+        ("clip.ts", "libx264", None),
+        ("clip.m2ts", "libx264", None),
+    ],
 )
 def test_zeros_at_the_end_of_a_file_whose_demuxer_passes_over_them_tell_it_cut_short(tmp_path, name, codec, stated_s):
     """Where a download written in parts never got its end, zeros follow the last packet, and the
