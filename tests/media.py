@@ -112,6 +112,13 @@ def blank_frames(count: int = 30, size: tuple[int, int] = (320, 240)) -> list[np
     return frames
 
 
+def one_thread(stream: av.VideoStream) -> None:
+    """An encoder's output follows its threads, and x264's (where not told how many) follow the
+    machine's cores, even where told more than one: one thread makes the same file of the same
+    frames on any machine, so that the tests meet here what they meet elsewhere."""
+    stream.codec_context.thread_count = 1
+
+
 def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: str = "medium") -> Path:
     return write_video(path, frames, "libx264", fps, options={"preset": preset})
 
@@ -125,6 +132,7 @@ def write_flat_h264(path: Path, size: tuple[int, int], count: int = 2) -> Path:
         np.frombuffer(plane, np.uint8)[:] = 100
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "45"})
+        one_thread(stream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(count):
             frame.pts = index
@@ -289,6 +297,7 @@ def write_video(
         target = _Unseekable(stack.enter_context(path.open("wb"))) if streamed else str(path)
         out = stack.enter_context(av.open(target, "w", options=container_options or {}))
         stream = out.add_stream(codec, rate=Fraction(fps))
+        one_thread(stream)
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt
         if pixel_aspect is not None:
@@ -345,6 +354,7 @@ def write_behind_a_still_track(path: Path, frames: list[np.ndarray], still_frame
         still = out.add_stream("mjpeg", rate=1)
         still.width, still.height, still.pix_fmt = 320, 320, "yuvj420p"
         stream = out.add_stream("libx264", rate=fps)
+        one_thread(stream)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         grey = av.VideoFrame.from_ndarray(np.full((320, 320, 3), 200, np.uint8), format="rgb24")
@@ -388,6 +398,7 @@ def write_with_silence(path: Path, frames: list[np.ndarray], codec: str, fps: in
     rate, per_frame = 48000, 48000 // fps
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
+        one_thread(video)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
         sound = out.add_stream(sound_codec, rate=rate, layout="stereo")
