@@ -37,6 +37,9 @@ HEATMAP_FRAMES = 3  # heatmaps for each face's most suspicious frames
 # While the verdict waits for the check for damage at the frames examined, the progress is
 # reported this often: where the job was deleted or ran out of time, that report raises.
 WAITING_REPORT_S = 0.2
+# The verdict waits for that check at most this share of the analysis's time so far: where
+# the frames examined rest on a minute of pictures (one key frame), it decodes them all again.
+EXAMINED_WAIT_SHARE = 0.5
 # Under this face height more fakes pass as REAL; real faces are not called FAKE more often
 # (measured on the training clips re-encoded small, and out of fold at 240p: model card, "Smaller faces").
 SMALL_FACE_PX = 80
@@ -266,7 +269,7 @@ class Detector:
         progress("decoding", 0)
         sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
-        with self._checking_for_damage(path, sampled) as damage_found:
+        with self._checking_for_damage(path, sampled, start) as damage_found:
             mark = time.perf_counter()
             finding = _stage(progress, "finding_faces")
             finding(0.0)  # before the picture's region and the choice of search, which find no face yet
@@ -318,12 +321,15 @@ class Detector:
             )
 
     @contextlib.contextmanager
-    def _checking_for_damage(self, path: str | Path, sampled: SampledFrames) -> Iterator[Callable[[Callable[[], None]], int]]:
+    def _checking_for_damage(
+        self, path: str | Path, sampled: SampledFrames, started: float
+    ) -> Iterator[Callable[[Callable[[], None]], int]]:
         """`damaged_pictures` runs beside the block, on what it leaves of the cores, the frames
         examined first. The callable yielded waits for the look at those, whose damage may move the
-        verdict, calling its argument now and then (a progress report, which raises where the
-        analysis is to stop); stops the look over the whole part judged as far as it got; and says
-        what it found, or what the reading found where more: frames that did not decode at all
+        verdict, for `EXAMINED_WAIT_SHARE` of the time since the analysis `started` at most,
+        calling its argument now and then (a progress report, which raises where the analysis is
+        to stop); stops the look over the whole part judged as far as it got; and says what it
+        found, or what the reading found where more: frames that did not decode at all
         (`SampledFrames.undecoded`)."""
         stop, abandon = threading.Event(), threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
@@ -332,7 +338,10 @@ class Detector:
 
         def found(waiting: Callable[[], None]) -> int:
             stop.set()
+            until = time.perf_counter() + EXAMINED_WAIT_SHARE * (time.perf_counter() - started)
             while not wait([future], timeout=WAITING_REPORT_S).done:
+                if time.perf_counter() > until:
+                    abandon.set()  # what it found so far stands
                 waiting()
             try:
                 return max(future.result(), sampled.undecoded)

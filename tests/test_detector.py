@@ -203,16 +203,41 @@ def late_damage_check(monkeypatch, found: list[int]) -> tuple[Callable[[str, int
 
 
 def test_the_verdict_waits_for_the_check_of_the_frames_examined(tiny_weights, tmp_path, monkeypatch):
-    """However late the check for damage starts, the frames examined are looked at before the
-    verdict: their damage may have moved it."""
+    """However late the check for damage starts, within the share of the analysis's time the
+    verdict waits for it, the frames examined are looked at before the verdict: their damage may
+    have moved it."""
+    import model.detector as detector
     from media import damaged_unreferenced_picture_copy, face_frames, write_h264
 
     intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))
     damaged, _ = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
+    monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE", 100.0)
     found: list[int] = []
     progress, _ = late_damage_check(monkeypatch, found)
     result = Detector(tiny_weights).detect(damaged, 60, progress=progress)
     assert found == [1] and "damaged" in [caveat["code"] for caveat in result.caveats]
+
+
+def test_the_verdict_waits_for_the_check_of_the_frames_examined_for_a_share_of_the_analysis(
+    tiny_weights, tmp_path, monkeypatch
+):
+    """A look at the frames examined that takes longer (a minute of pictures from one key frame,
+    decoded again) is abandoned then, and what it found so far is told."""
+    import model.detector as detector
+    from media import face_frames, write_h264
+
+    clip = write_h264(tmp_path / "clip.mp4", face_frames(20, (320, 180)))
+    abandoned = []
+
+    def slow_check(path, span_s, stop, stream_index, examined_s, abandon):
+        abandoned.append(abandon.wait(30))  # a look that ends only when abandoned
+        return 3  # the pictures that failed before
+
+    monkeypatch.setattr(detector, "damaged_pictures", slow_check)
+    monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE", 0.1)
+    result = Detector(tiny_weights).detect(clip, 20)
+    assert abandoned == [True]
+    assert "3 pictures" in next(caveat["message"] for caveat in result.caveats if caveat["code"] == "damaged")
 
 
 def test_an_analysis_stopped_while_waiting_for_the_check_for_damage_stops(tiny_weights, tmp_path, monkeypatch):
