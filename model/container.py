@@ -275,6 +275,25 @@ class _PassedOver:
             return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(end - start, 1 << 20))
 
 
+# A frame's data ending in this many zeros, zeros after it to the end of the file, is the one
+# where the part of a download that never arrived began (an H.264 or HEVC frame ends in a stop bit)
+UNFINISHED_ZEROS = 64
+
+
+def _zeros_begin_within(path: str, packet: av.Packet) -> bool:
+    """Whether the zeros that a Matroska or WebM file ends in (`_PassedOver.at_end`) begin within
+    `packet`'s data, which its demuxer gives whole, zeros and all: its data ends in zeros, and the
+    file's bytes after it begin and end so."""
+    if packet.pos is None or packet.pos < 0 or bytes(packet)[-UNFINISHED_ZEROS:] != bytes(UNFINISHED_ZEROS):
+        return False
+    end, zeros = packet.pos + packet.size, bytes(MIN_LOST_BYTES)
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        return size - end >= MIN_LOST_BYTES and _read_at(file, end, MIN_LOST_BYTES) == zeros == _read_at(
+            file, size - MIN_LOST_BYTES, MIN_LOST_BYTES
+        )
+
+
 # Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
 # block, a block group, a cluster), and the rest (a block group's other children, a cluster's,
 # padding, checksums, and the segment's index, tags, chapters and attachments written after the
@@ -473,12 +492,15 @@ def _ends_within_frames(
     frame, where its last packet is not that frame's last (`_transport_stream_pes_unfinished`)
     and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly. A
     program stream cut between two packs, where nothing tells a frame's end, is told where
-    `last_picture_fails`."""
+    `last_picture_fails`. Where the zeros a Matroska file ends in begin within its last frame's
+    data, that frame is unfinished too (`_zeros_begin_within`)."""
     if last is None:
         return False
     formats = container.format.name.split(",")
     if "matroska" in formats:
-        return last.pos is not None and last.pos > 0 and _matroska_ends_within_block(container.name, last.pos, last.size)
+        if last.pos is None or last.pos <= 0:
+            return False
+        return _matroska_ends_within_block(container.name, last.pos, last.size) or _zeros_begin_within(container.name, last)
     if "mpegts" in formats:
         if _transport_stream_ends_within_packet(container.name):
             return True
@@ -497,7 +519,8 @@ def _unfinished_frame_time(
 ) -> int | None:
     """The presentation time of the frame whose data a file cut short ends within (where
     `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
-    FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out), and
+    FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out, but
+    give one the zeros a download left begin within: `_zeros_begin_within`), and
     its decoders a picture patched over from an earlier one below where the data stops, or the
     earlier picture again. Those of MP4, AVI and FLV flag it; those of MPEG transport and program
     streams and of GIF do not, and a stream's last packet is then taken for it, but where the file
@@ -507,7 +530,7 @@ def _unfinished_frame_time(
     FFmpeg reads each with the extension before it: a GIF cut within that leaves it out alone."""
     formats = container.format.name.split(",")
     if "matroska" in formats:
-        return None
+        return final.pts if _zeros_begin_within(container.name, final) else None
     if "mpegts" in formats and _transport_stream_pes_unfinished(container.name, final.stream.id) is False:
         return None
     if "mpeg" in formats and not last_picture_fails():

@@ -931,6 +931,26 @@ def test_zeros_at_the_end_of_a_file_whose_demuxer_passes_over_them_tell_it_cut_s
     assert len(sampled.frames) == 20 and sampled.undecoded == 0
 
 
+@pytest.mark.parametrize("name, codec", [("clip.mkv", "libx264"), ("clip.webm", "libvpx-vp9")])
+def test_the_frame_that_zeros_at_the_end_of_a_file_begin_within_is_unfinished(tmp_path, name, codec):
+    """Where the part a download never got begins within a frame's data, the demuxer gives that
+    frame whole, zeros and all: it is neither examined nor counted as damage, as a file cut
+    within a frame's data."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(120, (320, 180)))]
+    intact = write_video(tmp_path / name, frames, codec, options={"g": "10"})
+    with av.open(str(intact)) as container:
+        hundredth = [packet for packet in container.demux(container.streams.video[0]) if packet.size][100]
+    data = intact.read_bytes()
+    zeros_from = hundredth.pos + hundredth.size // 2
+    holed = tmp_path / f"zeros-{name}"
+    holed.write_bytes(data[:zeros_from] + bytes(len(data) - zeros_from))
+    sampled = read_frames(holed, 120)
+    assert sampled.info.cut_short and sampled.info.ends_in_zeros
+    assert sampled.indices == list(range(100)) and read_stamp(sampled.frames[-1]) == 99
+    examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
+    assert damaged_pictures(holed, sampled.span_s, examined_s=examined_s) == 0
+
+
 def test_silent_sound_between_frames_is_not_taken_for_zeros_left_by_a_download(tmp_path):
     """A silent PCM track's samples are zeros, kilobytes of them between one frame and the next."""
     path = write_with_silence(tmp_path / "silent.mkv", face_frames(30), "libx264")
