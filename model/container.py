@@ -289,9 +289,9 @@ def _zeros_begin_within(path: str, packet: av.Packet) -> bool:
     end, zeros = packet.pos + packet.size, bytes(MIN_LOST_BYTES)
     with open(path, "rb") as file:
         size = file.seek(0, os.SEEK_END)
-        return size - end >= MIN_LOST_BYTES and _read_at(file, end, MIN_LOST_BYTES) == zeros == _read_at(
-            file, size - MIN_LOST_BYTES, MIN_LOST_BYTES
-        )
+        if size - end < MIN_LOST_BYTES:
+            return False
+        return _read_at(file, end, MIN_LOST_BYTES) == zeros and _read_at(file, size - MIN_LOST_BYTES, MIN_LOST_BYTES) == zeros
 
 
 # Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
@@ -519,9 +519,9 @@ def _unfinished_frame_time(
 ) -> int | None:
     """The presentation time of the frame whose data a file cut short ends within (where
     `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
-    FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out, but
-    give one the zeros a download left begin within: `_zeros_begin_within`), and
-    its decoders a picture patched over from an earlier one below where the data stops, or the
+    FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out, but give
+    whole the one that the zeros a download left begin within: `_zeros_begin_within`), and its
+    decoders a picture patched over from an earlier one below where the data stops, or the
     earlier picture again. Those of MP4, AVI and FLV flag it; those of MPEG transport and program
     streams and of GIF do not, and a stream's last packet is then taken for it, but where the file
     ends within another stream's data after it whole: in a transport stream, where its last
