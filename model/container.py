@@ -639,15 +639,31 @@ def _last_picture_fails(path: str, stream_index: int, key_time: int, last_time: 
     """Whether the last picture of a video stream (`last_time`: its presentation time) fails to
     decode, as one cut short does, decoded from the key frame before it (`key_time`; the x264
     build its first picture states, `assume_x264_build`); False where more than
-    `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open."""
+    `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open. The file is sought to a
+    second before that key frame, not demuxed again from its start, but where the seek lands past it."""
+    for sought in (True, False):
+        failed = _last_group_fails(path, stream_index, key_time, last_time, x264_build, sought)
+        if failed is not None:
+            return failed
+    return False
+
+
+def _last_group_fails(
+    path: str, stream_index: int, key_time: int, last_time: int, x264_build: int | None, sought: bool
+) -> bool | None:
+    """`_last_picture_fails`, its packets read from a seek to the key frame or from the start;
+    None where they never reach that key frame."""
     try:
         with open_container(path) as container:
-            context = container.streams[stream_index].codec_context
+            stream = container.streams[stream_index]
+            if sought and stream.time_base:  # a second early: a program or transport stream's seek may land a frame past
+                container.seek(key_time - int(1 / stream.time_base), stream=stream, backward=True)
+            context = stream.codec_context
             context.thread_count = 1
             context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
             assume_x264_build(context, x264_build)
             decoding, decoded_bytes, failed = False, 0, False
-            for packet in demux(container, container.streams[stream_index]):
+            for packet in demux(container, stream):
                 decoding = decoding or (packet.is_keyframe and packet.pts == key_time)
                 if not (decoding and packet.size):
                     continue
@@ -661,7 +677,7 @@ def _last_picture_fails(path: str, stream_index: int, key_time: int, last_time: 
                     failed = False
                 except av.error.InvalidDataError:
                     failed = True
-            return failed
+            return failed if decoding else None
     except (av.FFmpegError, OSError):
         return False
 
