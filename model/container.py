@@ -490,7 +490,8 @@ def _ends_within_frames(
     and an MP4's may stop at a sound packet past the end before the video's packets before it.
     A transport stream cut between two of its packets is told by the `video` stream's last
     frame, where its last packet is not that frame's last (`_transport_stream_pes_unfinished`)
-    and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly. A
+    and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly; where
+    it ends in zeros, by its packets before them, and the one they begin within. A
     program stream cut between two packs, where nothing tells a frame's end, is told where
     `last_picture_fails`. Where the zeros a Matroska file ends in begin within its last frame's
     data, that frame is unfinished too (`_zeros_begin_within`)."""
@@ -602,16 +603,21 @@ def _transport_stream_pes_unfinished(path: str, pid: int) -> bool | None:
     that `pid` carries is unfinished: shorter than the length its header states, or, where it
     states none (as video's mostly do), its last transport packet full, as each is but the one
     that ends a PES packet, which stuffing fills out (`_transport_packet_payload`) unless the data
-    fills it exactly. None where the packets do not line up or none of the stream's lies in the
-    file's last `TS_TAIL_BYTES`."""
+    fills it exactly. Where the file ends in zeros (a download that never got its end), its
+    packets are those before them, and one they begin within holds data up to them alone, and
+    counts as full. None where the packets do not line up or none of the stream's lies in the
+    last `TS_TAIL_BYTES` before those zeros."""
     if (layout := _transport_stream_layout(path)) is None:
         return None
     size, start = layout
     with open(path, "rb") as file:
         file_size = file.seek(0, os.SEEK_END)
         whole_end = file_size - (file_size - start) % size
+        zeros_from = _trailing_zeros_from(file, whole_end)
+        whole_end -= (whole_end - zeros_from) // size * size  # to the end of the packet they begin within
         first = max(start, whole_end - TS_TAIL_BYTES // size * size)
         tail = _read_at(file, first, whole_end - first)
+    zeros_at = zeros_from - first  # within `tail`
     payload_bytes, last_stuffed = 0, None
     for at in range(len(tail) - size + TS_SYNC_AT[size], -1, -size):  # from the end
         packet = tail[at : at + 188]  # without a camcorder's 4 bytes before it, or error correction after
@@ -620,6 +626,8 @@ def _transport_stream_pes_unfinished(path: str, pid: int) -> bool | None:
         payload, stuffed = _transport_packet_payload(packet)
         if not payload:  # an adaptation field alone (a clock reference)
             continue
+        if at + 188 > zeros_at:  # the packet the zeros begin within
+            payload, stuffed = payload[: max(0, len(payload) - (at + 188 - zeros_at))], False
         last_stuffed = stuffed if last_stuffed is None else last_stuffed
         payload_bytes += len(payload)
         if packet[1] & TS_PAYLOAD_START:
@@ -1272,6 +1280,23 @@ def _damaged_in_span(
     if failed is not None and not _ends_within_frames(container, failed, stream, lambda: True):
         damaged.add((failed.pts, failed.pos))
     return damaged
+
+
+# bytes read at a time looking back over the zeros a file ends in
+ZEROS_CHUNK_BYTES = 1 << 20
+
+
+def _trailing_zeros_from(file: BinaryIO, end: int) -> int:
+    """Where the zeros that a file's bytes before `end` end in begin, where there are at least
+    `MIN_LOST_BYTES` of them (as a download that never got its end leaves), else `end`."""
+    at = end
+    while at > 0:
+        chunk = _read_at(file, max(0, at - ZEROS_CHUNK_BYTES), min(ZEROS_CHUNK_BYTES, at))
+        data_bytes = len(chunk.rstrip(b"\0"))
+        at -= len(chunk) - data_bytes
+        if data_bytes:
+            break
+    return at if end - at >= MIN_LOST_BYTES else end
 
 
 def _read_at(file: BinaryIO, position: int, size: int) -> bytes:

@@ -13,7 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, X264_FIXED_BUILD, container_facts, damaged_pictures
+from model.container import (
+    PACKETS_A_HEARTBEAT,
+    PICTURE_FRAME_MS,
+    TS_TAIL_BYTES,
+    X264_FIXED_BUILD,
+    container_facts,
+    damaged_pictures,
+)
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
     FaceTrack,
@@ -944,6 +951,37 @@ def test_the_frame_that_zeros_at_the_end_of_a_file_begin_within_is_unfinished(tm
     zeros_from = hundredth.pos + hundredth.size // 2
     holed = tmp_path / f"zeros-{name}"
     holed.write_bytes(data[:zeros_from] + bytes(len(data) - zeros_from))
+    sampled = read_frames(holed, 120)
+    assert sampled.info.cut_short and sampled.info.ends_in_zeros
+    assert sampled.indices == list(range(100)) and read_stamp(sampled.frames[-1]) == 99
+    examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
+    assert damaged_pictures(holed, sampled.span_s, examined_s=examined_s) == 0
+
+
+@pytest.mark.parametrize("name", ["clip.ts", "clip.m2ts"])
+@pytest.mark.parametrize("within", ["its data", "the stuffing that ends it"])
+def test_the_frame_that_zeros_at_the_end_of_a_transport_stream_begin_within_is_unfinished(tmp_path, name, within):
+    """Where the part a download never got begins within a frame's data, or within the transport
+    packet that ends it, which stuffing fills out, the demuxer gives what the packets hold, zeros
+    and all: the frame is neither examined nor counted as damage. The zeros run on past the
+    file's length (a bigger file's first part), more of them than the end looked through for
+    the frame's last packets."""
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(120, (320, 180)))]
+    intact = write_video(tmp_path / name, frames, "libx264", options={"g": "10"})
+    with av.open(str(intact)) as container:
+        stream = container.streams.video[0]
+        pid, packets = stream.id, [packet for packet in container.demux(stream) if packet.size]
+    data, size = intact.read_bytes(), 192 if name.endswith(".m2ts") else 188
+    if within == "its data":
+        zeros_from = packets[100].pos + packets[100].size // 2
+    else:  # the hundredth frame's last transport packet, each beginning with a sync byte (0x47)
+        syncs = range(size - 188, packets[101].pos, size)  # an M2TS's 4 bytes before each
+        last = [at for at in syncs if data[at] == 0x47 and ((data[at + 1] & 0x1F) << 8 | data[at + 2]) == pid][-1]
+        assert data[last + 3] & 0x30 == 0x30  # an adaptation field (the stuffing), then the payload
+        zeros_from = last + 188 - 20
+    zeros = len(data) - zeros_from + (TS_TAIL_BYTES // size + 1) * size
+    holed = tmp_path / f"zeros-{name}"
+    holed.write_bytes(data[:zeros_from] + bytes(zeros))
     sampled = read_frames(holed, 120)
     assert sampled.info.cut_short and sampled.info.ends_in_zeros
     assert sampled.indices == list(range(100)) and read_stamp(sampled.frames[-1]) == 99
