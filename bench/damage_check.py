@@ -1,4 +1,4 @@
-"""What the check for damage costs (`model.container.damaged_pictures`, the `damaged` caveat),
+"""What the check for damage costs (`model.damage.damaged_pictures`, the `damaged` caveat),
 against the reading of the frames it runs beside.
 
     python bench/damage_check.py [--count 20] [--runs 3] [--out bench/results/damage-check-DATE.json]
@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from pipeline import machine, make_clips, median_seconds  # noqa: E402  (beside this script)
 
-from model.container import damaged_pictures  # noqa: E402
+from model.damage import damaged_pictures  # noqa: E402
 from model.video import read_frames  # noqa: E402
 
 log = logging.getLogger("bench")

@@ -1,23 +1,33 @@
 """What a video file's container tells without decoding its pictures: which video stream a player
 shows, when each frame is shown, the key frames, frames whose data is zeros or lost, whether the
-file was cut short; and damage in the pictures themselves (`damaged_pictures`)."""
+file was cut short (its bytes read format by format in `truncation`)."""
 from __future__ import annotations
 
 import io
 import logging
-import mmap
 import os
 import re
-import threading
 from fractions import Fraction
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import av
 import numpy as np
 
 from .timing import parse_time
+from .truncation import (
+    PassedOver,
+    gif_ends_within_block,
+    matroska_ends_within_block,
+    mp4_ends_within_media,
+    mp4_whole_fragments,
+    program_stream_ends_within_packet,
+    read_at,
+    transport_stream_ends_within_packet,
+    transport_stream_pes_unfinished,
+    zeros_begin_within,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +150,14 @@ class MainStream(NamedTuple):
     packets: int = 0  # the stream's packets found in the file, hidden ones too (where `times` is known)
     # the frames (indices into `times`) whose data is zeros, or refers to such a frame (`_Spoiled`)
     spoiled: frozenset[int] = frozenset()
-    # where a demuxer passed over zeros (`_PassedOver`): (the index into `times` of the frame
+    # where a demuxer passed over zeros (`PassedOver`): (the index into `times` of the frame
     # after them, how many frames they held, as the times on either side tell)
     lost: tuple[tuple[int, int], ...] = ()
     x264_build: int | None = None  # the x264 build its first packet states (`x264_build_stated`)
-    # the file ends within a frame's data, as a download or copy cut short leaves it (`_ends_within_frames`)
+    # the file ends within a frame's data, as a download or copy cut short leaves it (`ends_within_frames`)
     ends_within_frames: bool = False
     # zeros follow the last packet, of any stream, in a Matroska, WebM or transport stream file:
-    # the part of a download written in parts that never arrived (`_PassedOver.at_end`)
+    # the part of a download written in parts that never arrived (`PassedOver.at_end`)
     ends_in_zeros: bool = False
     # that frame, where it is this stream's (an index into `times`; `_unfinished_frame_time`), else None
     unfinished: int | None = None
@@ -199,7 +209,7 @@ class _Spoiled:
     """The frames a stretch of zeros spoils, found from the packets in decoding order: a download
     written in parts (a download manager, a file-sharing program) leaves zeros where a part never
     arrived, which no coded picture is (an uncompressed one may be: a black frame). Each frame
-    after such a packet, or after zeros the demuxer passed over (`_PassedOver`), until the next
+    after such a packet, or after zeros the demuxer passed over (`PassedOver`), until the next
     key frame may refer to a picture lost, and is taken for spoiled too: a decoder patches it over
     from an earlier picture, which a reading would then take for what the video showed there."""
 
@@ -212,7 +222,7 @@ class _Spoiled:
         self._holes: list[tuple[int, int]] = []  # (the latest time before zeros passed over, the time after)
 
     def add(self, packet: av.Packet, passed_over: bool = False) -> None:
-        """`passed_over`: whether the demuxer passed over zeros before this packet (`_PassedOver`)."""
+        """`passed_over`: whether the demuxer passed over zeros before this packet (`PassedOver`)."""
         if packet.pts is None:
             return
         if passed_over and self._latest is not None:
@@ -238,134 +248,6 @@ class _Spoiled:
             (int(np.searchsorted(shown, after)), max(1, round((after - before) / step) - 1) if step > 0 else 1)
             for before, after in self._holes
         )
-
-
-# A Matroska or WebM file's blocks follow one another but for a few bytes of headers, and a
-# transport stream's 188-byte packets each begin with a sync byte (0x47); this many zeros between
-# two are data lost
-MIN_LOST_BYTES = 4096
-
-
-class _PassedOver:
-    """Where a Matroska, WebM or MPEG transport stream demuxer passed over zeros: a download
-    written in parts leaves them where a part never arrived, and the demuxer, unlike an MP4's,
-    finds no packet there, only the next cluster or packet after them. Seen between two packets
-    of any stream, in the order they lie, and after the last (`at_end`): the demuxer then finds
-    the end of the file."""
-
-    def __init__(self, path: str):
-        self._path = path
-        self._end: int | None = None  # where the last packet ends
-
-    def before(self, packet: av.Packet) -> bool:
-        if packet.pos is None or packet.pos < 0:
-            return False
-        start, self._end = self._end, max(self._end or 0, packet.pos + packet.size)
-        return start is not None and self._zeros_between(start, packet.pos)
-
-    def at_end(self) -> bool:
-        """Whether zeros follow the last packet: a download written in parts never got its end."""
-        return self._end is not None and self._zeros_between(self._end, os.path.getsize(self._path))
-
-    def _zeros_between(self, start: int, end: int) -> bool:
-        if end - start < MIN_LOST_BYTES:
-            return False
-        # the zeros begin near the start of the gap: a missing part's edge falls in the packet before it
-        with open(self._path, "rb") as file:
-            return bytes(MIN_LOST_BYTES) in _read_at(file, start, min(end - start, 1 << 20))
-
-
-# A frame's data ending in this many zeros, zeros after it to the end of the file, is the one
-# where the part of a download that never arrived began (an H.264 or HEVC frame ends in a stop bit)
-UNFINISHED_ZEROS = 64
-
-
-def _zeros_begin_within(path: str, packet: av.Packet) -> bool:
-    """Whether the zeros that a Matroska or WebM file ends in (`_PassedOver.at_end`) begin within
-    `packet`'s data, which its demuxer gives whole, zeros and all: its data ends in zeros, and the
-    file's bytes after it begin and end so."""
-    if packet.pos is None or packet.pos < 0 or bytes(packet)[-UNFINISHED_ZEROS:] != bytes(UNFINISHED_ZEROS):
-        return False
-    end, zeros = packet.pos + packet.size, bytes(MIN_LOST_BYTES)
-    with open(path, "rb") as file:
-        size = file.seek(0, os.SEEK_END)
-        if size - end < MIN_LOST_BYTES:
-            return False
-        return _read_at(file, end, MIN_LOST_BYTES) == zeros and _read_at(file, size - MIN_LOST_BYTES, MIN_LOST_BYTES) == zeros
-
-
-# Matroska's elements that may follow a file's last block, by ID: those that hold frames (a
-# block, a block group, a cluster), and the rest (a block group's other children, a cluster's,
-# padding, checksums, and the segment's index, tags, chapters and attachments written after the
-# clusters)
-MATROSKA_FRAME_ELEMENTS = frozenset({0xA3, 0xA0, 0xA1, 0xAF, 0x1F43B675})
-MATROSKA_OTHER_ELEMENTS = frozenset(
-    {0x9B, 0xFB, 0xFA, 0xA4, 0x75A1, 0x75A2, 0xE7, 0xAB, 0xA7, 0x5854, 0xEC, 0xBF}
-    | {0x1C53BB6B, 0x1254C367, 0x1043A770, 0x1941A469, 0x114D9B74, 0x1549A966, 0x1654AE6B}
-)
-MATROSKA_CLUSTER = 0x1F43B675
-# A walk from the last block to the end of the file gives up after this many elements
-MAX_TRAILING_ELEMENTS = 10_000
-
-
-def _ebml_number(data: bytes, at: int) -> tuple[int, int] | None:
-    """An EBML variable-length number at `at`: (its value with the length marker, its length in
-    bytes), or None where `data` ends within it or its first byte is not one."""
-    if at >= len(data) or not data[at]:
-        return None
-    length = 9 - data[at].bit_length()
-    if at + length > len(data):
-        return None
-    return int.from_bytes(data[at : at + length], "big"), length
-
-
-def _ebml_size(value: int, length: int) -> int | None:
-    """An EBML element's size from its variable-length number (`_ebml_number`): the value without
-    its length marker; None where its bits are all ones, a size not known (a live recording's cluster)."""
-    size = value & ((1 << 7 * length) - 1)
-    return None if size == (1 << 7 * length) - 1 else size
-
-
-def _matroska_ends_within_block(path: str, position: int, size: int) -> bool:
-    """Whether a Matroska or WebM file ends within a block, or a cluster, after the one holding
-    its last packet (`position`, `size`: the packet's, as FFmpeg's demuxer gives it, where the
-    block's data begins). Its demuxer leaves out a block the file ends within. A browser's
-    recording states no length to compare (`_length_cut_short`): cut short, it ends so."""
-    with open(path, "rb") as file:
-        file_size = file.seek(0, os.SEEK_END)
-        # the block's ID and size just before its data: where it ends
-        before = _read_at(file, max(position - 9, 0), min(position, 9))
-        for length in range(1, 9):
-            number = _ebml_number(before, len(before) - length)
-            if number is not None and number[1] == length and len(before) > length and before[-length - 1] in (0xA3, 0xA1):
-                block_size = _ebml_size(*number)
-                if block_size is not None and block_size >= size:
-                    at = position + block_size
-                    break
-        else:
-            return False  # not laid out as expected: nothing told
-        for _ in range(MAX_TRAILING_ELEMENTS):
-            if at >= file_size:
-                return at > file_size
-            header = _read_at(file, at, 12)
-            element, size_field = _ebml_number(header, 0), None
-            if element is not None:
-                size_field = _ebml_number(header, element[1])
-            if element is None or size_field is None:
-                # the file ends within the element's header; else not an element: nothing told
-                return len(header) < 12 and header[0] in (0xA3, 0xA0, MATROSKA_CLUSTER >> 24)
-            (kind, id_length), (value, size_length) = element, size_field
-            content = _ebml_size(value, size_length)
-            if kind not in MATROSKA_FRAME_ELEMENTS | MATROSKA_OTHER_ELEMENTS or (content is None and kind != MATROSKA_CLUSTER):
-                return False
-            start = at + id_length + size_length
-            if content is None:  # a live recording's cluster: its elements follow
-                at = start
-            elif start + content > file_size:
-                return kind in MATROSKA_FRAME_ELEMENTS
-            else:
-                at = start + content
-    return False
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
@@ -400,7 +282,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     spoiled = {stream.index: _Spoiled(stream) for stream in streams}
     packets = dict.fromkeys(times, 0)
     # in Matroska, WebM and transport streams, every stream's packets, to see the bytes between them
-    passed_over = _PassedOver(container.name) if container.format.name in ("matroska,webm", "mpegts") else None
+    passed_over = PassedOver(container.name) if container.format.name in ("matroska,webm", "mpegts") else None
     after_zeros: set[int] = set()  # the streams whose next packet follows zeros passed over
     last: av.Packet | None = None  # the last packet with data, of any stream
     final: dict[int, av.Packet] = {}  # each stream's last packet with data
@@ -442,7 +324,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
             return False
         return _last_picture_fails(container.name, stream.index, own_keys[-1][0], own_final.pts, build)
 
-    ends_within = _ends_within_frames(container, last, stream, last_picture_fails)
+    ends_within = ends_within_frames(container, last, stream, last_picture_fails)
     told = {"ends_within_frames": ends_within, "ends_in_zeros": ends_in_zeros, "x264_build": build}
     if shown and all(time is None for time in shown):  # a raw stream
         return MainStream(stream, None, untimed_frames=len(shown), entry_points=entry_points[stream.index].found(), **told)
@@ -468,14 +350,7 @@ def read_main_stream(container: av.container.InputContainer, heartbeat: Callable
     )
 
 
-# An MPEG transport stream is made of packets of one of these sizes (188 bytes; 192 in a
-# camcorder's M2TS, 4 bytes before each; 204 with error correction, 16 after), each with its
-# sync byte where it lies within them: a file that stops within one was cut
-TS_PACKET_SIZES = (188, 192, 204)
-TS_SYNC_AT = {188: 0, 192: 4, 204: 0}
-
-
-def _ends_within_frames(
+def ends_within_frames(
     container: av.container.InputContainer,
     last: av.Packet | None,
     video: av.VideoStream,
@@ -489,29 +364,29 @@ def _ends_within_frames(
     stream's keeps it unflagged, a program stream's parser puts out an unflagged frame after it,
     and an MP4's may stop at a sound packet past the end before the video's packets before it.
     A transport stream cut between two of its packets is told by the `video` stream's last
-    frame, where its last packet is not that frame's last (`_transport_stream_pes_unfinished`)
+    frame, where its last packet is not that frame's last (`transport_stream_pes_unfinished`)
     and `last_picture_fails`: one frame's data in some 184 fills its last packet exactly; where
     it ends in zeros, by its packets before them, and the one they begin within. A
     program stream cut between two packs, where nothing tells a frame's end, is told where
     `last_picture_fails`. Where the zeros a Matroska file ends in begin within its last frame's
-    data, that frame is unfinished too (`_zeros_begin_within`)."""
+    data, that frame is unfinished too (`zeros_begin_within`)."""
     if last is None:
         return False
     formats = container.format.name.split(",")
     if "matroska" in formats:
         if last.pos is None or last.pos <= 0:
             return False
-        return _matroska_ends_within_block(container.name, last.pos, last.size) or _zeros_begin_within(container.name, last)
+        return matroska_ends_within_block(container.name, last.pos, last.size) or zeros_begin_within(container.name, last)
     if "mpegts" in formats:
-        if _transport_stream_ends_within_packet(container.name):
+        if transport_stream_ends_within_packet(container.name):
             return True
-        return bool(_transport_stream_pes_unfinished(container.name, video.id)) and last_picture_fails()
+        return bool(transport_stream_pes_unfinished(container.name, video.id)) and last_picture_fails()
     if "mp4" in formats:
-        return _mp4_ends_within_media(container.name)
+        return mp4_ends_within_media(container.name)
     if "mpeg" in formats:
-        return _program_stream_ends_within_packet(container.name) or last_picture_fails()
+        return program_stream_ends_within_packet(container.name) or last_picture_fails()
     if "gif" in formats:
-        return _gif_ends_within_block(container.name)
+        return gif_ends_within_block(container.name)
     return last.is_corrupt
 
 
@@ -519,123 +394,26 @@ def _unfinished_frame_time(
     container: av.container.InputContainer, final: av.Packet, last_picture_fails: Callable[[], bool]
 ) -> int | None:
     """The presentation time of the frame whose data a file cut short ends within (where
-    `_ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
+    `ends_within_frames`), where it is that of the stream whose last packet is `final`, else None.
     FFmpeg's demuxers give such a frame's data as far as it goes (Matroska's leave it out, but give
-    whole the one that the zeros a download left begin within: `_zeros_begin_within`), and its
+    whole the one that the zeros a download left begin within: `zeros_begin_within`), and its
     decoders a picture patched over from an earlier one below where the data stops, or the
     earlier picture again. Those of MP4, AVI and FLV flag it; those of MPEG transport and program
     streams and of GIF do not, and a stream's last packet is then taken for it, but where the file
     ends within another stream's data after it whole: in a transport stream, where its last
-    packet is filled out (`_transport_stream_pes_unfinished`), and in a program stream, where
+    packet is filled out (`transport_stream_pes_unfinished`), and in a program stream, where
     it decodes (`last_picture_fails`). A GIF's picture cut short decodes without a failure, but
     FFmpeg reads each with the extension before it: a GIF cut within that leaves it out alone."""
     formats = container.format.name.split(",")
     if "matroska" in formats:
-        return final.pts if _zeros_begin_within(container.name, final) else None
-    if "mpegts" in formats and _transport_stream_pes_unfinished(container.name, final.stream.id) is False:
+        return final.pts if zeros_begin_within(container.name, final) else None
+    if "mpegts" in formats and transport_stream_pes_unfinished(container.name, final.stream.id) is False:
         return None
     if "mpeg" in formats and not last_picture_fails():
         return None
     if final.is_corrupt or not {"mpegts", "mpeg", "gif"}.isdisjoint(formats):
         return final.pts
     return None
-
-
-# sync bytes in a row that tell a transport stream's packet size
-TS_SYNCS_IN_A_ROW = 5
-
-
-def _transport_stream_layout(path: str) -> tuple[int, int] | None:
-    """An MPEG transport stream's packet size, and where its first whole packet begins, found
-    from the sync bytes (0x47) of several packets in a row; None where no size gives them."""
-    with open(path, "rb") as file:
-        head = file.read(max(TS_PACKET_SIZES) * (TS_SYNCS_IN_A_ROW + 1))
-    for size in TS_PACKET_SIZES:
-        for start in range(size):
-            syncs = (start + TS_SYNC_AT[size] + size * k for k in range(TS_SYNCS_IN_A_ROW))
-            if all(head[at : at + 1] == b"\x47" for at in syncs):
-                return size, start
-    return None
-
-
-def _transport_stream_ends_within_packet(path: str) -> bool:
-    """Whether an MPEG transport stream ends within one of its packets (`_transport_stream_layout`);
-    where its packets do not line up, within a packet of any size."""
-    file_size = os.path.getsize(path)
-    if (layout := _transport_stream_layout(path)) is None:
-        return all(file_size % size for size in TS_PACKET_SIZES)
-    size, start = layout
-    return (file_size - start) % size != 0
-
-
-# A transport packet's header, and its adaptation field's flags for what it holds beyond them:
-# a clock reference, the original's, a countdown to a splice (bytes each)
-TS_HEADER_BYTES = 4
-TS_PAYLOAD_START = 0x40
-TS_ADAPTATION_FIELD, TS_PAYLOAD = 2, 1
-TS_ADAPTATION_FIXED = {0x10: 6, 0x08: 6, 0x04: 1}
-TS_ADAPTATION_PRIVATE, TS_ADAPTATION_EXTENSION = 0x02, 0x01
-# bytes of a transport stream's end looked through for a stream's last packets
-TS_TAIL_BYTES = 1 << 18
-
-
-def _transport_packet_payload(packet: bytes) -> tuple[bytes, bool]:
-    """A 188-byte transport packet's payload, and whether its adaptation field holds stuffing,
-    with which a muxer fills out the packet that ends a PES packet (a frame's data, or several
-    frames') where that data does not fill it."""
-    control = (packet[3] >> 4) & 3
-    at, stuffed = TS_HEADER_BYTES, False
-    if control & TS_ADAPTATION_FIELD:
-        length = packet[at]
-        end = at + 1 + length
-        flags = packet[at + 1] if length else 0
-        used = at + 2  # the length and the flags
-        used += sum(size for flag, size in TS_ADAPTATION_FIXED.items() if flags & flag)
-        for flag in (TS_ADAPTATION_PRIVATE, TS_ADAPTATION_EXTENSION):
-            if flags & flag and used < end:
-                used += 1 + packet[used]
-        stuffed, at = length == 0 or used < end, end  # no length: one byte of stuffing
-    return (packet[at:] if control & TS_PAYLOAD else b""), stuffed
-
-
-def _transport_stream_pes_unfinished(path: str, pid: int) -> bool | None:
-    """Whether, in an MPEG transport stream's whole packets, the last PES packet of the stream
-    that `pid` carries is unfinished: shorter than the length its header states, or, where it
-    states none (as video's mostly do), its last transport packet full, as each is but the one
-    that ends a PES packet, which stuffing fills out (`_transport_packet_payload`) unless the data
-    fills it exactly. Where the file ends in zeros (a download that never got its end), its
-    packets are those before them, and one they begin within holds data up to them alone, and
-    counts as full. None where the packets do not line up or none of the stream's lies in the
-    last `TS_TAIL_BYTES` before those zeros."""
-    if (layout := _transport_stream_layout(path)) is None:
-        return None
-    size, start = layout
-    with open(path, "rb") as file:
-        file_size = file.seek(0, os.SEEK_END)
-        whole_end = file_size - (file_size - start) % size
-        zeros_from = _trailing_zeros_from(file, whole_end)
-        whole_end -= (whole_end - zeros_from) // size * size  # to the end of the packet they begin within
-        first = max(start, whole_end - TS_TAIL_BYTES // size * size)
-        tail = _read_at(file, first, whole_end - first)
-    zeros_at = zeros_from - first  # within `tail`
-    payload_bytes, last_stuffed = 0, None
-    for at in range(len(tail) - size + TS_SYNC_AT[size], -1, -size):  # from the end
-        packet = tail[at : at + 188]  # without a camcorder's 4 bytes before it, or error correction after
-        if packet[0] != 0x47 or ((packet[1] & 0x1F) << 8 | packet[2]) != pid:
-            continue
-        payload, stuffed = _transport_packet_payload(packet)
-        if not payload:  # an adaptation field alone (a clock reference)
-            continue
-        if at + 188 > zeros_at:  # the packet the zeros begin within
-            payload, stuffed = payload[: max(0, len(payload) - (at + 188 - zeros_at))], False
-        last_stuffed = stuffed if last_stuffed is None else last_stuffed
-        payload_bytes += len(payload)
-        if packet[1] & TS_PAYLOAD_START:
-            stated = int.from_bytes(payload[4:6], "big") if payload.startswith(b"\x00\x00\x01") else 0
-            if stated:
-                return payload_bytes < 6 + stated  # its header's 6 bytes, then the length stated
-            break
-    return None if last_stuffed is None else not last_stuffed
 
 
 # A video's last picture is decoded from its key frame to tell a cut (`_last_picture_fails`)
@@ -690,145 +468,6 @@ def _last_group_fails(
         return False
 
 
-# A GIF's blocks: an extension (timing, looping, comments), a picture, the end
-GIF_EXTENSION, GIF_IMAGE, GIF_TRAILER = 0x21, 0x2C, 0x3B
-
-
-def _gif_colour_table_bytes(flags: int) -> int:
-    """The bytes of the colour table that a GIF's screen or picture descriptor's flags announce."""
-    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
-
-
-def _gif_ends_within_block(path: str) -> bool:
-    """Whether an animated GIF ends within a block (a picture's descriptor, colours or data, an
-    extension), as a download cut short leaves it: its blocks are walked from its header to its
-    trailer. FFmpeg's reader gives a cut file's frames unflagged. One that ends between two
-    blocks, without its trailer, is not told: browsers show such a file whole."""
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        size = len(data)
-        if size < 13:  # within the header and screen descriptor
-            return True
-        at = 13 + _gif_colour_table_bytes(data[10])
-        while at < size:
-            if data[at] == GIF_TRAILER:
-                return False
-            if data[at] == GIF_EXTENSION:
-                at += 2  # its label
-            elif data[at] == GIF_IMAGE:
-                if at + 10 > size:
-                    return True
-                at += 10 + _gif_colour_table_bytes(data[at + 9]) + 1  # the descriptor, colours, code size
-            else:
-                return False  # not a block: damage, not a cut
-            while at < size and data[at]:  # sub-blocks, each led by its length, up to a zero
-                at += 1 + data[at]
-            if at >= size:
-                return True
-            at += 1
-        return at > size
-
-
-# An MPEG program stream's start codes (00 00 01, then one of these): a pack's header, the
-# stream's end; the packets of streams of frames (private, as DVDs' sound; MPEG audio; video)
-MPEG_PACK, MPEG_END = 0xBA, 0xB9
-MPEG_FRAME_STREAMS = frozenset({0xBD, *range(0xC0, 0xF0)})
-# bytes read from a program stream's end: its packs are 2 KiB on a DVD, a packet at most 64 KiB
-MPEG_TAIL_BYTES = 1 << 18
-
-
-def _program_stream_ends_within_packet(path: str) -> bool:
-    """Whether an MPEG program stream (.mpg, .vob, a camcorder's .mod) ends within a packet of
-    frames, as its length states it, or within a pack's header: its packs are walked from the
-    first pack header in its last bytes from which they follow one another unbroken to the end."""
-    with open(path, "rb") as file:
-        file_size = file.seek(0, os.SEEK_END)
-        start = max(file_size - MPEG_TAIL_BYTES, 0)
-        tail = _read_at(file, start, file_size - start)
-    for pack in re.finditer(b"\x00\x00\x01\xba", tail):
-        if (ends_within := _packs_end_within_packet(tail, pack.start())) is not None:
-            return ends_within
-    return False
-
-
-def _packs_end_within_packet(data: bytes, at: int) -> bool | None:
-    """From the pack header at `at`: whether `data` ends within a packet of frames or a pack's
-    header; None where what follows is not packs and packets one after another."""
-    while at < len(data):
-        code = data[at : at + 4]
-        if not b"\x00\x00\x01".startswith(code[:3]):
-            return None
-        if len(code) < 4:
-            return False  # the end within a start code: of what, it does not tell
-        kind = code[3]
-        if kind == MPEG_PACK:
-            header = data[at + 4 : at + 14]
-            if not header:
-                return True
-            if header[0] & 0xC0 == 0x40:  # MPEG-2: 14 bytes, and stuffing
-                size = 14 + (header[9] & 7 if len(header) == 10 else 0)
-            elif header[0] & 0xF0 == 0x20:  # MPEG-1
-                size = 12
-            else:
-                return None
-        elif kind == MPEG_END:
-            size = 4
-        elif kind > MPEG_END:  # a system header or a packet: its length follows
-            if len(data) - at < 6:
-                return kind in MPEG_FRAME_STREAMS
-            size = 6 + int.from_bytes(data[at + 4 : at + 6], "big")
-        else:
-            return None
-        if at + size > len(data):
-            return kind in MPEG_FRAME_STREAMS or kind == MPEG_PACK
-        at += size
-    return False
-
-
-# An MP4's top-level boxes that hold or describe its frames' data
-MP4_MEDIA_BOXES = frozenset({b"mdat", b"moof"})
-# A walk over an MP4's top-level boxes gives up after this many (a fragmented one has two a fragment)
-MAX_TOP_BOXES = 100_000
-
-
-def _mp4_boxes(file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
-    """An MP4's (or QuickTime file's) top-level boxes: (where each begins, its size as stated,
-    its kind), up to the last whose header is whole; one whose size is 0 (up to the end of the
-    file) or not a size ends the walk."""
-    at = 0
-    for _ in range(MAX_TOP_BOXES):
-        header = _read_at(file, at, 16)
-        if len(header) < 8:
-            return
-        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-        if size == 1 and len(header) == 16:  # a 64-bit size follows
-            size = int.from_bytes(header[8:16], "big")
-        if size < 8:
-            return
-        yield at, size, kind
-        at += size
-
-
-def _mp4_ends_within_media(path: str) -> bool:
-    """Whether an MP4 (or QuickTime) file ends within a box of media data, or a fragment's
-    header, as its size states it, or right after a fragment's header, or within the header of
-    the box that follows it (its media data)."""
-    with open(path, "rb") as file:
-        file_size = file.seek(0, os.SEEK_END)
-        at, size, kind = 0, 0, b""
-        for at, size, kind in _mp4_boxes(file):
-            if at + size > file_size:
-                return kind in MP4_MEDIA_BOXES
-        # the file ends right after the last box whole, or within the header of the next
-        return kind == b"moof" and at + size + 8 > file_size
-
-
-def _mp4_whole_fragments(path: str | Path) -> int:
-    """Where an MP4 cut within a fragment's header ends its whole fragments (bytes), else 0."""
-    with open(path, "rb") as file:
-        file_size = file.seek(0, os.SEEK_END)
-        return next((at for at, size, kind in _mp4_boxes(file) if kind == b"moof" and at + size > file_size), 0)
-
-
 class _FilePrefix(io.RawIOBase):
     """The first `length` bytes of a file, read as the whole of it."""
 
@@ -867,11 +506,11 @@ METADATA_ERRORS = "replace"
 def open_container(path: str | Path) -> av.container.InputContainer:
     """PyAV's container of the file. An MP4 cut within a fragment's header, whose header FFmpeg
     cannot read, is opened as far as its whole fragments go (the cut is told from the file
-    itself, `_mp4_ends_within_media`)."""
+    itself, `mp4_ends_within_media`)."""
     try:
         return av.open(str(path), metadata_errors=METADATA_ERRORS)
     except av.FFmpegError:  # the end of the file, or invalid data, where the fragment's header stops
-        if not (whole := _mp4_whole_fragments(path)):
+        if not (whole := mp4_whole_fragments(path)):
             raise
     log.info("%s ends within a fragment's header: read up to it", path)
     return av.open(_FilePrefix(path, whole), metadata_errors=METADATA_ERRORS)
@@ -1057,7 +696,7 @@ def animated_webp(path: str | Path) -> AnimatedWebP | None:
             stated_end = 8 + int.from_bytes(head[4:8], "little")
             end = min(file_size, stated_end)  # what follows the stated length is not the picture's
             durations, position, ends_within = [], 12, False
-            while position + 8 <= end and len(chunk := _read_at(file, position, 24)) >= 8:
+            while position + 8 <= end and len(chunk := read_at(file, position, 24)) >= 8:
                 size = int.from_bytes(chunk[4:8], "little")
                 if position + 8 + size > end:
                     ends_within = position + 8 + size > file_size
@@ -1069,236 +708,3 @@ def animated_webp(path: str | Path) -> AnimatedWebP | None:
     except OSError:
         return None
     return AnimatedWebP(durations, position, file_size < stated_end or ends_within)
-
-
-# a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
-# before it (several seconds of 4K from a phone; minutes of 1080p where a video has one key frame)
-GROUP_BYTES_HELD = 32 * 2**20
-
-
-def damaged_pictures(
-    path: str | Path,
-    span_s: tuple[float, float],
-    stop: threading.Event | None = None,
-    stream_index: int | None = None,
-    examined_s: Sequence[float] = (),
-    abandon: threading.Event | None = None,
-) -> int:
-    """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
-    OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
-    the key frame before it. FFmpeg is asked to fail on such pictures (`err_detect=explode`)
-    rather than conceal them. The frames examined (`examined_s`, seconds from the first frame)
-    are looked at first, each with the pictures it rests on from the key frame before it
-    (`_damaged_where_examined`), to the end unless `abandon` is set: damage there is what may move
-    a verdict, and the whole span may take longer to check than a reading at its key frames. Then
-    the whole span, until `stop` (or `abandon`) is set, where pictures that no other refers to
-    are left out. Where the span starts past the first frame, the group of pictures sought into
-    is not counted: an open group's pictures may refer to the one before. One thread: it is meant
-    to run beside the analysis, on what that leaves idle. `stream_index`: the video stream to
-    check (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated
-    WebP) or cannot open."""
-    if animated_webp(path):
-        return 0
-    stop, abandon = stop or threading.Event(), abandon or threading.Event()
-    failed: set[tuple] = set()  # each picture once, though both looks decode it
-    try:
-        looks = [(partial(_damaged_where_examined, examined_s=examined_s), abandon.is_set)] if examined_s else []
-        looks.append((_damaged_in_span, lambda: stop.is_set() or abandon.is_set()))
-        first_packet_x264_build = cache(partial(_first_packet_x264_build, path))  # read once for both looks
-        for look, stopped in looks:
-            with open_container(path) as container:
-                if not (streams := video_streams(container)):
-                    return 0
-                stream = streams[0] if stream_index is None else container.streams[stream_index]
-                stream.codec_context.thread_count = 1
-                # no deblocking: the pictures themselves are not looked at
-                stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
-                # the looks start at key frames past the first picture, which states it
-                assume_x264_build(stream.codec_context, first_packet_x264_build(stream.index))
-                failed |= look(container, stream, span_s, stopped)
-    except (av.FFmpegError, OSError):
-        pass
-    return len(failed)
-
-
-def _first_packet_x264_build(path: str | Path, stream_index: int) -> int | None:
-    """The x264 build that a stream's first packet states (`x264_build_stated`), else None."""
-    with open_container(path) as container:
-        packet = next((p for p in demux(container, container.streams[stream_index]) if p.size), None)
-        return None if packet is None else x264_build_stated(packet)
-
-
-def _damaged_where_examined(
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    span_s: tuple[float, float],
-    stopped: Callable[[], bool],
-    examined_s: Sequence[float],
-) -> set[tuple]:
-    """The pictures that fail among those the examined frames rest on: the packets from the key
-    frame before each up to it, in one pass over the packets that decodes only those
-    (`_ExaminedGroups`)."""
-    first, tick = stream.start_time, float(stream.time_base or 0)
-    if first is None or not tick:  # a raw stream's packets carry no times
-        return set()
-    sought = span_s[0] > 0
-    if sought:
-        container.seek(first + int(span_s[0] / tick), stream=stream, backward=True)
-    examined = sorted({first + round(seconds / tick) for seconds in examined_s})
-    targets = iter(examined)
-    target = next(targets, None)
-    groups = _ExaminedGroups(stream.codec_context, sought, frozenset(examined))
-    last: av.Packet | None = None
-    try:
-        for packet in demux(container, stream):
-            if not packet.size:
-                continue
-            decoded_at = packet.pts if packet.dts is None else packet.dts
-            # every packet a target rests on has come once one is decoded after it
-            while target is not None and decoded_at is not None and decoded_at > target:
-                groups.decode_so_far()
-                target = next(targets, None)
-            if target is None or stopped():
-                return groups.failed
-            groups.add(packet)
-            last = packet
-    except av.FFmpegError:  # the container itself broken further on: the whole span's look counts it
-        return groups.failed
-    groups.decode_so_far()  # the last frames
-    failed_last = last is not None and (last.pts, last.pos) in groups.failed
-    if failed_last and _ends_within_frames(container, last, stream, lambda: True):
-        groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
-    return groups.failed
-
-
-class _ExaminedGroups:
-    """The groups of pictures that examined frames lie in, each decoded from its key frame as far
-    as those frames, and afresh where packets before it were passed over. Pictures shown before
-    a key frame (leading pictures, which refer to the group before) are not counted. A group
-    decoded afresh may fail undamaged: after an open group's key frame (an H.264 recovery point),
-    pictures may still refer to ones before it. Its failures count only where they recur when it
-    is decoded on from the whole group before it; in the group a look sought into, not at all.
-    A group of more than `GROUP_BYTES_HELD` is decoded as it comes, and its packets let go: a
-    video with one key frame in minutes is not held whole. Its pictures past those bytes are taken
-    to refer to none before its key frame, and the group after it is decoded on from it."""
-
-    def __init__(self, context: av.CodecContext, sought: bool, examined: frozenset[int]):
-        self._context = context
-        self._examined = examined  # the frames examined, by presentation time
-        self._key_time: int | None = None  # the current group's key frame's presentation time
-        self._before: list[av.Packet] = []  # the whole group before the current one, where held
-        self._group: list[av.Packet] = []  # the current group's packets held
-        self._held = 0  # their bytes
-        self._decoded = 0  # how many of them are decoded
-        self._let_go = False  # whether packets of the current group were let go
-        self._afresh = sought  # whether the current group was decoded from its key frame alone
-        self.failed: set[tuple] = set()  # (presentation time, byte position) of each picture that failed
-
-    def add(self, packet: av.Packet) -> None:
-        if packet.is_keyframe and packet.pts is not None:
-            if self._let_go:
-                self.decode_so_far()  # to its end, so that the next group needs none of its packets
-            if self._key_time is not None:  # decoded on from the group before only where that was decoded to its end
-                self._afresh = self._decoded < len(self._group)
-            self._before = [] if self._let_go else self._group
-            self._group, self._held, self._decoded, self._let_go = [packet], packet.size, 0, False
-            self._key_time = packet.pts
-        elif self._key_time is not None:
-            self._group.append(packet)
-            self._held += packet.size
-            if self._held > GROUP_BYTES_HELD:
-                self.decode_so_far()
-                self._before, self._group, self._held, self._decoded = [], [], 0, 0
-                self._let_go, self._afresh = True, False
-
-    def decode_so_far(self) -> None:
-        if self._decoded == len(self._group):
-            return
-        if self._decoded == 0 and self._afresh:
-            self._context.flush_buffers()
-        failures = self._decode(self._group[self._decoded :])
-        if failures and self._afresh and not self._before:  # the group sought into
-            failures = set()
-        elif failures and self._afresh:
-            self._context.flush_buffers()
-            self._decode(self._before)
-            failures, self._afresh = self._decode(self._group), False
-        self.failed |= failures
-        self._decoded = len(self._group)
-
-    def _decode(self, packets: list[av.Packet]) -> set[tuple]:
-        failures = set()
-        for packet in packets:
-            # a picture that no other refers to spoils itself alone: decoded where it is a frame examined
-            self._context.skip_frame = "DEFAULT" if packet.pts in self._examined else "NONREF"
-            try:
-                self._context.decode(packet)
-            except av.error.InvalidDataError:
-                if packet.pts is None or packet.pts >= self._key_time:
-                    failures.add((packet.pts, packet.pos))
-        return failures
-
-
-def _damaged_in_span(
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    span_s: tuple[float, float],
-    stopped: Callable[[], bool],
-) -> set[tuple]:
-    """The pictures that fail in the whole span, but those that no other refers to, whose damage
-    spoils themselves alone: half the work or less."""
-    stream.codec_context.skip_frame = "NONREF"
-    first = stream.start_time or 0
-    tick = float(stream.time_base or 0)
-    start_s, end_s = span_s
-    keys_to_pass = 0  # key frames to pass before a picture's failure counts
-    if start_s > 0 and tick and stream.start_time is not None:  # a raw stream's packets carry no times to seek by
-        container.seek(first + int(start_s / tick), stream=stream, backward=True)
-        keys_to_pass = 2
-    damaged: set[tuple] = set()
-    failed: av.Packet | None = None  # the latest picture that failed, counted once another follows it
-    try:
-        for packet in demux(container, stream):
-            if failed is not None and packet.size:
-                damaged.add((failed.pts, failed.pos))
-                failed = None
-            if stopped() or (packet.pts is not None and tick and (packet.pts - first) * tick > end_s):
-                break
-            keys_to_pass -= keys_to_pass > 0 and packet.is_keyframe
-            try:
-                stream.codec_context.decode(packet)  # the last packet, with no data, flushes
-            except av.error.InvalidDataError:
-                if keys_to_pass:
-                    continue
-                if packet.size:
-                    failed = packet
-                else:
-                    damaged.add(("flushed",))
-    except av.FFmpegError:  # the container itself broken further on
-        damaged.add(("container",))
-    # the last picture, unfinished where the file was cut short, is told so (`_ends_within_frames`)
-    if failed is not None and not _ends_within_frames(container, failed, stream, lambda: True):
-        damaged.add((failed.pts, failed.pos))
-    return damaged
-
-
-# bytes read at a time looking back over the zeros a file ends in
-ZEROS_CHUNK_BYTES = 1 << 20
-
-
-def _trailing_zeros_from(file: BinaryIO, end: int) -> int:
-    """Where the zeros that a file's bytes before `end` end in begin, where there are at least
-    `MIN_LOST_BYTES` of them (as a download that never got its end leaves), else `end`."""
-    at = end
-    while at > 0:
-        chunk = _read_at(file, max(0, at - ZEROS_CHUNK_BYTES), min(ZEROS_CHUNK_BYTES, at))
-        data_bytes = len(chunk.rstrip(b"\0"))
-        at -= len(chunk) - data_bytes
-        if data_bytes:
-            break
-    return at if end - at >= MIN_LOST_BYTES else end
-
-
-def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
-    file.seek(position)
-    return file.read(size)

@@ -17,7 +17,7 @@ import torch
 
 from .captions import text_across_face
 from .conditions import colourless, dim, grainy, toned
-from .container import damaged_pictures
+from .damage import damaged_pictures
 from .explain import grad_cam, overlay_heatmap
 from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
 from .glasses import wears_glasses

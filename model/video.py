@@ -341,7 +341,7 @@ def read_frames(
     not read (a decoder patches them over from an earlier picture), they are counted in
     `undecoded`, and the rest are read by their times, or sought by PyAV; in Matroska, WebM and
     MPEG transport streams, whose demuxers pass over zeros, leaving no packet, the frames they
-    held are counted (`_PassedOver`). Rotation metadata is applied by the decoder, and pixels
+    held are counted (`truncation.PassedOver`). Rotation metadata is applied by the decoder, and pixels
     that are not square are stretched as a player shows them. Where the frame rate varies, the
     frames are spread evenly in time, and a part and the frames' times (`timeline`) follow the
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,

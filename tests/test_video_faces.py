@@ -13,14 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from model.container import (
-    PACKETS_A_HEARTBEAT,
-    PICTURE_FRAME_MS,
-    TS_TAIL_BYTES,
-    X264_FIXED_BUILD,
-    container_facts,
-    damaged_pictures,
-)
+from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, X264_FIXED_BUILD, container_facts
+from model.damage import damaged_pictures
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
     FaceTrack,
@@ -37,6 +31,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
+from model.truncation import TS_TAIL_BYTES
 from model.video import FAILED_GRABS_AT_THE_END, PROGRESS_EVERY_FRAMES, FramesTooLarge, VideoError, probe_video, read_frames
 
 from media import (
@@ -1044,18 +1039,18 @@ def test_a_group_of_pictures_too_large_to_hold_is_checked_as_it_comes(tmp_path, 
     pictures of more than GROUP_BYTES_HELD is then decoded as it comes and its packets let go (a
     video with one key frame in minutes is not held whole). An intact file still has no
     damaged picture, from the start or from a key frame sought; a damaged one still has some."""
-    import model.container as container
+    import model.damage as damage
 
     limit = 20_000  # two key frames of these clips and the pictures after them
-    monkeypatch.setattr(container, "GROUP_BYTES_HELD", limit)
+    monkeypatch.setattr(damage, "GROUP_BYTES_HELD", limit)
     held = []  # the bytes of the packets held, after each is added
-    add = container._ExaminedGroups.add
+    add = damage._ExaminedGroups.add
 
     def add_and_weigh(groups, packet):
         add(groups, packet)
         held.append(sum(packet.size for packet in [*groups._before, *groups._group]))
 
-    monkeypatch.setattr(container._ExaminedGroups, "add", add_and_weigh)
+    monkeypatch.setattr(damage._ExaminedGroups, "add", add_and_weigh)
     intact = write_groups_of_pictures(tmp_path, name, codec, params)
     damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
     for span in (WHOLE, PART):  # the first look alone: a span that ends where it starts
