@@ -17,7 +17,9 @@ import numpy as np
 
 from .timing import parse_time
 from .truncation import (
+    MIN_LOST_BYTES,
     PassedOver,
+    data_end,
     gif_ends_within_block,
     matroska_ends_within_block,
     mp4_ends_within_media,
@@ -426,21 +428,25 @@ def _last_picture_fails(path: str, stream_index: int, key_time: int, last_time: 
     decode, as one cut short does, decoded from the key frame before it (`key_time`; the x264
     build its first picture states, `assume_x264_build`); False where more than
     `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open. The file is sought to a
-    second before that key frame, not demuxed again from its start, but where the seek lands past it."""
+    second before that key frame, not demuxed again from its start, but where the seek lands past it.
+    Of the zeros the file may end in (a download that never got its end), the first bytes alone
+    are read: a demuxer searches them for its next packet, for seconds in hundreds of megabytes,
+    before it gives the last."""
+    length = min(os.path.getsize(path), data_end(path) + MIN_LOST_BYTES)
     for sought in (True, False):
-        failed = _last_group_fails(path, stream_index, key_time, last_time, x264_build, sought)
+        failed = _last_group_fails(path, length, stream_index, key_time, last_time, x264_build, sought)
         if failed is not None:
             return failed
     return False
 
 
 def _last_group_fails(
-    path: str, stream_index: int, key_time: int, last_time: int, x264_build: int | None, sought: bool
+    path: str, length: int, stream_index: int, key_time: int, last_time: int, x264_build: int | None, sought: bool
 ) -> bool | None:
-    """`_last_picture_fails`, its packets read from a seek to the key frame or from the start;
-    None where they never reach that key frame."""
+    """`_last_picture_fails`, its packets read from a seek to the key frame or from the start, in
+    the file's first `length` bytes; None where they never reach that key frame."""
     try:
-        with open_container(path) as container:
+        with open_container(path, length) as container:
             stream = container.streams[stream_index]
             if sought and stream.time_base:  # a second early: a program or transport stream's seek may land a frame past
                 container.seek(key_time - int(1 / stream.time_base), stream=stream, backward=True)
@@ -503,10 +509,12 @@ class _FilePrefix(io.RawIOBase):
 METADATA_ERRORS = "replace"
 
 
-def open_container(path: str | Path) -> av.container.InputContainer:
-    """PyAV's container of the file. An MP4 cut within a fragment's header, whose header FFmpeg
-    cannot read, is opened as far as its whole fragments go (the cut is told from the file
-    itself, `mp4_ends_within_media`)."""
+def open_container(path: str | Path, length: int | None = None) -> av.container.InputContainer:
+    """PyAV's container of the file, or of its first `length` bytes. An MP4 cut within a
+    fragment's header, whose header FFmpeg cannot read, is opened as far as its whole fragments
+    go (the cut is told from the file itself, `mp4_ends_within_media`)."""
+    if length is not None and length < os.path.getsize(path):
+        return av.open(_FilePrefix(path, length), metadata_errors=METADATA_ERRORS)
     try:
         return av.open(str(path), metadata_errors=METADATA_ERRORS)
     except av.FFmpegError:  # the end of the file, or invalid data, where the fragment's header stops

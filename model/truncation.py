@@ -74,14 +74,21 @@ ZEROS_CHUNK_BYTES = 1 << 20
 def _trailing_zeros_from(file: BinaryIO, end: int) -> int:
     """Where the zeros that a file's bytes before `end` end in begin, where there are at least
     `MIN_LOST_BYTES` of them (as a download that never got its end leaves), else `end`."""
-    at = end
+    at, zeros = end, bytes(ZEROS_CHUNK_BYTES)
     while at > 0:
         chunk = read_at(file, max(0, at - ZEROS_CHUNK_BYTES), min(ZEROS_CHUNK_BYTES, at))
-        data_bytes = len(chunk.rstrip(b"\0"))
-        at -= len(chunk) - data_bytes
-        if data_bytes:
-            break
+        if chunk == zeros[: len(chunk)]:
+            at -= len(chunk)
+            continue
+        at -= len(chunk) - len(chunk.rstrip(b"\0"))
+        break
     return at if end - at >= MIN_LOST_BYTES else end
+
+
+def data_end(path: str | Path) -> int:
+    """Where a file's data ends: where the zeros it ends in begin (`_trailing_zeros_from`), else its size."""
+    with open(path, "rb") as file:
+        return _trailing_zeros_from(file, file.seek(0, os.SEEK_END))
 
 
 # Matroska's elements that may follow a file's last block, by ID: those that hold frames (a

@@ -31,7 +31,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
-from model.truncation import TS_TAIL_BYTES
+from model.truncation import MIN_LOST_BYTES, TS_TAIL_BYTES
 from model.video import FAILED_GRABS_AT_THE_END, PROGRESS_EVERY_FRAMES, FramesTooLarge, VideoError, probe_video, read_frames
 
 from media import (
@@ -982,6 +982,33 @@ def test_the_frame_that_zeros_at_the_end_of_a_transport_stream_begin_within_is_u
     assert sampled.indices == list(range(100)) and read_stamp(sampled.frames[-1]) == 99
     examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
     assert damaged_pictures(holed, sampled.span_s, examined_s=examined_s) == 0
+
+
+def test_the_check_of_the_last_picture_reads_no_further_than_the_first_of_the_zeros_a_file_ends_in(tmp_path, monkeypatch):
+    """A transport stream's demuxer gives its last frame only once it has searched the zeros after
+    it for another packet (seconds in hundreds of megabytes of them): the check that the last
+    picture decodes reads the file as far as their first bytes, and tells the same."""
+    import model.container as container
+
+    frames = [stamp_number(frame, i) for i, frame in enumerate(face_frames(120, (320, 180)))]
+    intact = write_video(tmp_path / "clip.ts", frames, "libx264", options={"g": "10"})
+    with av.open(str(intact)) as opened:
+        hundredth = [packet for packet in opened.demux(opened.streams.video[0]) if packet.size][100]
+    data, zeros_from = intact.read_bytes(), hundredth.pos + hundredth.size // 2
+    holed = tmp_path / "zeros.ts"
+    holed.write_bytes(data[:zeros_from] + bytes(len(data) - zeros_from + 188 * 50_000))  # 9 MB more
+    furthest = []
+    read_whole = container._FilePrefix.readinto
+
+    def read_and_note(prefix, buffer):
+        read = read_whole(prefix, buffer)
+        furthest.append(prefix.tell())
+        return read
+
+    monkeypatch.setattr(container._FilePrefix, "readinto", read_and_note)
+    facts = container_facts(holed)
+    assert facts.cut_short and facts.ends_in_zeros and len(facts.shown_s) == 101 and facts.unfinished == 100
+    assert furthest and max(furthest) <= zeros_from + MIN_LOST_BYTES
 
 
 def test_silent_sound_between_frames_is_not_taken_for_zeros_left_by_a_download(tmp_path):
