@@ -36,6 +36,7 @@ from model.detector import (
     Detector,
     undecided_band,
 )
+from model.container import IndexMissing
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
 from model.network import pick_device
@@ -121,6 +122,8 @@ def _part(options: dict) -> TimeRange:
 def _video_refused(error: VideoError) -> AnalysisError:
     if isinstance(error, FramesTooLarge):
         return AnalysisError(413, "frames_too_large", str(error))
+    if isinstance(error, IndexMissing):
+        return AnalysisError(415, "not_a_video", f"{error} Upload the whole file: as the camera saved it, or a download that finished.")
     return AnalysisError(415, "not_a_video", f"{error} Upload a video file (MP4, MOV, AVI, MKV, WebM, or an animated GIF or WebP).")
 
 

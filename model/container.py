@@ -23,6 +23,7 @@ from .truncation import (
     gif_ends_within_block,
     matroska_ends_within_block,
     mp4_ends_within_media,
+    mp4_index_missing,
     mp4_whole_fragments,
     program_stream_ends_within_packet,
     read_at,
@@ -42,6 +43,10 @@ class Undecodable(VideoError):
     """Nothing could be decoded: perhaps a codec that the other decoder knows."""
 
 
+class IndexMissing(Undecodable):
+    """An MP4 or QuickTime recording's frames without their index (`mp4_index_missing`)."""
+
+
 # FFmpeg's AVFieldOrder values for interlaced pictures: top or bottom field first, coded in either order
 INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 # FFmpeg's names of containers with no index (MPEG transport streams, as broadcasts, camcorders'
@@ -57,6 +62,11 @@ HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
 # captures are stored, an average rate of 60,000), not a video's.
 MAX_FPS = 1000.0
 NOT_OPENED = "This file could not be opened as a video."
+INDEX_MISSING = (
+    "This file holds the frames of an MP4 or MOV video but not their index, which comes last in"
+    " such a file: a recording stopped before it was saved, or a download cut short, leaves it so,"
+    " and without the index the frames cannot be found."
+)
 SOUND_ONLY = "This file holds sound but no video."
 UNKNOWN_CODEC = "This file's video names no codec this detector knows: its header may be damaged, or its codec is a rare one."
 # HDR video as phones record it (HLG: iPhones; PQ: HDR10) by FFmpeg's AVColorTransferCharacteristic
@@ -507,6 +517,12 @@ class _FilePrefix(io.RawIOBase):
 
 # Titles and tags are not read, and one not in UTF-8 (a damaged header, an old tagger) must not stop the reading
 METADATA_ERRORS = "replace"
+
+
+def not_opened(path: str | Path) -> Undecodable:
+    """The error for a file that FFmpeg cannot open: `IndexMissing` where it is an MP4 or
+    QuickTime recording's frames without their index, which says so."""
+    return IndexMissing(INDEX_MISSING) if mp4_index_missing(path) else Undecodable(NOT_OPENED)
 
 
 def open_container(path: str | Path, length: int | None = None) -> av.container.InputContainer:

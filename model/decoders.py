@@ -28,6 +28,7 @@ from .container import (
     assume_x264_build,
     demux,
     frame_rate,
+    not_opened,
     open_container,
     read_main_stream,
     refuse_without_video,
@@ -124,7 +125,7 @@ def open_with_opencv(path: str | Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
-        raise Undecodable(NOT_OPENED)
+        raise not_opened(path)
     return capture
 
 
@@ -141,7 +142,7 @@ class PyAVCapture:
         try:
             self._container = open_container(path)
         except (av.FFmpegError, OSError) as error:
-            raise Undecodable(NOT_OPENED) from error
+            raise not_opened(path) from error
         try:
             refuse_without_video(self._container)
             if not (streams := video_streams(self._container)):

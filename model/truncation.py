@@ -371,8 +371,9 @@ MAX_TOP_BOXES = 100_000
 
 def _mp4_boxes(file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
     """An MP4's (or QuickTime file's) top-level boxes: (where each begins, its size as stated,
-    its kind), up to the last whose header is whole; one whose size is 0 (up to the end of the
-    file) or not a size ends the walk."""
+    its kind), up to the last whose header is whole. One whose size is 0 runs to the end of the
+    file (a camera writes its media data so until it stops recording), and one whose size is not
+    a size ends the walk."""
     at = 0
     for _ in range(MAX_TOP_BOXES):
         header = read_at(file, at, 16)
@@ -381,10 +382,28 @@ def _mp4_boxes(file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
         size, kind = int.from_bytes(header[:4], "big"), header[4:8]
         if size == 1 and len(header) == 16:  # a 64-bit size follows
             size = int.from_bytes(header[8:16], "big")
+        if size == 0:
+            yield at, file.seek(0, os.SEEK_END) - at, kind
+            return
         if size < 8:
             return
         yield at, size, kind
         at += size
+
+
+# The boxes an MP4 or QuickTime file may begin with, and those that describe its content: the
+# index of a recording's frames, the items of a picture (HEIF, AVIF)
+MP4_FIRST_BOXES = frozenset({b"ftyp", b"mdat", b"wide", b"free", b"skip"})
+MP4_DESCRIPTIONS = frozenset({b"moov", b"meta"})
+
+
+def mp4_index_missing(path: str | Path) -> bool:
+    """Whether a file is an MP4 or QuickTime recording's media data without its index (moov),
+    which FFmpeg needs to find its frames: where the index comes last, a recording stopped
+    before it was saved, or a download cut short, leaves the file so."""
+    with open(path, "rb") as file:
+        kinds = [kind for _, _, kind in _mp4_boxes(file)]
+    return bool(kinds) and kinds[0] in MP4_FIRST_BOXES and b"mdat" in kinds and not MP4_DESCRIPTIONS & set(kinds)
 
 
 def mp4_ends_within_media(path: str) -> bool:

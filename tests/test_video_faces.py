@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, X264_FIXED_BUILD, container_facts
+from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, X264_FIXED_BUILD, IndexMissing, container_facts
 from model.damage import damaged_pictures
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
@@ -31,7 +31,7 @@ from model.faces import (
 )
 from model.layout import picture_region
 from model.timing import OutsideVideo, Timeline, TimeRange, format_time, parse_time, sample_indices
-from model.truncation import MIN_LOST_BYTES, TS_TAIL_BYTES
+from model.truncation import MIN_LOST_BYTES, TS_TAIL_BYTES, mp4_index_missing
 from model.video import FAILED_GRABS_AT_THE_END, PROGRESS_EVERY_FRAMES, FramesTooLarge, VideoError, probe_video, read_frames
 
 from media import (
@@ -1155,6 +1155,38 @@ def test_a_photo_is_not_taken_for_a_one_frame_video(tmp_path, name):
     for read in (probe_video, lambda path: read_frames(path, 10)):
         with pytest.raises(VideoError, match="single picture"):
             read(path)
+
+
+def mp4_box(kind: bytes, content: bytes) -> bytes:
+    return (8 + len(content)).to_bytes(4, "big") + kind + content
+
+
+def test_an_mp4_recording_without_its_index_is_refused_saying_so(tmp_path):
+    """An MP4 whose index (moov) comes after its frames' data, cut before it (a download stopped
+    early), or a camera's recording stopped before it was saved (its media data's size 0: up to
+    the end of the file), cannot be opened: the refusal says why. A file that holds its index,
+    or a picture's items (HEIF), is not taken for one."""
+    whole = write_h264(tmp_path / "whole.mp4", face_frames(20))
+    data = whole.read_bytes()
+    media_data, index = data.find(b"mdat") - 4, data.find(b"moov") - 4
+    assert 0 < media_data < index  # the index last
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: (media_data + index) // 2])
+    recording = tmp_path / "recording.mp4"
+    recording.write_bytes(data[:media_data] + bytes(4) + data[media_data + 4 : index])
+    for path in (cut, recording):
+        for read in (probe_video, lambda path: read_frames(path, 10)):
+            with pytest.raises(IndexMissing, match="video but not their index"):
+                read(path)
+    assert probe_video(whole).frame_count == 20 and not mp4_index_missing(whole)
+    picture = tmp_path / "picture.heic"
+    picture.write_bytes(mp4_box(b"ftyp", b"heic\0\0\0\0mif1heic") + mp4_box(b"meta", bytes(64)) + mp4_box(b"mdat", bytes(256)))
+    assert not mp4_index_missing(picture)
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("These are plain notes, not a video.\n" * 50)
+    with pytest.raises(VideoError) as refused:
+        probe_video(notes)
+    assert not isinstance(refused.value, IndexMissing)
 
 
 def test_an_animated_webp_is_read_over_its_frames_own_times(tmp_path):

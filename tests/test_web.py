@@ -550,6 +550,14 @@ def test_bad_files_get_clear_errors(client, media, clip, status, code):
     assert b"Traceback" not in page.data
 
 
+def test_an_mp4_cut_before_its_index_says_why_it_cannot_be_read(client, media):
+    error = post(client, "/api/v1/detect", media["truncated"]).get_json()["error"]
+    assert error["code"] == "not_a_video" and "video but not their index" in error["message"]
+    assert error["message"].endswith("Upload the whole file: as the camera saved it, or a download that finished.")
+    other = post(client, "/api/v1/detect", media["not_video"]).get_json()["error"]
+    assert "index" not in other["message"] and other["message"].endswith("or an animated GIF or WebP).")
+
+
 def test_missing_file_field(client):
     response = client.post("/api/v1/detect", data={}, content_type="multipart/form-data")
     assert response.status_code == 400
