@@ -101,7 +101,7 @@ def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) 
     verdict = result.label if result.confidence is None else f"{result.label} {result.confidence:.1f}%"
     if any(caveat["code"] == "uncertain" for caveat in result.caveats):  # as the result page says it
         verdict = f"undecided, leans {verdict}"
-    span = "" if whole else " from {} to {}".format(*map(format_time, result.span_s))
+    span = "" if whole and not result.closer_look else " from {} to {}".format(*map(format_time, result.span_s))
     faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
     picture = ", the picture alone searched, not the blurred copy around it" if result.picture else ""
     notes = "".join(f" Note: {c['message']}" for c in result.caveats)

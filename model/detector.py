@@ -9,8 +9,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -65,6 +67,11 @@ SPARSE_FRAMES_S = 10.0
 # 1, 3 or 5 frames of a face one after another gave an AUC 0.03–0.09 below 20 frames across the
 # clip (model card, "How the clip is judged changes little")
 FEW_FRAMES = 5
+# Where the main face is found in FEW_FRAMES frames or fewer, all within a stretch no longer than
+# this share of the part examined, that stretch is examined again (`_closer_part`): what a few
+# frames lack is their spread over the face's time more than their count (model card, "A face
+# seen only briefly")
+CLOSER_LOOK_MAX_SHARE = 0.5
 
 Progress = Callable[[str, int], None]  # (stage, percent of the whole analysis)
 
@@ -135,6 +142,9 @@ class DetectionResult:
     # where faces were searched for alone, when the video shows its picture over a blurred copy
     # of itself (`layout.picture_region`); None when the whole frame was searched
     picture: Region | None = None
+    # where the verdict comes from a closer look (`_closer_part`): the first look's part in
+    # seconds, its frames, and in how many the main face was found; else None
+    closer_look: dict | None = None
 
     @property
     def decisive(self) -> TrackResult | None:
@@ -159,6 +169,7 @@ class DetectionResult:
             "face_tracks": [t.as_dict() for t in self.tracks],
             "caveats": self.caveats,
             "picture": list(self.picture) if self.picture else None,
+            "closer_look": self.closer_look,
         }
 
 
@@ -247,13 +258,25 @@ class Detector:
     ) -> DetectionResult:
         """Judge one video, or a `part` of it: up to `max_faces` faces, each on its own. `explain`
         adds Grad-CAM heatmaps for each face's most suspicious frames; `progress(stage, percent)`
-        hears how far the analysis is. Analyses run one at a time (2 cores are not shared well);
-        the wait is reported as `seconds["queue"]`."""
+        hears how far the analysis is. Where the main face is found in only a few of the frames,
+        all within a short stretch of the part, the frames are taken again over that stretch, and
+        the verdict comes from them (`_closer_part`; the stage "looking_closer"). Analyses run one
+        at a time (2 cores are not shared well); the wait is reported as `seconds["queue"]`."""
         count = validate_sequence_length(sequence_length or self.config.sequence_length)
+        progress = progress or (lambda stage, percent: None)
         arrived = time.perf_counter()
         with self._lock:
-            seconds = {"queue": time.perf_counter() - arrived}
-            return self._analyse(path, count, max_faces, explain, progress or (lambda stage, percent: None), part, seconds)
+            started = time.perf_counter()
+            seconds = {"queue": started - arrived}
+            analyse = partial(self._analyse, path, count, max_faces, explain, seconds=seconds, started=started)
+            first = analyse(progress, part, look_closer=True)
+            if isinstance(first, DetectionResult):
+                return first
+            seconds["first_look"] = time.perf_counter() - started
+            closer = analyse(_closer_progress(progress), first.part)
+            if closer.label == "NO_FACE":  # not found there again: judged where it was first found
+                return analyse(_closer_progress(progress), part)
+            return _with_closer_look(closer, first)
 
     def _analyse(
         self,
@@ -264,12 +287,16 @@ class Detector:
         progress: Progress,
         part: TimeRange,
         seconds: dict[str, float],
-    ) -> DetectionResult:
+        started: float,
+        look_closer: bool = False,
+    ) -> DetectionResult | _CloserLook:
+        """`detect`'s analysis of the `part`, timed from when it `started`; where it may
+        `look_closer` and should (`_closer_part`), the part to look at again instead of a verdict."""
         start = time.perf_counter()
         progress("decoding", 0)
         sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
-        with self._checking_for_damage(path, sampled, start) as damage_found:
+        with self._checking_for_damage(path, sampled, started) as damage_found:
             mark = time.perf_counter()
             finding = _stage(progress, "finding_faces")
             finding(0.0)  # before the picture's region and the choice of search, which find no face yet
@@ -279,11 +306,13 @@ class Detector:
             frames = len(sampled.frames)
             # The most often seen face is always judged; others need enough frames to say anything.
             faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
+            if look_closer and faces and (closer := _closer_part(sampled, faces[0])):
+                return closer  # the check for damage in these frames is abandoned
             if not faces:
                 damaged = damage_found(lambda: finding(1.0))
                 found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damaged, verdict=False))
                 notes = [note for note in found if note]
-                seconds["total"] = time.perf_counter() - start
+                seconds["total"] = time.perf_counter() - started
                 return DetectionResult(
                     "NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds), caveats=notes, picture=picture
                 )
@@ -296,7 +325,7 @@ class Detector:
                 report(number / len(faces))
             seconds["model"] = time.perf_counter() - mark
             damaged = damage_found(lambda: report(1.0))
-            seconds["total"] = time.perf_counter() - start
+            seconds["total"] = time.perf_counter() - started
 
             deciding = max(tracks, key=lambda t: t.p_fake)
             deciding_face = faces[tracks.index(deciding)]
@@ -558,6 +587,53 @@ def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:
             "so this verdict says less than usual."
         ),
     }
+
+
+class _CloserLook(NamedTuple):
+    """A first look whose main face was found in `seen` of its `frames` alone, all within `part`."""
+
+    part: TimeRange
+    span_s: tuple[float, float]  # the first look's part, in seconds
+    frames: int
+    seen: int
+
+
+def _closer_part(sampled: SampledFrames, face: FaceCrops) -> _CloserLook | None:
+    """Where the main `face` is found in `FEW_FRAMES` of the frames or fewer, the stretch they lie
+    in, from the frame examined before the first to the one after the last (or the part's ends),
+    where it is no longer than `CLOSER_LOOK_MAX_SHARE` of the part examined; else None."""
+    positions = face.track.frame_positions
+    if len(positions) > FEW_FRAMES:
+        return None
+    start_s, end_s = sampled.span_s
+    times = [sampled.timeline.time_s(index) for index in sampled.indices]
+    first, last = min(positions), max(positions)
+    stretch = (times[first - 1] if first > 0 else start_s, times[last + 1] if last + 1 < len(times) else end_s)
+    if stretch[1] - stretch[0] > CLOSER_LOOK_MAX_SHARE * (end_s - start_s):
+        return None
+    return _CloserLook(TimeRange(*stretch), sampled.span_s, len(sampled.frames), len(positions))
+
+
+def _closer_progress(progress: Progress) -> Progress:
+    """A closer look's progress: its reading and its search for faces as one stage, held where the
+    first look's search ended; then its scoring."""
+    held = STAGE_SPANS["finding_faces"][1]
+    return lambda stage, percent: progress(stage, percent) if stage == "scoring" else progress("looking_closer", held)
+
+
+def _with_closer_look(result: DetectionResult, first: _CloserLook) -> DetectionResult:
+    """The verdict of a closer look (`_closer_part`), saying where it looked and why."""
+    (start_s, end_s), (looked_from, looked_to) = first.span_s, result.span_s
+    caveat = {
+        "code": "closer_look",
+        "message": (
+            f"The face was found in only {first.seen} of the {first.frames} frames examined from {format_time(start_s)} "
+            f"to {format_time(end_s)}, between {format_time(looked_from)} and {format_time(looked_to)}: the verdict "
+            f"comes from {result.frames} frames spread over that part alone."
+        ),
+    }
+    look = {"span_s": [round(t, 3) for t in first.span_s], "frames": first.frames, "seen": first.seen}
+    return replace(result, caveats=[caveat, *result.caveats], closer_look=look)
 
 
 def _sparse_caveat(sampled: SampledFrames) -> dict | None:

@@ -11,6 +11,7 @@
     starting: "Starting",
     decoding: "Decoding frames",
     finding_faces: "Finding faces",
+    looking_closer: "Looking again where the face was found",
     scoring: "Scoring faces",
   };
   const POLL_MS = 400;

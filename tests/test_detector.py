@@ -529,12 +529,62 @@ def test_a_face_found_in_only_a_few_frames_is_said_to_be(tiny_weights, media, tm
     from media import blank_frames, face_frames, write_h264
 
     faces, blank = face_frames(40), blank_frames(40, (640, 360))
-    brief = write_h264(tmp_path / "brief.mp4", [faces[i] if 18 <= i <= 21 else blank[i] for i in range(40)])
+    # at the start and at the end: the stretch between is the whole video, and not looked at again
+    apart = write_h264(tmp_path / "apart.mp4", [faces[i] if i < 4 or i >= 36 else blank[i] for i in range(40)])
     scoring_faces_as(monkeypatch, 0.9, 0.9)
-    result = Detector(tiny_weights).detect(brief, 20)
-    assert result.faces == 2 and result.caveats == [{
+    result = Detector(tiny_weights).detect(apart, 20)
+    assert result.faces == 4 and result.closer_look is None and result.caveats == [{
         "code": "few_frames",
-        "message": "The face was found in only 2 of the 20 frames examined. Judged on 5 or fewer frames of a face, the detector "
+        "message": "The face was found in only 4 of the 20 frames examined. Judged on 5 or fewer frames of a face, the detector "
         "told fakes from real videos less well than on 20 frames across the video, so this verdict says less than usual.",
     }]  # fmt: skip
     assert Detector(tiny_weights).detect(media["face_h264"], 20).caveats == []  # found in every frame
+
+
+@pytest.fixture(scope="module")
+def brief(tmp_path_factory) -> Path:
+    """The astronaut in frames 18 to 21 of 40 (0.4 s of 4 s), blank frames around her."""
+    from media import blank_frames, face_frames, write_h264
+
+    faces, blank = face_frames(40), blank_frames(40, (640, 360))
+    return write_h264(tmp_path_factory.mktemp("brief") / "brief.mp4", [faces[i] if 18 <= i <= 21 else blank[i] for i in range(40)])
+
+
+def test_a_face_found_in_a_few_frames_of_a_short_stretch_is_looked_at_again_there(tiny_weights, brief, monkeypatch):
+    """Found in frames 19 and 21 of the 20 examined (every other frame), between frames 17 and 23,
+    where it was not: those frames are taken again, and the verdict comes from them."""
+    scoring_faces_as(monkeypatch, 0.9)
+    events = []
+    result = Detector(tiny_weights).detect(brief, 20, progress=lambda stage, percent: events.append((stage, percent)))
+    assert result.closer_look == {"span_s": [0.0, 4.0], "frames": 20, "seen": 2}
+    assert result.span_s == pytest.approx((1.7, 2.3)) and result.frames == 6 and result.faces == 4
+    assert result.label == "FAKE" and result.tracks[0].frame_scores[0]["time_s"] == pytest.approx(1.8)
+    assert [caveat["code"] for caveat in result.caveats] == ["closer_look", "few_frames"]
+    assert result.caveats[0]["message"] == (
+        "The face was found in only 2 of the 20 frames examined from 0:00 to 0:04, between 0:01.7 and 0:02.3: "
+        "the verdict comes from 6 frames spread over that part alone."
+    )
+    stages = [stage for stage, _ in events]
+    assert stages.index("looking_closer") > stages.index("finding_faces") and stages[-1] == "scoring"
+    assert {"looking_closer", "finding_faces"} >= set(stages[stages.index("finding_faces") : stages.index("scoring")])
+    percents = [percent for _, percent in events]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert result.seconds["first_look"] < result.seconds["total"]
+
+
+def test_a_face_not_found_again_where_it_was_is_judged_where_it_was_first_found(tiny_weights, brief, monkeypatch):
+    import model.detector as detector
+
+    searches = []
+
+    def second_search_finds_none(frames, *args, **kwargs):
+        searches.append(len(frames))
+        return [] if len(searches) == 2 else extract_face_crops(frames, *args, **kwargs)
+
+    extract_face_crops = detector.extract_face_crops
+    monkeypatch.setattr(detector, "extract_face_crops", second_search_finds_none)
+    scoring_faces_as(monkeypatch, 0.9)
+    result = Detector(tiny_weights).detect(brief, 20)
+    assert searches == [20, 6, 20]  # the first look, the closer one, the first again
+    assert result.closer_look is None and result.frames == 20 and result.faces == 2 and result.span_s == (0.0, 4.0)
+    assert [caveat["code"] for caveat in result.caveats] == ["few_frames"]

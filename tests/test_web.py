@@ -122,6 +122,17 @@ def test_a_part_of_the_video_is_examined_and_shown_as_such(client, media):
     assert "Part examined" not in client.get(f"/results/{whole['id']}").data.decode()
 
 
+def test_a_closer_look_where_the_face_was_found_is_shown_as_the_part_examined(client, tmp_path):
+    faces, blank = face_frames(40), blank_frames(40, (640, 360))
+    brief = write_h264(tmp_path / "brief.mp4", [faces[i] if 18 <= i <= 21 else blank[i] for i in range(40)])
+    body = post(client, "/api/v1/detect", brief).get_json()
+    assert body["closer_look"] == {"span_s": [0.0, 4.0], "frames": 20, "seen": 2} and body["span_s"] == [1.7, 2.3]
+    assert body["caveats"][0]["code"] == "closer_look" and "options" in body and "start_s" not in body["options"]
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "<dt>Part examined</dt><dd>0:01.7 to 0:02.3 (of 0:04; looked at again where the face was found)</dd>" in html
+    assert 'data-caveat="closer_look"' in html and ">1.7 s</text>" in html  # the chart spans the part
+
+
 def test_times_are_the_videos_own_where_its_frame_rate_varies(client, variable_rate):
     body = post(client, "/api/v1/detect", variable_rate, sequence_length="10", start="6", end="9").get_json()
     assert body["span_s"] == [6.0, 9.0] and body["video"]["duration_s"] == 10.0
