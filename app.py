@@ -27,6 +27,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
+from model.container import IndexMissing
 from model.detector import (
     DEFAULT_MAX_FACES,
     DEFAULT_WEIGHTS,
@@ -36,7 +37,6 @@ from model.detector import (
     Detector,
     undecided_band,
 )
-from model.container import IndexMissing
 from model.images import encode_jpeg
 from model.jobs import AnalysisError, Job, JobStore, JobWorker
 from model.network import pick_device
