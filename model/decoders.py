@@ -41,6 +41,10 @@ from .container import (
 # failure reaches the caller as a VideoError instead. Read at the first capture; a value the
 # user set is kept.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+# So does OpenCV itself, at its level WARNING, where FFmpeg opens a file but finds no stream's
+# parameters in it (a damaged header) and where it tries the file as a numbered image sequence
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:

@@ -309,23 +309,29 @@ def test_ffmpeg_keeps_quiet_on_stderr_and_failures_are_still_raised(tmp_path):
     av1 = write_video(tmp_path / "clip.mp4", face_frames(6), "libsvtav1")
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(write_h264(tmp_path / "whole.mp4", face_frames(6)).read_bytes()[:2000])
+    # not a video, named with a run of digits (as an upload's stored name may be): OpenCV tries it
+    # as a numbered image sequence too, and its number is too large for one
+    notes = tmp_path / "4294967296123_notes.mp4"
+    notes.write_text("These are plain notes, not a video.\n" * 50)
     script = (
         "import sys\n"
         "from model.video import VideoError, read_frames\n"
         "print(len(read_frames(sys.argv[1], 3).frames))\n"
-        "try:\n"
-        "    read_frames(sys.argv[2], 3)\n"
-        "except VideoError as error:\n"
-        "    print(error)\n"
+        "for path in sys.argv[2:]:\n"
+        "    try:\n"
+        "        read_frames(path, 3)\n"
+        "    except VideoError as error:\n"
+        "        print(error)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}  # a fresh process, as served
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}  # as served
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(av1), str(truncated)], cwd=root, env=env, capture_output=True, text=True
-    )
+    files = [str(av1), str(truncated), str(notes)]
+    run = subprocess.run([sys.executable, "-c", script, *files], cwd=root, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[0] == "3" and "video" in run.stdout.splitlines()[1]
+    lines = run.stdout.splitlines()
+    assert lines[0] == "3" and "video" in lines[1] and lines[2] == "This file could not be opened as a video."
     assert " @ 0x" not in run.stderr, run.stderr  # FFmpeg's "[av1 @ 0x…] …" lines
+    assert "[ WARN" not in run.stderr, run.stderr  # OpenCV's own
 
 
 def test_pyav_capture_reads_and_seeks_to_what_opencv_reads(tmp_path):
