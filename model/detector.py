@@ -367,7 +367,8 @@ class Detector:
 
         def found(waiting: Callable[[], None]) -> int:
             stop.set()
-            until = time.perf_counter() + EXAMINED_WAIT_SHARE * (time.perf_counter() - started)
+            now = time.perf_counter()
+            until = now + EXAMINED_WAIT_SHARE * (now - started)
             while not wait([future], timeout=WAITING_REPORT_S).done:
                 if time.perf_counter() > until:
                     abandon.set()  # what it found so far stands

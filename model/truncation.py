@@ -74,6 +74,8 @@ ZEROS_CHUNK_BYTES = 1 << 20
 def _trailing_zeros_from(file: BinaryIO, end: int) -> int:
     """Where the zeros that a file's bytes before `end` end in begin, where there are at least
     `MIN_LOST_BYTES` of them (as a download that never got its end leaves), else `end`."""
+    if end < MIN_LOST_BYTES or read_at(file, end - MIN_LOST_BYTES, MIN_LOST_BYTES).count(0) < MIN_LOST_BYTES:
+        return end  # most files: no megabyte read to tell
     at, zeros = end, bytes(ZEROS_CHUNK_BYTES)
     while at > 0:
         chunk = read_at(file, max(0, at - ZEROS_CHUNK_BYTES), min(ZEROS_CHUNK_BYTES, at))
