@@ -199,6 +199,14 @@ def _affinity(previous: Box, box: Box, gap: int = 1) -> float:
     return MATCH_IOU * max(0.0, 1 - distance / reach)  # below any real overlap; nearer scores higher
 
 
+def _continues(track: FaceTrack, box: Box, position: int) -> float:
+    """How likely a box is the face a track follows: its affinity to the track's last box, or to
+    the one before where that is higher: a face's box that jumps in size for one frame (64 px
+    tall, then 108, then 64 again, in a clip re-encoded at 480p) does not end the track."""
+    gap = position - track.frame_positions[-1]
+    return max(_affinity(previous, box, gap) for previous in track.boxes[-2:])
+
+
 def track_faces(detections: list[list[Box]], max_tracks: int | None = 1) -> list[FaceTrack]:
     """Link per-frame boxes into tracks; the most consistently seen (then largest) first (all of
     them where `max_tracks` is None)."""
@@ -208,7 +216,7 @@ def track_faces(detections: list[list[Box]], max_tracks: int | None = 1) -> list
         for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])):
             best, best_score = None, 0.0
             for i in free:
-                score = _affinity(tracks[i].boxes[-1], box, position - tracks[i].frame_positions[-1])
+                score = _continues(tracks[i], box, position)
                 if score > best_score:
                     best, best_score = i, score
             if best is None:

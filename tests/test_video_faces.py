@@ -1358,6 +1358,23 @@ def test_tracking_keeps_the_consistent_face():
     assert all(box == steady for box in track.boxes)
 
 
+def test_one_box_of_another_size_does_not_end_a_track():
+    # a face's boxes in frames of a real clip re-encoded at 480p: 76, 78, then 108 px tall for one
+    # frame (overlapping the next by an IoU of 0.27, and 1.7 times its height), then 64 again
+    detections = [[(66, 623, 142, 546)], [(82, 640, 160, 563)], [(67, 652, 175, 545)], [(69, 597, 133, 533)], [(76, 597, 140, 533)]]
+    tracks = track_faces(detections, max_tracks=None)
+    assert [t.frame_positions for t in tracks] == [[0, 1, 2, 3, 4]]
+
+
+def test_a_face_beside_where_another_was_is_not_taken_for_it():
+    # two people 200 px apart; the one on the left is missed in frame 1 and found again in frame 2
+    left, right = (100, 200, 180, 120), (100, 400, 180, 320)
+    detections = [[left, right], [right], [left, right], [right], [left, right]]
+    tracks = track_faces(detections, max_tracks=None)
+    assert sorted(t.frame_positions for t in tracks) == [[0, 1, 2, 3, 4], [0, 2, 4]]
+    assert all(len(set(t.boxes)) == 1 for t in tracks)
+
+
 def test_frames_between_steady_detections_are_interpolated(monkeypatch):
     import model.faces as faces
 
