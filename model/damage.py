@@ -20,6 +20,10 @@ from .container import (
 )
 
 
+# codecs whose undamaged pictures FFmpeg's strict checks reject: its TIFF decoder, every picture
+# its own TIFF encoder writes (an unknown tag, 296, the resolution's unit)
+STRICT_CHECKS_MISFIRE = frozenset({"tiff"})
+
 # a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
 # before it (several seconds of 4K from a phone; minutes of 1080p where a video has one key frame)
 GROUP_BYTES_HELD = 32 * 2**20
@@ -45,7 +49,7 @@ def damaged_pictures(
     is not counted: an open group's pictures may refer to the one before. One thread: it is meant
     to run beside the analysis, on what that leaves idle. `stream_index`: the video stream to
     check (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated
-    WebP) or cannot open."""
+    WebP) or cannot open, and for codecs its strict checks misfire on (`STRICT_CHECKS_MISFIRE`)."""
     if animated_webp(path):
         return 0
     stop, abandon = stop or threading.Event(), abandon or threading.Event()
@@ -59,6 +63,8 @@ def damaged_pictures(
                 if not (streams := video_streams(container)):
                     return 0
                 stream = streams[0] if stream_index is None else container.streams[stream_index]
+                if stream.codec_context.name in STRICT_CHECKS_MISFIRE:
+                    return 0
                 stream.codec_context.thread_count = 1
                 # no deblocking: the pictures themselves are not looked at
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}

@@ -1066,6 +1066,21 @@ def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, 
     assert damaged_pictures(damaged, WHOLE, stopped) == 0  # not looked for once stopped
 
 
+@pytest.mark.parametrize(
+    "name, codec, pix_fmt",
+    [
+        ("tiff.mov", "tiff", "rgb24"),  # FFmpeg's strict checks reject a tag its own encoder writes
+        ("png.mov", "png", "rgb24"),
+        ("prores.mov", "prores_ks", "yuv422p10le"),
+        ("ffv1.mkv", "ffv1", "yuv420p"),
+        ("mjpeg.avi", "mjpeg", "yuvj420p"),
+    ],
+)
+def test_an_intact_video_of_pictures_each_coded_alone_has_none_damaged(tmp_path, name, codec, pix_fmt):
+    intact = write_video(tmp_path / name, face_frames(20, (320, 180)), codec, pix_fmt=pix_fmt)
+    assert damaged_pictures(intact, (0.0, 2.0)) == 0 and damaged_pictures(intact, (0.0, 2.0), examined_s=[0.5, 1.4]) == 0
+
+
 @pytest.mark.parametrize("name, codec, params", GROUPS_OF_PICTURES)
 def test_a_group_of_pictures_too_large_to_hold_is_checked_as_it_comes(tmp_path, monkeypatch, name, codec, params):
     """The frames examined are looked at first, each from the key frame before it; a group of
