@@ -201,8 +201,9 @@ def _affinity(previous: Box, box: Box, gap: int = 1) -> float:
 
 def _continues(track: FaceTrack, box: Box, position: int) -> float:
     """How likely a box is the face a track follows: its affinity to the track's last box, or to
-    the one before where that is higher: a face's box that jumps in size for one frame (64 px
-    tall, then 108, then 64 again, in a clip re-encoded at 480p) does not end the track."""
+    the one before where that is higher (both over the time since the last), so that a face's box
+    that jumps in size for one frame (78 px tall, then 108, then 64, in a clip re-encoded at 480p)
+    does not end the track."""
     gap = position - track.frame_positions[-1]
     return max(_affinity(previous, box, gap) for previous in track.boxes[-2:])
 
