@@ -102,7 +102,8 @@ def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) 
     if any(caveat["code"] == "uncertain" for caveat in result.caveats):  # as the result page says it
         verdict = f"undecided, leans {verdict}"
     span = "" if whole and not result.closer_look else " from {} to {}".format(*map(format_time, result.span_s))
-    faces = f", {len(result.tracks)} faces" if len(result.tracks) > 1 else ""
+    judged, found = len(result.tracks), len(result.tracks) + result.faces_not_judged
+    faces = f", {judged} of {found} faces judged" if found > judged else f", {judged} faces" if judged > 1 else ""
     picture = ", the picture alone searched, not the blurred copy around it" if result.picture else ""
     notes = "".join(f" Note: {c['message']}" for c in result.caveats)
     return f"{path}: {verdict} (frames {result.frames}{span}{faces}{picture}, {seconds:.2f} s){notes}"

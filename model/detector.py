@@ -21,7 +21,7 @@ from .captions import text_across_face
 from .conditions import colourless, dim, grainy, toned
 from .damage import damaged_pictures
 from .explain import grad_cam, overlay_heatmap
-from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, extract_face_crops
+from .faces import UPRIGHT_FROM_DEGREES, FaceCrops, crop_tracks, follow_faces
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
@@ -145,6 +145,8 @@ class DetectionResult:
     # where the verdict comes from a closer look (`_closer_part`): the first look's part in
     # seconds, its frames, and in how many the main face was found; else None
     closer_look: dict | None = None
+    # faces seen in enough frames to judge beyond the `max_faces` judged
+    faces_not_judged: int = 0
 
     @property
     def decisive(self) -> TrackResult | None:
@@ -170,6 +172,7 @@ class DetectionResult:
             "caveats": self.caveats,
             "picture": list(self.picture) if self.picture else None,
             "closer_look": self.closer_look,
+            "faces_not_judged": self.faces_not_judged,
         }
 
 
@@ -301,11 +304,12 @@ class Detector:
             finding = _stage(progress, "finding_faces")
             finding(0.0)  # before the picture's region and the choice of search, which find no face yet
             picture = picture_region(sampled.frames)
-            faces = extract_face_crops(sampled.frames, self.config.image_size, max_faces, finding, picture, self.upright_from)
-            seconds["faces"] = time.perf_counter() - mark
+            followed = follow_faces(sampled.frames, finding, several_faces=max_faces > 1, picture=picture)
             frames = len(sampled.frames)
             # The most often seen face is always judged; others need enough frames to say anything.
-            faces = faces[:1] + [f for f in faces[1:] if len(f.crops) >= max(2, MIN_TRACK_SHARE * frames)]
+            judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= max(2, MIN_TRACK_SHARE * frames)]
+            faces = crop_tracks(sampled.frames, judgeable[:max_faces], self.config.image_size, self.upright_from)
+            seconds["faces"] = time.perf_counter() - mark
             if look_closer and faces and (closer := _closer_part(sampled, faces[0])):
                 return closer  # the check for damage in these frames is abandoned
             if not faces:
@@ -345,8 +349,9 @@ class Detector:
                 _rounded(seconds),
                 tracks,
                 deciding.track_id,
-                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged),
+                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged, len(judgeable)),
                 picture,
+                faces_not_judged=len(judgeable) - len(faces),
             )
 
     @contextlib.contextmanager
@@ -393,9 +398,11 @@ class Detector:
         faces: list[FaceCrops],
         deciding_face: FaceCrops,
         damaged: int,
+        judgeable: int,
     ) -> list[dict]:
         """What makes this verdict say less than the validation's headline figures suggest."""
         caveats = (
+            _faces_not_judged_caveat(len(tracks), judgeable),
             self._uncertain_caveat(confidence),
             self._small_face_caveat(label, tracks),
             self._gif_caveat(label, sampled),
@@ -571,6 +578,19 @@ def _caption_caveat(faces: list[FaceCrops], sampled: SampledFrames, tracks: list
 def _named(track: TrackResult, tracks: list[TrackResult], alone: str = "The face") -> str:
     """How a caveat names a face: by its number where several were judged."""
     return f"Face {track.track_id}" if len(tracks) > 1 else alone
+
+
+def _faces_not_judged_caveat(judged: int, judgeable: int) -> dict | None:
+    """More faces seen often enough to judge than were judged (`max_faces`)."""
+    if judgeable <= judged:
+        return None
+    left = judgeable - judged
+    most_seen = "the one seen most often was judged" if judged == 1 else f"the {judged} seen most often were judged"
+    others = "the other was not: were it manipulated, it" if left == 1 else f"the other {left} were not: a manipulated face among them"
+    return {
+        "code": "faces_not_judged",
+        "message": f"{judgeable} faces were found in enough of the frames to judge; {most_seen}, and {others} would not show in this verdict.",
+    }
 
 
 def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:

@@ -378,6 +378,31 @@ def _detect_in_frames(
     return detections
 
 
+def follow_faces(
+    frames: list[np.ndarray],
+    progress: Callable[[float], None] | None = None,
+    several_faces: bool = False,
+    picture: SearchArea = "find",
+) -> list[FaceTrack]:
+    """Detect faces in the frames (in the `picture` alone where there is one) and follow them, a
+    person's tracks joined (`merge_same_faces`): every face, the most often seen first."""
+    detections = detect_faces_in_frames(frames, progress, several_faces, picture=picture)
+    return merge_same_faces(track_faces(detections, max_tracks=None), frames)
+
+
+def crop_tracks(
+    frames: list[np.ndarray], tracks: list[FaceTrack], size: int = 112, upright_from: float = UPRIGHT_FROM_DEGREES
+) -> list[FaceCrops]:
+    """Each track's crops, a face that leans `upright_from` degrees or more turned upright."""
+
+    def cropped(track: FaceTrack) -> FaceCrops:
+        rotations = [upright_rotation(frames[p], box, upright_from) for p, box in zip(track.frame_positions, track.boxes)]
+        crops = [crop_face(frames[p], box, size, rotation=r) for p, box, r in zip(track.frame_positions, track.boxes, rotations)]
+        return FaceCrops(track, np.stack(crops), [rotation_degrees(r) for r in rotations])
+
+    return [cropped(track) for track in tracks]
+
+
 def extract_face_crops(
     frames: list[np.ndarray],
     size: int = 112,
@@ -386,15 +411,7 @@ def extract_face_crops(
     picture: SearchArea = "find",
     upright_from: float = UPRIGHT_FROM_DEGREES,
 ) -> list[FaceCrops]:
-    """Detect faces in the frames (in the `picture` alone where there is one), follow them (a
-    person's tracks joined, `merge_same_faces`), and crop each track (the most often seen first;
-    a face that leans `upright_from` degrees or more turned upright); empty when no face."""
-    detections = detect_faces_in_frames(frames, progress, several_faces=max_tracks > 1, picture=picture)
-    tracks = merge_same_faces(track_faces(detections, max_tracks=None), frames)[:max_tracks]
-
-    def cropped(track: FaceTrack) -> FaceCrops:
-        rotations = [upright_rotation(frames[p], box, upright_from) for p, box in zip(track.frame_positions, track.boxes)]
-        crops = [crop_face(frames[p], box, size, rotation=r) for p, box, r in zip(track.frame_positions, track.boxes, rotations)]
-        return FaceCrops(track, np.stack(crops), [rotation_degrees(r) for r in rotations])
-
-    return [cropped(track) for track in tracks]
+    """The crops of the `max_tracks` faces seen most often (`follow_faces`, `crop_tracks`); empty
+    when no face."""
+    tracks = follow_faces(frames, progress, several_faces=max_tracks > 1, picture=picture)
+    return crop_tracks(frames, tracks[:max_tracks], size, upright_from)

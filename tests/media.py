@@ -54,6 +54,16 @@ def two_face_frames(count: int = 20, size: tuple[int, int] = (960, 360)) -> list
     return frames
 
 
+def grid_frames(count: int = 20, rows: int = 2, columns: int = 3, tile: tuple[int, int] = (426, 240)) -> list[np.ndarray]:
+    """A video call's grid of people: `rows` × `columns` tiles of the astronaut clip, each
+    `tile` (width, height) and a few frames on from the one before."""
+    clip = face_frames(count, tile)
+    return [
+        np.vstack([np.hstack([clip[(i + 3 * (r * columns + c)) % count] for c in range(columns)]) for r in range(rows)])
+        for i in range(count)
+    ]
+
+
 def near_and_far_frames(count: int = 6, far_scale: float = 1.2, size: tuple[int, int] = (1280, 720)) -> list[np.ndarray]:
     """Two people at different distances: the astronaut close up on the left (a face about 220 px
     tall at 720p) and, mirrored, farther away on the right (about 90 px at `far_scale` 1.0, 105 px

@@ -162,3 +162,11 @@ def test_a_video_reposted_over_a_blurred_copy_of_itself_is_searched_in_its_pictu
     text = run_cli("detect", "--sequence-length", "10", "--weights", str(tiny_weights), str(clip)).stdout
     searched = "the picture alone searched, not the blurred copy around it"
     assert re.search(rf": (REAL|FAKE) [\d.]+% \(frames 10, {searched}, [\d.]+ s\)", text), text
+
+
+def test_a_video_of_more_people_than_are_judged_says_how_many_were(tmp_path, tiny_weights):
+    from media import grid_frames
+
+    call = write_h264(tmp_path / "call.mp4", grid_frames())
+    line = run_cli("detect", "--weights", str(tiny_weights), str(call)).stdout
+    assert re.search(r"\(frames 20, 4 of 6 faces judged, [\d.]+ s\) Note: 6 faces were found in enough of the frames", line), line

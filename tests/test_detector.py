@@ -321,9 +321,13 @@ def test_faces_in_shrunk_frames_are_placed_in_the_video_s_pixels(tiny_weights, m
     assert shrunk.tracks[0].crops.shape[1:] == (112, 112, 3)
 
 
-def test_max_faces_limits_the_tracks(tiny_weights, two_faces):
-    assert len(Detector(tiny_weights).detect(two_faces, 20, max_faces=1).tracks) == 1
-    assert len(Detector(tiny_weights).detect(two_faces, 20).tracks) == 2
+def test_max_faces_limits_the_tracks_and_the_faces_left_are_told(tiny_weights, two_faces):
+    one, both = Detector(tiny_weights).detect(two_faces, 20, max_faces=1), Detector(tiny_weights).detect(two_faces, 20)
+    assert len(one.tracks) == 1 and one.faces_not_judged == 1 and one.as_dict()["faces_not_judged"] == 1
+    (caveat,) = [c["message"] for c in one.caveats if c["code"] == "faces_not_judged"]
+    assert caveat.startswith("2 faces were found in enough of the frames to judge; the one seen most often was judged, and the other was not")
+    assert len(both.tracks) == 2 and both.faces_not_judged == 0
+    assert "faces_not_judged" not in [c["code"] for c in both.caveats]
 
 
 def test_heatmaps_for_the_most_suspicious_frames(tiny_weights, media):
@@ -579,10 +583,10 @@ def test_a_face_not_found_again_where_it_was_is_judged_where_it_was_first_found(
 
     def second_search_finds_none(frames, *args, **kwargs):
         searches.append(len(frames))
-        return [] if len(searches) == 2 else extract_face_crops(frames, *args, **kwargs)
+        return [] if len(searches) == 2 else follow_faces(frames, *args, **kwargs)
 
-    extract_face_crops = detector.extract_face_crops
-    monkeypatch.setattr(detector, "extract_face_crops", second_search_finds_none)
+    follow_faces = detector.follow_faces
+    monkeypatch.setattr(detector, "follow_faces", second_search_finds_none)
     scoring_faces_as(monkeypatch, 0.9)
     result = Detector(tiny_weights).detect(brief, 20)
     assert searches == [20, 6, 20]  # the first look, the closer one, the first again

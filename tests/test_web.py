@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html as html_text
 import io
 import json
 import re
@@ -17,6 +18,7 @@ from media import (
     cut_short_copy,
     damaged_copy,
     face_frames,
+    grid_frames,
     over_blurred_copy,
     turned_about_centre,
     two_face_frames,
@@ -193,6 +195,15 @@ def test_a_video_of_two_people_weighs_both_faces(client, tmp_path):
     html = client.get(f"/results/{body['id']}").data.decode()
     assert "Probability that the video holds a manipulated face: <strong>%.1f%%</strong>" % (body["p_fake"] * 100) in html
     assert "face %d looks the most manipulated (%.1f%%)" % (suspect["track_id"], suspect["p_fake"] * 100) in html
+
+
+def test_a_video_call_of_more_people_than_are_judged_says_how_many_were_left(client, tmp_path):
+    body = post(client, "/api/v1/detect", write_h264(tmp_path / "call.mp4", grid_frames())).get_json()
+    assert len(body["face_tracks"]) == 4 and body["faces_not_judged"] == 2
+    (caveat,) = [c["message"] for c in body["caveats"] if c["code"] == "faces_not_judged"]
+    assert caveat.startswith("6 faces were found in enough of the frames to judge; the 4 seen most often were judged, and the other 2 were not")
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "It weighs the 4 faces judged together" in html and html_text.escape(caveat) in html
 
 
 def test_a_video_reposted_over_a_blurred_copy_of_itself_says_faces_were_searched_in_the_picture(client, tmp_path):
