@@ -29,6 +29,11 @@ PROBE_FRAMES = 2  # frames searched more ways first, to choose how to search the
 # the finer level HOG also finds face-like patterns (a badge on a jacket, 0.1–0.3) that real
 # faces outscore (1.0–1.3 for an 80 px face in 720p video).
 SMALL_FACE_MIN_SCORE = 0.5
+# A face-like pattern on a person's clothes (the badge and the mission patch on the tests'
+# astronaut's suit, which HOG scores 0.0–0.25 where compression or a close-up brings them up) lies
+# below their face: within this many of its heights below its chin, and of its widths to either
+# side of its centre.
+BODY_HEIGHTS, BODY_WIDTHS = 4.0, 1.5
 CROP_MARGIN = 0.25  # fraction of the face box added on each side
 MATCH_IOU = 0.3
 # Two tracks never in the same frame whose faces' encodings (face_recognition's 128-d) lie closer
@@ -71,11 +76,29 @@ def detection_scale(height: int, width: int, max_side: int = DETECT_MAX_SIDE) ->
     return 2 * (5 / 6) ** math.ceil(math.log(2 / target) / math.log(6 / 5))
 
 
-def _hog(image: np.ndarray, upsample: int, min_score: float = 0.0) -> list[Box]:
-    """dlib's HOG face boxes (face_recognition's detector) scoring at least `min_score`."""
+def _hog(image: np.ndarray, upsample: int, min_score: float = 0.0) -> list[tuple[Box, float]]:
+    """dlib's HOG face boxes (face_recognition's detector) scoring at least `min_score`, with their scores."""
     height, width = image.shape[:2]
-    rects, _, _ = face_recognition.api.face_detector.run(image, upsample, min_score)
-    return [(max(0, r.top()), min(width, r.right()), min(height, r.bottom()), max(0, r.left())) for r in rects]
+    rects, scores, _ = face_recognition.api.face_detector.run(image, upsample, min_score)
+    return [
+        ((max(0, r.top()), min(width, r.right()), min(height, r.bottom()), max(0, r.left())), score)
+        for r, score in zip(rects, scores)
+    ]
+
+
+def _on_body(box: Box, face: Box) -> bool:
+    """Whether a box's centre lies where the body of the person whose face is `face` would be."""
+    height, width = face[2] - face[0], face[1] - face[3]
+    middle_y, middle_x = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return face[2] < middle_y < face[2] + BODY_HEIGHTS * height and abs(middle_x - (face[1] + face[3]) / 2) < BODY_WIDTHS * width
+
+
+def _not_on_clothes(found: list[tuple[Box, float]]) -> list[Box]:
+    """The boxes, less the ones scoring under SMALL_FACE_MIN_SCORE on the body of a face found
+    with them that scores at least that (`_on_body`): a badge, a mission patch, a face printed on
+    a shirt. A weak face below a pattern as weak is kept."""
+    sure = [box for box, score in found if score >= SMALL_FACE_MIN_SCORE]
+    return [box for box, score in found if score >= SMALL_FACE_MIN_SCORE or not any(_on_body(box, face) for face in sure)]
 
 
 def _beside(found: list[Box], boxes: list[Box]) -> list[Box]:
@@ -83,20 +106,18 @@ def _beside(found: list[Box], boxes: list[Box]) -> list[Box]:
     return [box for box in boxes if all(iou(box, other) <= MATCH_IOU for other in found)]
 
 
-def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[Box]:
-    """HOG face boxes in full-resolution coordinates, at one of SEARCH_LEVELS."""
+def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[tuple[Box, float]]:
+    """HOG face boxes in full-resolution coordinates, at one of SEARCH_LEVELS, with their scores."""
     max_side, upsample = SEARCH_LEVELS[level]
     height, width = frame.shape[:2]
     scale = detection_scale(height, width, max_side)
     small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     return [
         (
-            max(0, round(t / scale)),
-            min(width, round(r / scale)),
-            min(height, round(b / scale)),
-            max(0, round(l / scale)),
+            (max(0, round(t / scale)), min(width, round(r / scale)), min(height, round(b / scale)), max(0, round(l / scale))),
+            score,
         )
-        for t, r, b, l in _hog(small, upsample, min_score)
+        for (t, r, b, l), score in _hog(small, upsample, min_score)
     ]
 
 
@@ -106,12 +127,13 @@ def detect_faces(
     """HOG face boxes in full-resolution coordinates: the frame is searched at SEARCH_LEVELS in
     turn, up to level `deepest`, until faces are found. With `look_beside`, the next level also
     searches for smaller faces beside those, and adds the ones it is sure of. `searched` keeps
-    each search's boxes for a caller that asks about the same frame more than one way."""
+    each search's boxes for a caller that asks about the same frame more than one way. A
+    pattern on a person's clothes that HOG takes for a face is left out (`_not_on_clothes`)."""
     searched = {} if searched is None else searched
 
     def search(level: int, min_score: float = 0.0) -> list[Box]:
         if (level, min_score) not in searched:
-            searched[level, min_score] = _search(frame, level, min_score)
+            searched[level, min_score] = _not_on_clothes(_search(frame, level, min_score))
         return searched[level, min_score]
 
     for level in range(deepest + 1):

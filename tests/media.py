@@ -64,6 +64,22 @@ def grid_frames(count: int = 20, rows: int = 2, columns: int = 3, tile: tuple[in
     ]
 
 
+def close_up_frames(shifts: Iterable[int] = (0, 10)) -> list[np.ndarray]:
+    """The astronaut filmed close in a 450 × 800 portrait frame, from her hair to the badge on her
+    suit, moved up by each of `shifts` (pixels of the picture)."""
+    image = data.astronaut()
+    return [cv2.resize(np.ascontiguousarray(image[k : 450 + k, 114:367]), (450, 800), interpolation=cv2.INTER_CUBIC) for k in shifts]
+
+
+def parent_and_child_frame() -> np.ndarray:
+    """A face and, below it on the body's side, a smaller one: a parent holding a child."""
+    head = np.ascontiguousarray(data.astronaut()[0:260, 120:380])
+    canvas = np.full((640, 480, 3), 90, np.uint8)
+    canvas[0:300, 90:390] = cv2.resize(head, (300, 300), interpolation=cv2.INTER_AREA)
+    canvas[330:510, 200:380] = cv2.resize(head, (180, 180), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
 def near_and_far_frames(count: int = 6, far_scale: float = 1.2, size: tuple[int, int] = (1280, 720)) -> list[np.ndarray]:
     """Two people at different distances: the astronaut close up on the left (a face about 220 px
     tall at 720p) and, mirrored, farther away on the right (about 90 px at `far_scale` 1.0, 105 px

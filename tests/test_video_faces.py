@@ -1364,6 +1364,26 @@ def test_no_face_found_in_blank_clip(media):
     assert all(detect_faces(f) == [] for f in sampled.frames)
 
 
+def test_a_pattern_on_clothes_is_not_taken_for_a_face():
+    import model.faces as faces
+    from media import close_up_frames, parent_and_child_frame
+
+    frames = close_up_frames()
+    # HOG finds her suit's badge below her face (scoring about 0.15 in these frames), and it is left out
+    assert all(len(faces._search(frame, 0)) == 2 for frame in frames)
+    assert all(len(detect_faces(frame)) == 1 for frame in frames)
+    # a face there that HOG is sure of (0.8) is a face: a child held by the parent
+    parent, child = faces._search(parent_and_child_frame(), 0)
+    assert faces._on_body(child[0], parent[0]) and detect_faces(parent_and_child_frame()) == [parent[0], child[0]]
+    # where a weak box lies decides: below a larger face, in its body's span, or not
+    face = (100, 300, 300, 100)  # 200 px tall and wide
+    below, beside, far_below = (400, 250, 480, 170), (120, 520, 200, 440), (1200, 250, 1280, 170)
+    kept = faces._not_on_clothes([(face, 1.2), (below, 0.2), (beside, 0.2), (far_below, 0.2)])
+    assert kept == [face, beside, far_below]
+    assert faces._not_on_clothes([(face, 1.2), (below, 0.6)]) == [face, below]
+    assert faces._not_on_clothes([(face, 0.3), (below, 0.2)]) == [face, below]  # neither is sure
+
+
 def test_tracking_keeps_the_consistent_face():
     big_once = [(0, 300, 300, 0)]
     steady = (100, 200, 160, 140)
