@@ -1454,11 +1454,11 @@ def test_a_face_too_small_for_the_usual_copy_is_found_on_a_finer_one():
     far = near_and_far_frames(4, far_scale=0.8, size=(1920, 1080))
     frames = [np.where(np.arange(1920)[None, :, None] < 960, 40, f).astype(np.uint8) for f in far]  # the far face alone
     # the original search (full resolution) finds the face, about 75 px tall, and, at this size, the badge on her suit too
-    originals = sorted(face_recognition.face_locations(frames[0]))
-    assert originals[0][2] - originals[0][0] < 80 and detect_faces(frames[0]) == []  # the usual copy finds nothing
+    face, badge = sorted(face_recognition.face_locations(frames[0]))
+    assert face[2] - face[0] < 80 and detect_faces(frames[0]) == []  # the usual copy finds nothing
     for boxes in detect_faces_in_frames(frames):
-        assert len(boxes) == len(originals)
-        assert all(iou(found, original) > 0.5 for found, original in zip(sorted(boxes), originals)), (boxes, originals)
+        (found,) = boxes  # the face; the badge below it, a pattern on her clothes, is left out
+        assert iou(found, face) > 0.5, (found, face)
 
 
 def test_the_search_is_chosen_on_a_few_frames_and_each_frame_searched_once(monkeypatch):
