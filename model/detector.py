@@ -309,6 +309,7 @@ class Detector:
             # The most often seen face is always judged; others need enough frames to say anything.
             judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= max(2, MIN_TRACK_SHARE * frames)]
             faces = crop_tracks(sampled.frames, judgeable[:max_faces], self.config.image_size, self.upright_from)
+            not_judged = len(judgeable) - len(faces)
             seconds["faces"] = time.perf_counter() - mark
             if look_closer and faces and (closer := _closer_part(sampled, faces[0])):
                 return closer  # the check for damage in these frames is abandoned
@@ -349,9 +350,9 @@ class Detector:
                 _rounded(seconds),
                 tracks,
                 deciding.track_id,
-                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged, len(judgeable)),
+                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged, not_judged),
                 picture,
-                faces_not_judged=len(judgeable) - len(faces),
+                faces_not_judged=not_judged,
             )
 
     @contextlib.contextmanager
@@ -398,11 +399,11 @@ class Detector:
         faces: list[FaceCrops],
         deciding_face: FaceCrops,
         damaged: int,
-        judgeable: int,
+        not_judged: int,
     ) -> list[dict]:
         """What makes this verdict say less than the validation's headline figures suggest."""
         caveats = (
-            _faces_not_judged_caveat(len(tracks), judgeable),
+            _faces_not_judged_caveat(len(tracks), not_judged),
             self._uncertain_caveat(confidence),
             self._small_face_caveat(label, tracks),
             self._gif_caveat(label, sampled),
@@ -580,16 +581,15 @@ def _named(track: TrackResult, tracks: list[TrackResult], alone: str = "The face
     return f"Face {track.track_id}" if len(tracks) > 1 else alone
 
 
-def _faces_not_judged_caveat(judged: int, judgeable: int) -> dict | None:
-    """More faces seen often enough to judge than were judged (`max_faces`)."""
-    if judgeable <= judged:
+def _faces_not_judged_caveat(judged: int, left: int) -> dict | None:
+    """More faces seen often enough to judge than were judged (`max_faces`): `left` more."""
+    if not left:
         return None
-    left = judgeable - judged
     most_seen = "the one seen most often was judged" if judged == 1 else f"the {judged} seen most often were judged"
     others = "the other was not: were it manipulated, it" if left == 1 else f"the other {left} were not: a manipulated face among them"
     return {
         "code": "faces_not_judged",
-        "message": f"{judgeable} faces were found in enough of the frames to judge; {most_seen}, and {others} would not show in this verdict.",
+        "message": f"{judged + left} faces were found in enough of the frames to judge; {most_seen}, and {others} would not show in this verdict.",
     }
 
 
