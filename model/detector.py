@@ -276,10 +276,12 @@ class Detector:
             if isinstance(first, DetectionResult):
                 return first
             seconds["first_look"] = time.perf_counter() - started
-            closer = analyse(_closer_progress(progress), first.part)
-            if closer.label == "NO_FACE":  # not found there again: judged where it was first found
-                return analyse(_closer_progress(progress), part)
-            return _with_closer_look(closer, first)
+            closer = analyse(_closer_progress(progress), first.part, seconds=dict(seconds))
+            if closer.label != "NO_FACE":
+                return _with_closer_look(closer, first)
+            # not found there again: judged where it was first found, on the first look's frames
+            with self._checking_for_damage(path, first.found.sampled, started) as damage_found:
+                return self._conclude(first.found, explain, _closer_progress(progress), damage_found, seconds, started)
 
     def _analyse(
         self,
@@ -300,60 +302,77 @@ class Detector:
         sampled = read_frames(path, count, progress=_stage(progress, "decoding"), part=part)
         seconds["decode"] = time.perf_counter() - start
         with self._checking_for_damage(path, sampled, started) as damage_found:
-            mark = time.perf_counter()
-            finding = _stage(progress, "finding_faces")
-            finding(0.0)  # before the picture's region and the choice of search, which find no face yet
-            picture = picture_region(sampled.frames)
-            followed = follow_faces(sampled.frames, finding, several_faces=max_faces > 1, picture=picture)
-            frames = len(sampled.frames)
-            # The most often seen face is always judged; others need enough frames to say anything.
-            judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= max(2, MIN_TRACK_SHARE * frames)]
-            faces = crop_tracks(sampled.frames, judgeable[:max_faces], self.config.image_size, self.upright_from)
-            not_judged = len(judgeable) - len(faces)
-            seconds["faces"] = time.perf_counter() - mark
-            if look_closer and faces and (closer := _closer_part(sampled, faces[0])):
+            found = self._find_faces(sampled, max_faces, progress, seconds)
+            if look_closer and found.faces and (closer := _closer_part(found)):
                 return closer  # the check for damage in these frames is abandoned
-            if not faces:
-                damaged = damage_found(lambda: finding(1.0))
-                found = (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damaged, verdict=False))
-                notes = [note for note in found if note]
-                seconds["total"] = time.perf_counter() - started
-                return DetectionResult(
-                    "NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds), caveats=notes, picture=picture
-                )
+            return self._conclude(found, explain, progress, damage_found, seconds, started)
 
-            mark = time.perf_counter()
-            report = _stage(progress, "scoring")
-            tracks = []
-            for number, face in enumerate(faces, 1):
-                tracks.append(self._judge(number, face, sampled, explain))
-                report(number / len(faces))
-            seconds["model"] = time.perf_counter() - mark
-            damaged = damage_found(lambda: report(1.0))
+    def _find_faces(self, sampled: SampledFrames, max_faces: int, progress: Progress, seconds: dict[str, float]) -> _Found:
+        """The faces in the frames to judge: up to `max_faces`, the most often seen first."""
+        mark = time.perf_counter()
+        finding = _stage(progress, "finding_faces")
+        finding(0.0)  # before the picture's region and the choice of search, which find no face yet
+        picture = picture_region(sampled.frames)
+        followed = follow_faces(sampled.frames, finding, several_faces=max_faces > 1, picture=picture)
+        # The most often seen face is always judged; others need enough frames to say anything.
+        minimum = max(2, MIN_TRACK_SHARE * len(sampled.frames))
+        judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= minimum]
+        faces = crop_tracks(sampled.frames, judgeable[:max_faces], self.config.image_size, self.upright_from)
+        seconds["faces"] = time.perf_counter() - mark
+        return _Found(sampled, picture, faces, len(judgeable) - len(faces))
+
+    def _conclude(
+        self,
+        found: _Found,
+        explain: bool,
+        progress: Progress,
+        damage_found: Callable[[Callable[[], None]], int],
+        seconds: dict[str, float],
+        started: float,
+    ) -> DetectionResult:
+        """The verdict on the faces `found`, with what the check for damage (`_checking_for_damage`)
+        `damage_found` in their frames."""
+        sampled, faces, frames = found.sampled, found.faces, len(found.sampled.frames)
+        if not faces:
+            damaged = damage_found(lambda: _stage(progress, "finding_faces")(1.0))
+            notes = [note for note in (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damaged, verdict=False)) if note]
             seconds["total"] = time.perf_counter() - started
-
-            deciding = max(tracks, key=lambda t: t.p_fake)
-            deciding_face = faces[tracks.index(deciding)]
-            if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
-                label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
-            else:
-                p_fake = video_p_fake([t.p_fake for t in tracks])
-                label, confidence = self._verdict(p_fake)
             return DetectionResult(
-                label,
-                confidence,
-                round(p_fake, 4),
-                frames,
-                len(deciding.crops),
-                sampled.info,
-                sampled.span_s,
-                _rounded(seconds),
-                tracks,
-                deciding.track_id,
-                self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged, not_judged),
-                picture,
-                faces_not_judged=not_judged,
+                "NO_FACE", None, None, frames, 0, sampled.info, sampled.span_s, _rounded(seconds), caveats=notes, picture=found.picture
             )
+
+        mark = time.perf_counter()
+        report = _stage(progress, "scoring")
+        tracks = []
+        for number, face in enumerate(faces, 1):
+            tracks.append(self._judge(number, face, sampled, explain))
+            report(number / len(faces))
+        seconds["model"] = time.perf_counter() - mark
+        damaged = damage_found(lambda: report(1.0))
+        seconds["total"] = time.perf_counter() - started
+
+        deciding = max(tracks, key=lambda t: t.p_fake)
+        deciding_face = faces[tracks.index(deciding)]
+        if len(tracks) == 1:  # its own verdict as it stands: its confidence was taken before p_fake was rounded
+            label, confidence, p_fake = deciding.label, deciding.confidence, deciding.p_fake
+        else:
+            p_fake = video_p_fake([t.p_fake for t in tracks])
+            label, confidence = self._verdict(p_fake)
+        return DetectionResult(
+            label,
+            confidence,
+            round(p_fake, 4),
+            frames,
+            len(deciding.crops),
+            sampled.info,
+            sampled.span_s,
+            _rounded(seconds),
+            tracks,
+            deciding.track_id,
+            self._caveats(label, confidence, tracks, sampled, faces, deciding_face, damaged, found.not_judged),
+            found.picture,
+            faces_not_judged=found.not_judged,
+        )
 
     @contextlib.contextmanager
     def _checking_for_damage(
@@ -610,20 +629,33 @@ def _few_frames_caveat(tracks: list[TrackResult], frames: int) -> dict | None:
     }
 
 
+class _Found(NamedTuple):
+    """The frames read of a part, where faces were searched for (`picture`), the faces to judge,
+    the most often seen first, and how many more could have been judged."""
+
+    sampled: SampledFrames
+    picture: Region | None
+    faces: list[FaceCrops]
+    not_judged: int
+
+
 class _CloserLook(NamedTuple):
-    """A first look whose main face was found in `seen` of its `frames` alone, all within `part`."""
+    """A first look whose main face was found in `seen` of its `frames` alone, all within `part`;
+    what it `found`, judged where a closer look finds no face."""
 
     part: TimeRange
     span_s: tuple[float, float]  # the first look's part, in seconds
     frames: int
     seen: int
+    found: _Found
 
 
-def _closer_part(sampled: SampledFrames, face: FaceCrops) -> _CloserLook | None:
-    """Where the main `face` is found in `FEW_FRAMES` of the frames or fewer, the stretch they lie
+def _closer_part(found: _Found) -> _CloserLook | None:
+    """Where the main face is found in `FEW_FRAMES` of the frames or fewer, the stretch they lie
     in, from the frame examined before the first to the one after the last (or the part's ends),
     where it is no longer than `CLOSER_LOOK_MAX_SHARE` of the part examined; else None."""
-    positions = face.track.frame_positions
+    sampled = found.sampled
+    positions = found.faces[0].track.frame_positions
     if len(positions) > FEW_FRAMES:
         return None
     start_s, end_s = sampled.span_s
@@ -632,7 +664,7 @@ def _closer_part(sampled: SampledFrames, face: FaceCrops) -> _CloserLook | None:
     stretch = (times[first - 1] if first > 0 else start_s, times[last + 1] if last + 1 < len(times) else end_s)
     if stretch[1] - stretch[0] > CLOSER_LOOK_MAX_SHARE * (end_s - start_s):
         return None
-    return _CloserLook(TimeRange(*stretch), sampled.span_s, len(sampled.frames), len(positions))
+    return _CloserLook(TimeRange(*stretch), sampled.span_s, len(sampled.frames), len(positions), found)
 
 
 def _closer_progress(progress: Progress) -> Progress:

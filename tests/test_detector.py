@@ -579,16 +579,24 @@ def test_a_face_found_in_a_few_frames_of_a_short_stretch_is_looked_at_again_ther
 def test_a_face_not_found_again_where_it_was_is_judged_where_it_was_first_found(tiny_weights, brief, monkeypatch):
     import model.detector as detector
 
-    searches = []
+    searches, readings = [], []
 
     def second_search_finds_none(frames, *args, **kwargs):
         searches.append(len(frames))
         return [] if len(searches) == 2 else follow_faces(frames, *args, **kwargs)
 
-    follow_faces = detector.follow_faces
+    def reading(*args, **kwargs):
+        readings.append(kwargs["part"])
+        return read_frames(*args, **kwargs)
+
+    follow_faces, read_frames = detector.follow_faces, detector.read_frames
     monkeypatch.setattr(detector, "follow_faces", second_search_finds_none)
+    monkeypatch.setattr(detector, "read_frames", reading)
     scoring_faces_as(monkeypatch, 0.9)
     result = Detector(tiny_weights).detect(brief, 20)
-    assert searches == [20, 6, 20]  # the first look, the closer one, the first again
+    # the first look, then the closer one; the first look's frames and faces are then judged as they were found
+    assert searches == [20, 6] and len(readings) == 2
     assert result.closer_look is None and result.frames == 20 and result.faces == 2 and result.span_s == (0.0, 4.0)
     assert [caveat["code"] for caveat in result.caveats] == ["few_frames"]
+    assert [score["time_s"] for score in result.frame_scores] == pytest.approx([1.9, 2.1])
+    assert result.seconds["first_look"] < result.seconds["total"] and result.label == "FAKE"
