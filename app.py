@@ -35,6 +35,7 @@ from model.detector import (
     MIN_SEQUENCE,
     DetectionResult,
     Detector,
+    describe_turn,
     undecided_band,
 )
 from model.images import encode_jpeg
@@ -518,6 +519,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(_add_security_headers)
     app.add_template_filter(score_segments)
     app.add_template_filter(format_time)
+    app.add_template_filter(describe_turn)
     app.add_template_global(undecided_band)
     _register_errors(app)
     return app

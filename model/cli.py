@@ -94,6 +94,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) -> str:
+    from .detector import describe_turn
     from .timing import format_time
 
     if as_json:
@@ -105,6 +106,8 @@ def _result_line(path: str, result, seconds: float, as_json: bool, whole: bool) 
     judged, found = len(result.tracks), len(result.tracks) + result.faces_not_judged
     faces = f", {judged} of {found} faces judged" if found > judged else f", {judged} faces" if judged > 1 else ""
     picture = ", the picture alone searched, not the blurred copy around it" if result.picture else ""
+    if result.picture_turned_deg:
+        picture += f", faces found upright with the picture given {describe_turn(result.picture_turned_deg)}"
     notes = "".join(f" Note: {c['message']}" for c in result.caveats)
     return f"{path}: {verdict} (frames {result.frames}{span}{faces}{picture}, {seconds:.2f} s){notes}"
 

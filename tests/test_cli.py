@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media import face_frames, write_animated_webp, write_h264
@@ -162,6 +163,13 @@ def test_a_video_reposted_over_a_blurred_copy_of_itself_is_searched_in_its_pictu
     text = run_cli("detect", "--sequence-length", "10", "--weights", str(tiny_weights), str(clip)).stdout
     searched = "the picture alone searched, not the blurred copy around it"
     assert re.search(rf": (REAL|FAKE) [\d.]+% \(frames 10, {searched}, [\d.]+ s\)", text), text
+
+
+def test_a_video_stored_on_its_side_says_its_picture_was_turned(tmp_path, tiny_weights):
+    upside_down = write_h264(tmp_path / "upside_down.mp4", [np.ascontiguousarray(np.rot90(f, 2)) for f in face_frames(20)])
+    line = run_cli("detect", "--sequence-length", "10", "--weights", str(tiny_weights), str(upside_down)).stdout
+    turned = "faces found upright with the picture given half a turn"
+    assert re.search(rf": (REAL|FAKE) [\d.]+% \(frames 10, {turned}, [\d.]+ s\)", line), line
 
 
 def test_a_video_of_more_people_than_are_judged_says_how_many_were(tmp_path, tiny_weights):

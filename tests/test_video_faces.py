@@ -1384,6 +1384,30 @@ def test_a_pattern_on_clothes_is_not_taken_for_a_face():
     assert faces._not_on_clothes([(face, 0.3), (below, 0.2)]) == [face, below]  # neither is sure
 
 
+def test_a_box_turns_with_its_frame():
+    from model.faces import turn_box
+
+    frame = np.zeros((90, 160), np.uint8)
+    box = (10, 70, 40, 25)  # rows 10–39, columns 25–69
+    frame[10:40, 25:70] = 1
+    for quarters in range(4):
+        rows, columns = np.nonzero(np.rot90(frame, quarters))
+        assert turn_box(box, frame.shape, quarters) == (rows.min(), columns.max() + 1, rows.max() + 1, columns.min())
+        assert turn_box(turn_box(box, frame.shape, quarters), np.rot90(frame, quarters).shape, -quarters) == box
+
+
+def test_faces_in_a_video_stored_on_its_side_are_found_turned_upright(media):
+    from model.faces import best_turn
+
+    upright = read_frames(media["face_h264"], 6).frames
+    assert best_turn(upright) == 0  # its face turned any way is no face HOG is sure of
+    for quarters in (1, 2, 3):
+        stored = [np.ascontiguousarray(np.rot90(frame, quarters)) for frame in upright]
+        assert detect_faces(stored[2]) == []
+        assert best_turn(stored) == 4 - quarters
+    assert best_turn(read_frames(media["no_face"], 6).frames) == 0
+
+
 def test_tracking_keeps_the_consistent_face():
     big_once = [(0, 300, 300, 0)]
     steady = (100, 200, 160, 140)

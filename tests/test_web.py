@@ -237,6 +237,22 @@ def test_a_face_that_leans_far_is_said_to_have_been_turned_upright(client, tmp_p
     assert "leaned" not in html and "turned upright" not in html
 
 
+def test_a_video_stored_on_its_side_is_judged_with_its_picture_turned(client, tmp_path):
+    from model.faces import turn_box
+
+    upright = post(client, "/api/v1/detect", write_h264(tmp_path / "upright.mp4", face_frames(20))).get_json()
+    clockwise = [np.ascontiguousarray(np.rot90(frame, -1)) for frame in face_frames(20)]  # its header says nothing of it
+    body = post(client, "/api/v1/detect", write_h264(tmp_path / "sideways.mp4", clockwise)).get_json()
+    assert body["label"] in ("REAL", "FAKE") and body["picture_turned_deg"] == 90 and upright["picture_turned_deg"] == 0
+    assert (body["video"]["width"], body["video"]["height"]) == (360, 640) and body["faces"] == upright["faces"]
+    # the face's box in the video as it is stored: where the upright video's lies, turned as this one was
+    [track], [upright_track] = body["face_tracks"], upright["face_tracks"]
+    assert max(abs(a - b) for a, b in zip(track["box"], turn_box(upright_track["box"], (360, 640), -1))) <= 4
+    html = client.get(f"/results/{body['id']}").data.decode()
+    assert "<dt>Picture turned</dt><dd class=\"turned\">a quarter turn counter-clockwise, to find the faces upright: " in html
+    assert "Picture turned" not in client.get(f"/results/{upright['id']}").data.decode()
+
+
 def test_result_says_how_far_to_trust_a_model_that_states_its_validation(tmp_path, media, tiny_weights):
     quality = lambda fake, real: {"auc": 0.8, "balanced_accuracy": 0.75, "ece": 0.06, "recall_fake": fake, "recall_real": real}  # noqa: E731
     validation = {
