@@ -361,8 +361,8 @@ def best_turn(
     """The quarter turns counter-clockwise as shown (np.rot90's k), among `turns`, under which the
     probe frames (`_probe_positions`), in the `picture` alone where there is one, show a face HOG is
     surer of than of any as they are, and sure of (SMALL_FACE_MIN_SCORE); the surest such turn, or
-    0, also where as they are they show one scoring `unless_sure_of` or more. Each way, the first of
-    SEARCH_LEVELS' first two to find a face gives the score. For a video stored on its side or
+    0, also where as they are they show one scoring `unless_sure_of` or more. Each way, each probe
+    is searched at the first two of SEARCH_LEVELS in turn until one finds a face HOG is sure of. For a video stored on its side or
     upside down whose file does not say so (an editor or an app dropped its rotation): HOG finds
     faces turned too, upside down mostly, but is far less sure of them (TURNED_FACE_MAX_SCORE)."""
     if not frames:
@@ -375,7 +375,7 @@ def best_turn(
         scores = []
         for probe in turned_frames(probes, quarters):
             for level in range(2):
-                if found := _search(probe, level):
+                if found := _search(probe, level, SMALL_FACE_MIN_SCORE):
                     scores += [score for _, score in found]
                     break
         return max(scores, default=-math.inf)
@@ -385,7 +385,7 @@ def best_turn(
         return 0
     scores = {quarters: surest(quarters) for quarters in turns}
     turn = max(turns, key=scores.get)
-    return turn if scores[turn] >= SMALL_FACE_MIN_SCORE and scores[turn] > as_they_are else 0
+    return turn if scores[turn] > as_they_are else 0
 
 
 def detect_faces_in_frames(
