@@ -605,9 +605,8 @@ def test_a_face_not_found_again_where_it_was_is_judged_where_it_was_first_found(
 def test_a_video_on_its_side_is_turned_where_its_faces_show_better_so(tmp_path, media):
     """Stored on its side, something in a video may still be taken for a face in a few frames (in
     17 and 21 of 138 clips of real footage so stored, one way and the other; in up to 12 of 20
-    frames): the turn is tried wherever the main
-    face is seen in under half of them, or HOG is sure of no face as they are, and taken where
-    turned it is seen in as many."""
+    frames): the turn is tried wherever the main face is seen in under half of them, or HOG is
+    sure of no face as they are, and taken where turned it is seen in as many."""
     import model.detector as detector
     from media import face_frames, write_h264
     from model.faces import FaceTrack, follow_faces
