@@ -362,9 +362,10 @@ def best_turn(
     probe frames (`_probe_positions`), in the `picture` alone where there is one, show a face HOG is
     surer of than of any as they are, and sure of (SMALL_FACE_MIN_SCORE); the surest such turn, or
     0, also where as they are they show one scoring `unless_sure_of` or more. Each way, each probe
-    is searched at the first two of SEARCH_LEVELS in turn until one finds a face HOG is sure of. For a video stored on its side or
-    upside down whose file does not say so (an editor or an app dropped its rotation): HOG finds
-    faces turned too, upside down mostly, but is far less sure of them (TURNED_FACE_MAX_SCORE)."""
+    is searched at the first two of SEARCH_LEVELS in turn until one finds a face HOG is sure of.
+    For a video stored on its side or upside down whose file does not say so (an editor or an app
+    dropped its rotation): HOG finds faces turned too, upside down mostly, but is far less sure of
+    them (TURNED_FACE_MAX_SCORE)."""
     if not frames:
         return 0
     height, width = frames[0].shape[:2]
