@@ -12,6 +12,7 @@ import face_recognition
 import face_recognition.api
 import numpy as np
 
+from .decoders import upright
 from .layout import Region, picture_region
 
 log = logging.getLogger(__name__)
@@ -351,8 +352,9 @@ def turn_box(box: Box, shape: tuple[int, ...], quarters: int) -> Box:
 
 
 def turned_frames(frames: list[np.ndarray], quarters: int) -> list[np.ndarray]:
-    """The frames turned `quarters` quarter turns counter-clockwise as shown (np.rot90's k)."""
-    return [np.ascontiguousarray(np.rot90(frame, quarters)) for frame in frames]
+    """The frames turned `quarters` quarter turns counter-clockwise as shown (np.rot90's k), as a
+    player turns a picture its header says to."""
+    return [upright(frame, 90 * quarters) for frame in frames]
 
 
 def best_turn(
