@@ -22,7 +22,18 @@ from .captions import text_across_face
 from .conditions import colourless, dim, grainy, toned
 from .damage import damaged_pictures
 from .explain import grad_cam, overlay_heatmap
-from .faces import TURNED_FACE_MAX_SCORE, UPRIGHT_FROM_DEGREES, FaceCrops, FaceTrack, best_turn, crop_tracks, follow_faces, turn_box, turned_frames
+from .faces import (
+    TURNED_FACE_MAX_SCORE,
+    UPRIGHT_FROM_DEGREES,
+    FaceCrops,
+    FaceTrack,
+    Searches,
+    best_turn,
+    crop_tracks,
+    follow_faces,
+    turn_box,
+    turned_frames,
+)
 from .glasses import wears_glasses
 from .layout import Region, picture_region
 from .network import ClipModel, pick_device, read_checkpoint, to_input
@@ -329,8 +340,9 @@ class Detector:
         finding(0.0)  # before the picture's region and the choice of search, which find no face yet
         picture = picture_region(sampled.frames)
         follow = partial(follow_faces, progress=finding, several_faces=max_faces > 1)
-        followed = follow(sampled.frames, picture=picture)
-        sampled, followed, turns = _turned_where_faces_show_better(sampled, followed, picture, follow)
+        searches: dict[int, Searches] = {}  # HOG's searches of the frames as read, asked again for a turn
+        followed = follow(sampled.frames, picture=picture, searches=searches)
+        sampled, followed, turns = _turned_where_faces_show_better(sampled, followed, picture, follow, searches)
         # The most often seen face is always judged; others need enough frames to say anything.
         minimum = max(2, MIN_TRACK_SHARE * len(sampled.frames))
         judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= minimum]
@@ -673,17 +685,22 @@ class _CloserLook(NamedTuple):
 
 
 def _turned_where_faces_show_better(
-    sampled: SampledFrames, followed: list[FaceTrack], picture: Region | None, follow: Callable[..., list[FaceTrack]]
+    sampled: SampledFrames,
+    followed: list[FaceTrack],
+    picture: Region | None,
+    follow: Callable[..., list[FaceTrack]],
+    searches: dict[int, Searches] | None = None,
 ) -> tuple[SampledFrames, list[FaceTrack], int]:
     """The frames and the faces `follow`ed in them, turned (by how many quarters: `best_turn`)
     where that shows a face HOG is surer of, and turned the main face is seen in as many frames
     or more: a video stored on its side or upside down whose file does not say so is judged upright,
     as a player told how it lies would show it. The turns are tried where the main face is seen in
     under TURN_CHECK_SHARE of the frames, or HOG is not as sure of a face in them as it may be of
-    one turned (TURNED_FACE_MAX_SCORE: it finds faces upside down in any number of frames)."""
+    one turned (TURNED_FACE_MAX_SCORE: it finds faces upside down in any number of frames).
+    `searches` holds those that found the faces `followed` (`follow_faces`')."""
     seen = len(followed[0].boxes) if followed else 0
     few = seen < TURN_CHECK_SHARE * len(sampled.frames)
-    turns = best_turn(sampled.frames, picture, unless_sure_of=math.inf if few else TURNED_FACE_MAX_SCORE)
+    turns = best_turn(sampled.frames, picture, unless_sure_of=math.inf if few else TURNED_FACE_MAX_SCORE, searches=searches)
     if not turns:
         return sampled, followed, 0
     turned = replace(sampled, frames=turned_frames(sampled.frames, turns))

@@ -126,20 +126,31 @@ def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[tuple
     ]
 
 
-def detect_faces(
-    frame: np.ndarray, deepest: int = 1, look_beside: bool = False, searched: dict[tuple[int, float], list[Box]] | None = None
-) -> list[Box]:
+# A frame's searches so far (`_search`), kept for a caller that asks about the same frame more
+# than one way: (level, min_score) → the boxes found, with their scores
+Searches = dict[tuple[int, float], list[tuple[Box, float]]]
+
+
+def _searched(frame: np.ndarray, level: int, min_score: float, searches: Searches) -> list[tuple[Box, float]]:
+    """`_search`, answered from the frame's `searches` where one at the level asked for faces as
+    sure or less: HOG keeps a box only where no surer one overlaps it, so the boxes it finds
+    scoring `min_score` or more are the same whatever lower score it was asked for."""
+    known = next((found for (at, least), found in searches.items() if at == level and least <= min_score), None)
+    if known is None:
+        known = searches[level, min_score] = _search(frame, level, min_score)
+    return [(box, score) for box, score in known if score >= min_score]
+
+
+def detect_faces(frame: np.ndarray, deepest: int = 1, look_beside: bool = False, searches: Searches | None = None) -> list[Box]:
     """HOG face boxes in full-resolution coordinates: the frame is searched at SEARCH_LEVELS in
     turn, up to level `deepest`, until faces are found. With `look_beside`, the next level also
-    searches for smaller faces beside those, and adds the ones it is sure of. `searched` keeps
-    each search's boxes for a caller that asks about the same frame more than one way. A
-    pattern on a person's clothes that HOG takes for a face is left out (`_not_on_clothes`)."""
-    searched = {} if searched is None else searched
+    searches for smaller faces beside those, and adds the ones it is sure of. `searches` keeps
+    the frame's searches for a caller that asks about it more than one way. A pattern on a
+    person's clothes that HOG takes for a face is left out (`_not_on_clothes`)."""
+    searches = {} if searches is None else searches
 
     def search(level: int, min_score: float = 0.0) -> list[Box]:
-        if (level, min_score) not in searched:
-            searched[level, min_score] = _not_on_clothes(_search(frame, level, min_score))
-        return searched[level, min_score]
+        return _not_on_clothes(_searched(frame, level, min_score, searches))
 
     for level in range(deepest + 1):
         if boxes := search(level):
@@ -358,7 +369,11 @@ def turned_frames(frames: list[np.ndarray], quarters: int) -> list[np.ndarray]:
 
 
 def best_turn(
-    frames: list[np.ndarray], picture: Region | None = None, turns: Sequence[int] = (1, 3, 2), unless_sure_of: float = math.inf
+    frames: list[np.ndarray],
+    picture: Region | None = None,
+    turns: Sequence[int] = (1, 3, 2),
+    unless_sure_of: float = math.inf,
+    searches: dict[int, Searches] | None = None,
 ) -> int:
     """The quarter turns counter-clockwise as shown (np.rot90's k), among `turns`, under which the
     probe frames (`_probe_positions`), in the `picture` alone where there is one, show a face HOG is
@@ -367,18 +382,22 @@ def best_turn(
     is searched at the first two of SEARCH_LEVELS in turn until one finds a face HOG is sure of.
     For a video stored on its side or upside down whose file does not say so (an editor or an app
     dropped its rotation): HOG finds faces turned too, upside down mostly, but is far less sure of
-    them (TURNED_FACE_MAX_SCORE)."""
+    them (TURNED_FACE_MAX_SCORE). `searches` holds the frames' searches as they are, in the
+    `picture` (`follow_faces`'), by position: the probes are not searched again."""
     if not frames:
         return 0
     height, width = frames[0].shape[:2]
     top, right, bottom, left = picture or (0, width, height, 0)
-    probes = [frames[position][top:bottom, left:right] for position in _probe_positions(len(frames))]
+    positions = _probe_positions(len(frames))
+    probes = [frames[position][top:bottom, left:right] for position in positions]
+    searches = {} if searches is None else searches
 
     def surest(quarters: int) -> float:
         scores = []
-        for probe in turned_frames(probes, quarters):
+        for position, probe in zip(positions, turned_frames(probes, quarters)):
+            known = searches.setdefault(position, {}) if quarters == 0 else {}
             for level in range(2):
-                if found := _search(probe, level, SMALL_FACE_MIN_SCORE):
+                if found := _searched(probe, level, SMALL_FACE_MIN_SCORE, known):
                     scores += [score for _, score in found]
                     break
         return max(scores, default=-math.inf)
@@ -396,20 +415,24 @@ def detect_faces_in_frames(
     progress: Callable[[float], None] | None = None,
     several_faces: bool = False,
     picture: SearchArea = "find",
+    searches: dict[int, Searches] | None = None,
 ) -> list[list[Box]]:
     """Face boxes for each frame (`_detect_in_frames`), searched for in the `picture` alone where
-    there is one."""
+    there is one; the searches made, in the picture, are kept in `searches`, by position."""
     region = picture_region(frames) if picture == "find" else picture
     if region is None:
-        return _detect_in_frames(frames, progress, several_faces)
+        return _detect_in_frames(frames, progress, several_faces, searches)
     top, right, bottom, left = region
     log.info("the picture lies over a blurred copy of itself; faces are searched for in rows %d–%d, columns %d–%d", top, bottom, left, right)
-    found = _detect_in_frames([frame[top:bottom, left:right] for frame in frames], progress, several_faces)
+    found = _detect_in_frames([frame[top:bottom, left:right] for frame in frames], progress, several_faces, searches)
     return [[(t + top, r + left, b + top, l + left) for t, r, b, l in boxes] for boxes in found]
 
 
 def _detect_in_frames(
-    frames: list[np.ndarray], progress: Callable[[float], None] | None = None, several_faces: bool = False
+    frames: list[np.ndarray],
+    progress: Callable[[float], None] | None = None,
+    several_faces: bool = False,
+    searches: dict[int, Searches] | None = None,
 ) -> list[list[Box]]:
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
     the same steady faces takes their average box instead, and is detected only when that fails.
@@ -419,15 +442,15 @@ def _detect_in_frames(
     `several_faces`, where a search one level finer than the one that found faces finds more
     beside them, every frame gets it too (else a face under about half the size of the smallest
     found is missed beside a larger one). `progress` hears the fraction of frames done (0 after
-    each of the first searches)."""
+    each of the first searches). `searches` keeps each frame's searches, by position."""
     report = progress or (lambda fraction: None)
     found: dict[tuple[int, int, bool], list[Box]] = {}
-    searched: dict[int, dict[tuple[int, float], list[Box]]] = {}  # the probes are asked several ways
+    searches = {} if searches is None else searches  # the probes are asked several ways
 
     def detect(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
         if (position, deepest, look_beside) not in found:
             found[position, deepest, look_beside] = detect_faces(
-                frames[position], deepest, look_beside, searched.setdefault(position, {})
+                frames[position], deepest, look_beside, searches.setdefault(position, {})
             )
         return found[position, deepest, look_beside]
 
@@ -460,10 +483,12 @@ def follow_faces(
     progress: Callable[[float], None] | None = None,
     several_faces: bool = False,
     picture: SearchArea = "find",
+    searches: dict[int, Searches] | None = None,
 ) -> list[FaceTrack]:
     """Detect faces in the frames (in the `picture` alone where there is one) and follow them, a
-    person's tracks joined (`merge_same_faces`): every face, the most often seen first."""
-    detections = detect_faces_in_frames(frames, progress, several_faces, picture=picture)
+    person's tracks joined (`merge_same_faces`): every face, the most often seen first. The
+    searches made are kept in `searches`, by position (`best_turn` asks about the frames too)."""
+    detections = detect_faces_in_frames(frames, progress, several_faces, picture=picture, searches=searches)
     return merge_same_faces(track_faces(detections, max_tracks=None), frames)
 
 

@@ -645,3 +645,21 @@ def test_a_video_upside_down_is_turned_even_where_its_faces_are_taken_for_faces_
     assert best_turn(upright, turns=(2,), unless_sure_of=0.5) == 0
     assert searched == [0, 0]  # the two probes as they are, at the coarsest search: sure enough not to turn them
     assert best_turn(sampled.frames, turns=(2,), unless_sure_of=detector.TURNED_FACE_MAX_SCORE) == 2
+
+
+def test_an_upright_video_s_frames_are_searched_once_a_way_the_check_for_a_turn_included(tiny_weights, media, monkeypatch):
+    """The check for a turn asks how sure HOG is of a face in the probe frames as they are: the
+    face search has just searched them so, and its searches answer (a search for any face holds
+    those it is sure of)."""
+    import model.faces as faces
+
+    searched, search = [], faces._search
+
+    def counted(frame, level, min_score=0.0):
+        searched.append((hash(frame.tobytes()), level))
+        return search(frame, level, min_score)
+
+    monkeypatch.setattr(faces, "_search", counted)
+    result = Detector(tiny_weights).detect(media["face_h264"], sequence_length=20)
+    assert result.label != "NO_FACE" and result.picture_turned_deg == 0
+    assert searched and len(set(searched)) == len(searched)
