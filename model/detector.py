@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -214,8 +214,9 @@ class Detector:
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str | None = None):
         self.weights = Path(weights)
         self.device = pick_device(device)
+        cores = available_cores()
         if self.device.type == "cpu":
-            torch.set_num_threads(available_cores())
+            torch.set_num_threads(cores)
         model, self.metadata = read_checkpoint(self.weights)
         self.model: ClipModel = model.to(self.device)
         self.config = self.model.config
@@ -225,6 +226,8 @@ class Detector:
         self._lock = threading.Lock()
         # looks for damage in the file (`damaged_pictures`) while the analysis goes on
         self._damage_check = ThreadPoolExecutor(1, thread_name_prefix="damage-check", initializer=_yield_the_cores)
+        # searches frames for faces side by side, a core each (dlib's HOG runs on one)
+        self._face_search = ThreadPoolExecutor(cores, thread_name_prefix="face-search") if cores > 1 else None
 
     @property
     def name(self) -> str:
@@ -339,10 +342,10 @@ class Detector:
         finding = _stage(progress, "finding_faces")
         finding(0.0)  # before the picture's region and the choice of search, which find no face yet
         picture = picture_region(sampled.frames)
-        follow = partial(follow_faces, progress=finding, several_faces=max_faces > 1)
+        follow = partial(follow_faces, progress=finding, several_faces=max_faces > 1, pool=self._face_search)
         searches: dict[int, Searches] = {}  # HOG's searches of the frames as read, asked again for a turn
         followed = follow(sampled.frames, picture=picture, searches=searches)
-        sampled, followed, turns = _turned_where_faces_show_better(sampled, followed, picture, follow, searches)
+        sampled, followed, turns = _turned_where_faces_show_better(sampled, followed, picture, follow, searches, self._face_search)
         # The most often seen face is always judged; others need enough frames to say anything.
         minimum = max(2, MIN_TRACK_SHARE * len(sampled.frames))
         judgeable = followed[:1] + [t for t in followed[1:] if len(t.boxes) >= minimum]
@@ -690,6 +693,7 @@ def _turned_where_faces_show_better(
     picture: Region | None,
     follow: Callable[..., list[FaceTrack]],
     searches: dict[int, Searches] | None = None,
+    pool: Executor | None = None,
 ) -> tuple[SampledFrames, list[FaceTrack], int]:
     """The frames and the faces `follow`ed in them, turned (by how many quarters: `best_turn`)
     where that shows a face HOG is surer of, and turned the main face is seen in as many frames
@@ -697,10 +701,11 @@ def _turned_where_faces_show_better(
     as a player told how it lies would show it. The turns are tried where the main face is seen in
     under TURN_CHECK_SHARE of the frames, or HOG is not as sure of a face in them as it may be of
     one turned (TURNED_FACE_MAX_SCORE: it finds faces upside down in any number of frames).
-    `searches` holds those that found the faces `followed` (`follow_faces`')."""
+    `searches` holds those that found the faces `followed` (`follow_faces`'); the `pool`'s threads
+    search the frames turned where there is one."""
     seen = len(followed[0].boxes) if followed else 0
     few = seen < TURN_CHECK_SHARE * len(sampled.frames)
-    turns = best_turn(sampled.frames, picture, unless_sure_of=math.inf if few else TURNED_FACE_MAX_SCORE, searches=searches)
+    turns = best_turn(sampled.frames, picture, unless_sure_of=math.inf if few else TURNED_FACE_MAX_SCORE, searches=searches, pool=pool)
     if not turns:
         return sampled, followed, 0
     turned = replace(sampled, frames=turned_frames(sampled.frames, turns))

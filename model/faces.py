@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+import queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
+import dlib
 import face_recognition
 import face_recognition.api
 import numpy as np
@@ -81,10 +84,23 @@ def detection_scale(height: int, width: int, max_side: int = DETECT_MAX_SIDE) ->
     return 2 * (5 / 6) ** math.ceil(math.log(2 / target) / math.log(6 / 5))
 
 
+# dlib's HOG detector keeps the picture it scans in itself, so it searches one at a time: searches
+# made at once (on several threads) each take one of these, made as needed (0.2 s each), and put it back
+_idle_detectors: queue.SimpleQueue = queue.SimpleQueue()
+_idle_detectors.put(face_recognition.api.face_detector)
+
+
 def _hog(image: np.ndarray, upsample: int, min_score: float = 0.0) -> list[tuple[Box, float]]:
     """dlib's HOG face boxes (face_recognition's detector) scoring at least `min_score`, with their scores."""
     height, width = image.shape[:2]
-    rects, scores, _ = face_recognition.api.face_detector.run(image, upsample, min_score)
+    try:
+        detector = _idle_detectors.get_nowait()
+    except queue.Empty:
+        detector = dlib.get_frontal_face_detector()
+    try:
+        rects, scores, _ = detector.run(image, upsample, min_score)
+    finally:
+        _idle_detectors.put(detector)
     return [
         ((max(0, r.top()), min(width, r.right()), min(height, r.bottom()), max(0, r.left())), score)
         for r, score in zip(rects, scores)
@@ -124,6 +140,12 @@ def _search(frame: np.ndarray, level: int, min_score: float = 0.0) -> list[tuple
         )
         for (t, r, b, l), score in _hog(small, upsample, min_score)
     ]
+
+
+def _each(pool: Executor | None, function: Callable[..., object], *items: Iterable) -> Iterator:
+    """`map`: on the `pool`'s threads where there is one, which search frames side by side (dlib's
+    HOG lets go of Python's lock while it runs); the results in order, each as it is ready."""
+    return pool.map(function, *items) if pool else map(function, *items)
 
 
 # A frame's searches so far (`_search`), kept for a caller that asks about the same frame more
@@ -374,6 +396,7 @@ def best_turn(
     turns: Sequence[int] = (1, 3, 2),
     unless_sure_of: float = math.inf,
     searches: dict[int, Searches] | None = None,
+    pool: Executor | None = None,
 ) -> int:
     """The quarter turns counter-clockwise as shown (np.rot90's k), among `turns`, under which the
     probe frames (`_probe_positions`), in the `picture` alone where there is one, show a face HOG is
@@ -383,7 +406,8 @@ def best_turn(
     For a video stored on its side or upside down whose file does not say so (an editor or an app
     dropped its rotation): HOG finds faces turned too, upside down mostly, but is far less sure of
     them (TURNED_FACE_MAX_SCORE). `searches` holds the frames' searches as they are, in the
-    `picture` (`follow_faces`'), by position: the probes are not searched again."""
+    `picture` (`follow_faces`'), by position: the probes are not searched again. The searches
+    run on the `pool`'s threads where there is one."""
     if not frames:
         return 0
     height, width = frames[0].shape[:2]
@@ -392,20 +416,18 @@ def best_turn(
     probes = [frames[position][top:bottom, left:right] for position in positions]
     searches = {} if searches is None else searches
 
-    def surest(quarters: int) -> float:
-        scores = []
-        for position, probe in zip(positions, turned_frames(probes, quarters)):
-            known = searches.setdefault(position, {}) if quarters == 0 else {}
-            for level in range(2):
-                if found := _searched(probe, level, SMALL_FACE_MIN_SCORE, known):
-                    scores += [score for _, score in found]
-                    break
-        return max(scores, default=-math.inf)
+    def surest(probe: np.ndarray, known: Searches) -> float:
+        for level in range(2):
+            if found := _searched(probe, level, SMALL_FACE_MIN_SCORE, known):
+                return max(score for _, score in found)
+        return -math.inf
 
-    as_they_are = surest(0)
+    as_they_are = max(_each(pool, surest, probes, [searches.setdefault(position, {}) for position in positions]))
     if as_they_are >= unless_sure_of:
         return 0
-    scores = {quarters: surest(quarters) for quarters in turns}
+    turned = [(quarters, probe) for quarters in turns for probe in turned_frames(probes, quarters)]
+    found = list(_each(pool, surest, [probe for _, probe in turned], [{} for _ in turned]))
+    scores = {quarters: max(score for (turn, _), score in zip(turned, found) if turn == quarters) for quarters in turns}
     turn = max(turns, key=scores.get)
     return turn if scores[turn] > as_they_are else 0
 
@@ -416,15 +438,16 @@ def detect_faces_in_frames(
     several_faces: bool = False,
     picture: SearchArea = "find",
     searches: dict[int, Searches] | None = None,
+    pool: Executor | None = None,
 ) -> list[list[Box]]:
     """Face boxes for each frame (`_detect_in_frames`), searched for in the `picture` alone where
     there is one; the searches made, in the picture, are kept in `searches`, by position."""
     region = picture_region(frames) if picture == "find" else picture
     if region is None:
-        return _detect_in_frames(frames, progress, several_faces, searches)
+        return _detect_in_frames(frames, progress, several_faces, searches, pool)
     top, right, bottom, left = region
     log.info("the picture lies over a blurred copy of itself; faces are searched for in rows %d–%d, columns %d–%d", top, bottom, left, right)
-    found = _detect_in_frames([frame[top:bottom, left:right] for frame in frames], progress, several_faces, searches)
+    found = _detect_in_frames([frame[top:bottom, left:right] for frame in frames], progress, several_faces, searches, pool)
     return [[(t + top, r + left, b + top, l + left) for t, r, b, l in boxes] for boxes in found]
 
 
@@ -433,6 +456,7 @@ def _detect_in_frames(
     progress: Callable[[float], None] | None = None,
     several_faces: bool = False,
     searches: dict[int, Searches] | None = None,
+    pool: Executor | None = None,
 ) -> list[list[Box]]:
     """Face boxes for each frame. HOG runs on every other frame; a frame between two detections of
     the same steady faces takes their average box instead, and is detected only when that fails.
@@ -442,22 +466,30 @@ def _detect_in_frames(
     `several_faces`, where a search one level finer than the one that found faces finds more
     beside them, every frame gets it too (else a face under about half the size of the smallest
     found is missed beside a larger one). `progress` hears the fraction of frames done (0 after
-    each of the first searches). `searches` keeps each frame's searches, by position."""
+    each of the first searches). `searches` keeps each frame's searches, by position. Frames are
+    searched side by side on the `pool`'s threads where there is one."""
     report = progress or (lambda fraction: None)
     found: dict[tuple[int, int, bool], list[Box]] = {}
     searches = {} if searches is None else searches  # the probes are asked several ways
 
-    def detect(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
-        if (position, deepest, look_beside) not in found:
-            found[position, deepest, look_beside] = detect_faces(
-                frames[position], deepest, look_beside, searches.setdefault(position, {})
-            )
-        return found[position, deepest, look_beside]
+    def detect(positions: Iterable[int], deepest: int = 1, look_beside: bool = False, done: Callable[[int], None] = report) -> None:
+        """Searches the frames at `positions` not yet searched so, `done` hearing of each in turn."""
+        todo = [position for position in positions if (position, deepest, look_beside) not in found]
+        known = [searches.setdefault(position, {}) for position in todo]
 
+        def search(position: int, searched: Searches) -> list[Box]:
+            return detect_faces(frames[position], deepest, look_beside, searched)
+
+        for position, boxes in zip(todo, _each(pool, search, todo, known)):
+            found[position, deepest, look_beside] = boxes
+            done(position)
+
+    # The probes are searched each way side by side (each is searched so later, or its searches
+    # hold the answer), then asked in turn; a report after each search: no frame is done yet, but
+    # the analysis is alive, and a stop takes effect between searches.
     def probe(position: int, deepest: int = 1, look_beside: bool = False) -> list[Box]:
-        boxes = detect(position, deepest, look_beside)
-        report(0.0)  # no frame is done yet, but the analysis is alive: a stop takes effect between searches
-        return boxes
+        detect(probes, deepest, look_beside, done=lambda position: report(0.0))
+        return found[position, deepest, look_beside]
 
     probes = _probe_positions(len(frames))
     finest = len(SEARCH_LEVELS) - 1
@@ -468,13 +500,15 @@ def _detect_in_frames(
         look_beside = any(len(probe(i, deepest, look_beside=True)) > len(probe(i, deepest)) for i in probes)
 
     detections: list[list[Box] | None] = [None] * len(frames)
-    for i in range(0, len(frames), 2):
-        detections[i] = detect(i, deepest, look_beside)
-        report(0.8 * (i + 1) / len(frames))
-    for i in range(1, len(frames), 2):
-        steady = _interpolated(detections[i - 1], detections[i + 1]) if i + 1 < len(frames) else None
-        detections[i] = steady if steady is not None else detect(i, deepest, look_beside)
-        report(0.8 + 0.2 * (i + 1) / len(frames))
+    evens, odds = range(0, len(frames), 2), range(1, len(frames), 2)
+    detect(evens, deepest, look_beside, done=lambda i: report(0.8 * (i + 1) / len(frames)))
+    for i in evens:
+        detections[i] = found[i, deepest, look_beside]
+    steady = {i: _interpolated(detections[i - 1], detections[i + 1]) if i + 1 < len(frames) else None for i in odds}
+    detect([i for i in odds if steady[i] is None], deepest, look_beside, done=lambda i: report(0.8 + 0.2 * (i + 1) / len(frames)))
+    for i in odds:
+        detections[i] = steady[i] if steady[i] is not None else found[i, deepest, look_beside]
+    report(1.0)
     return detections
 
 
@@ -484,11 +518,13 @@ def follow_faces(
     several_faces: bool = False,
     picture: SearchArea = "find",
     searches: dict[int, Searches] | None = None,
+    pool: Executor | None = None,
 ) -> list[FaceTrack]:
     """Detect faces in the frames (in the `picture` alone where there is one) and follow them, a
     person's tracks joined (`merge_same_faces`): every face, the most often seen first. The
-    searches made are kept in `searches`, by position (`best_turn` asks about the frames too)."""
-    detections = detect_faces_in_frames(frames, progress, several_faces, picture=picture, searches=searches)
+    searches made are kept in `searches`, by position (`best_turn` asks about the frames too);
+    they run side by side on the `pool`'s threads where there is one."""
+    detections = detect_faces_in_frames(frames, progress, several_faces, picture=picture, searches=searches, pool=pool)
     return merge_same_faces(track_faces(detections, max_tracks=None), frames)
 
 

@@ -663,3 +663,46 @@ def test_an_upright_video_s_frames_are_searched_once_a_way_the_check_for_a_turn_
     result = Detector(tiny_weights).detect(media["face_h264"], sequence_length=20)
     assert result.label != "NO_FACE" and result.picture_turned_deg == 0
     assert searched and len(set(searched)) == len(searched)
+
+
+def test_frames_are_searched_for_faces_side_by_side_a_core_each_finding_what_one_finds(tiny_weights, two_faces, monkeypatch):
+    """dlib's HOG runs on one core: the detector searches frames on as many threads as it may use
+    cores, and finds the same faces as it does on one."""
+    import model.detector as detector
+    import model.faces as faces
+
+    threads, search = [], faces._search
+
+    def recorded(frame, level, min_score=0.0):
+        threads.append(threading.current_thread().name)
+        return search(frame, level, min_score)
+
+    monkeypatch.setattr(faces, "_search", recorded)
+    before = torch.get_num_threads()
+    found = {}
+    try:
+        for cores in (1, 2):
+            monkeypatch.setattr(detector, "available_cores", lambda: cores)
+            threads.clear()
+            result = Detector(tiny_weights, "cpu").detect(two_faces, sequence_length=20)
+            found[cores] = [(t.box, [s["index"] for s in t.frame_scores], t.p_fake) for t in result.tracks]
+            assert len(set(threads)) == cores and all(name.startswith("face-search") for name in threads) == (cores > 1)
+    finally:
+        torch.set_num_threads(before)
+    assert len(found[1]) == 2 and found[2] == found[1]
+
+
+def test_threads_that_search_at_once_find_what_they_find_one_at_a_time(media):
+    """dlib's HOG detector keeps the picture it scans in itself: threads that shared one crashed
+    the process, or could find faces in one another's frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.faces import _search
+
+    frames = read_frames(media["face_h264"], 12).frames
+    frames = [frame if i % 2 else np.ascontiguousarray(frame[::-1]) for i, frame in enumerate(frames)]  # upside down: no face
+    alone = [_search(frame, 1) for frame in frames]
+    assert sum(map(bool, alone)) == 6
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda frame: _search(frame, 1), frames)) == alone
