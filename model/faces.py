@@ -472,7 +472,7 @@ def _detect_in_frames(
     found: dict[tuple[int, int, bool], list[Box]] = {}
     searches = {} if searches is None else searches  # the probes are asked several ways
 
-    def detect(positions: Iterable[int], deepest: int = 1, look_beside: bool = False, done: Callable[[int], None] = report) -> None:
+    def detect(positions: Iterable[int], deepest: int, look_beside: bool, done: Callable[[int], None]) -> None:
         """Searches the frames at `positions` not yet searched so, `done` hearing of each in turn."""
         todo = [position for position in positions if (position, deepest, look_beside) not in found]
         known = [searches.setdefault(position, {}) for position in todo]
