@@ -3,6 +3,7 @@ shows, when each frame is shown, the key frames, frames whose data is zeros or l
 file was cut short (its bytes read format by format in `truncation`)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -436,8 +437,10 @@ LAST_GROUP_MAX_BYTES = 32 * 2**20
 def _last_picture_fails(path: str, stream_index: int, key_time: int, last_time: int, x264_build: int | None) -> bool:
     """Whether the last picture of a video stream (`last_time`: its presentation time) fails to
     decode, as one cut short does, decoded from the key frame before it (`key_time`; the x264
-    build its first picture states, `assume_x264_build`); False where more than
-    `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open. The file is sought to a
+    build its first picture states, `assume_x264_build`), or comes out flagged as patched over:
+    an H.264 picture cut where one of its slices ends, or where the decoder, reading on into
+    zeros, can end one, decodes without a failure, the part cut off patched from another picture.
+    False where more than `LAST_GROUP_MAX_BYTES` lie between them, or the file does not open. The file is sought to a
     second before that key frame, not demuxed again from its start, but where the seek lands past it.
     Of the zeros the file may end in (a download that never got its end), the first bytes alone
     are read: a demuxer searches them for its next packet, for seconds in hundreds of megabytes,
@@ -464,7 +467,7 @@ def _last_group_fails(
             context.thread_count = 1
             context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
             assume_x264_build(context, x264_build)
-            decoding, decoded_bytes, failed = False, 0, False
+            decoding, decoded_bytes, failed, pictures = False, 0, False, []
             for packet in demux(container, stream):
                 decoding = decoding or (packet.is_keyframe and packet.pts == key_time)
                 if not (decoding and packet.size):
@@ -475,11 +478,17 @@ def _last_group_fails(
                 # pictures that no other refers to are left out, but the last
                 context.skip_frame = "DEFAULT" if packet.pts == last_time else "NONREF"
                 try:
-                    context.decode(packet)
+                    pictures = context.decode(packet)
                     failed = False
                 except av.error.InvalidDataError:
                     failed = True
-            return failed if decoding else None
+            if not decoding:
+                return None
+            if not failed:  # the last picture may come out of the decoder only once it is drained
+                with contextlib.suppress(av.FFmpegError):
+                    pictures += context.decode(None)
+                failed = any(picture.pts == last_time and picture.is_corrupt for picture in pictures)
+            return failed
     except (av.FFmpegError, OSError):
         return False
 

@@ -206,6 +206,21 @@ def cut_short_copy(path: Path, to: Path, share: float = 0.5) -> Path:
     return to
 
 
+def with_last_packet(path: Path, to: Path, data: bytes) -> Path:
+    """A copy of a file's video stream (in a container of the same kind) whose last packet, in
+    decoding order, holds `data`."""
+    with av.open(str(path)) as source, av.open(str(to), "w", format=source.format.name.split(",")[0]) as out:
+        video = source.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        packets = [packet for packet in source.demux(video) if packet.size]
+        replaced = av.Packet(data)
+        replaced.pts, replaced.dts, replaced.time_base = packets[-1].pts, packets[-1].dts, packets[-1].time_base
+        for packet in packets[:-1] + [replaced]:
+            packet.stream = stream
+            out.mux(packet)
+    return to
+
+
 def undecodable_frame_copy(path: Path, to: Path, packet: int) -> Path:
     """A copy of an MP4 in which the `packet`-th frame (in decoding order) cannot be decoded at
     all: its first NAL unit's length overwritten, as damage in a transfer leaves it. The decoder

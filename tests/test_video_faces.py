@@ -51,6 +51,7 @@ from media import (
     turned_about_centre,
     two_face_frames,
     undecodable_frame_copy,
+    with_last_packet,
     write_animated_webp,
     write_behind_a_still_track,
     write_flat_h264,
@@ -642,6 +643,29 @@ def test_a_transport_stream_cut_is_told_by_its_last_frame(tmp_path, name, size, 
     intact, sampled = read_frames(whole, 80), read_frames(cut, 80)
     assert sampled.info.cut_short and sampled.undecoded == 0
     assert len(sampled.indices) == held - (where == "between two of its packets")  # all but the unfinished frame
+    assert_read_as_shown_and_undamaged(cut, sampled, intact, fps=10)
+
+
+def test_a_transport_stream_cut_after_a_whole_slice_of_its_last_frame_is_told(tmp_path):
+    """A broadcast encoder splits each picture into slices. Cut between two transport packets
+    where one of its last frame's slices ends, that frame decodes without a failure, the slices
+    cut off patched over from the picture before; the decoder flags it patched, which tells the
+    cut. Zeros between two of its slices, which H.264 allows, put that end at a packet's end."""
+    frames = [stamp_number(frame, number) for number, frame in enumerate(face_frames(20, (320, 192)))]
+    whole = write_video(tmp_path / "sliced.ts", frames, "libx264", options={"x264-params": "slices=4"})
+    with av.open(str(whole)) as container:
+        last = bytes([packet for packet in container.demux(container.streams.video[0]) if packet.size][-1])
+    slices = [found.start() for found in re.finditer(b"\x00\x00\x01[\x01\x21\x41\x61]", last)]  # non-key slices
+    padded = last[: slices[2]] + bytes(2 * 188) + last[slices[2] :]
+    data = with_last_packet(whole, tmp_path / "padded.ts", padded).read_bytes()
+    zeros = [at for at in range(0, len(data), 188) if data[at + 4 : at + 188] == bytes(184)]
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[: zeros[-1] + 188])  # the frame's first two slices whole, and zeros
+    with av.open(str(cut)) as container:
+        held = len([packet for packet in container.demux(container.streams.video[0]) if packet.size])
+    intact, sampled = read_frames(whole, 40), read_frames(cut, 40)
+    assert sampled.info.cut_short and sampled.undecoded == 0 and held == 20
+    assert len(sampled.indices) == held - 1  # all but the unfinished frame
     assert_read_as_shown_and_undamaged(cut, sampled, intact, fps=10)
 
 
