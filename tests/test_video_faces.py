@@ -656,7 +656,7 @@ def test_a_transport_stream_cut_after_a_whole_slice_of_its_last_frame_is_told(tm
     with av.open(str(whole)) as container:
         last = bytes([packet for packet in container.demux(container.streams.video[0]) if packet.size][-1])
     slices = [found.start() for found in re.finditer(b"\x00\x00\x01[\x01\x21\x41\x61]", last)]  # non-key slices
-    padded = last[: slices[2]] + bytes(2 * 188) + last[slices[2] :]
+    padded = last[: slices[2]] + bytes(3 * 188) + last[slices[2] :]
     data = with_last_packet(whole, tmp_path / "padded.ts", padded).read_bytes()
     zeros = [at for at in range(0, len(data), 188) if data[at + 4 : at + 188] == bytes(184)]
     cut = tmp_path / "cut.ts"
