@@ -1,11 +1,12 @@
 """Damage in a video's pictures, found by decoding them: bit errors and lost data that a player,
-and OpenCV, patch over unseen (`damaged_pictures`)."""
+and OpenCV, patch over unseen (`check_damage`, `damaged_pictures`)."""
 from __future__ import annotations
 
+import re
 import threading
 from functools import cache, partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import av
 
@@ -24,19 +25,38 @@ from .container import (
 # its own TIFF encoder writes (an unknown tag, 296, the resolution's unit)
 STRICT_CHECKS_MISFIRE = frozenset({"tiff"})
 
+# H.264's NAL unit types of a picture's slices, and the bits of a NAL unit's header that say
+# whether other pictures refer to it
+H264_SLICE, H264_KEY_SLICE = 1, 5
+H264_REFERENCE_IDC = 0x60
+
 # a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
 # before it (several seconds of 4K from a phone; minutes of 1080p where a video has one key frame)
 GROUP_BYTES_HELD = 32 * 2**20
 
 
-def damaged_pictures(
+class Damage(NamedTuple):
+    """What `check_damage` found: how many coded pictures do not decode cleanly, and which of the
+    frames examined (positions in its `examined_s`) are one of them or are decoded after one in
+    their group of pictures, so may show it, patched over as a player patches it."""
+
+    pictures: int
+    examined_spoiled: frozenset[int] = frozenset()
+
+
+def damaged_pictures(*args, **kwargs) -> int:
+    """How many coded pictures do not decode cleanly: `check_damage`'s count."""
+    return check_damage(*args, **kwargs).pictures
+
+
+def check_damage(
     path: str | Path,
     span_s: tuple[float, float],
     stop: threading.Event | None = None,
     stream_index: int | None = None,
     examined_s: Sequence[float] = (),
     abandon: threading.Event | None = None,
-) -> int:
+) -> Damage:
     """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
     OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
     the key frame before it. FFmpeg is asked to fail on such pictures (`err_detect=explode`)
@@ -49,22 +69,25 @@ def damaged_pictures(
     is not counted: an open group's pictures may refer to the one before. One thread: it is meant
     to run beside the analysis, on what that leaves idle. `stream_index`: the video stream to
     check (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated
-    WebP) or cannot open, and for codecs its strict checks misfire on (`STRICT_CHECKS_MISFIRE`)."""
+    WebP) or cannot open, and for codecs its strict checks misfire on (`STRICT_CHECKS_MISFIRE`).
+    Which frames examined the damage may show in (`Damage`), where the first look got to them."""
     if animated_webp(path):
-        return 0
+        return Damage(0)
     stop, abandon = stop or threading.Event(), abandon or threading.Event()
     failed: set[tuple] = set()  # each picture once, though both looks decode it
+    spoiled: set[int] = set()
     try:
-        looks = [(partial(_damaged_where_examined, examined_s=examined_s), abandon.is_set)] if examined_s else []
+        examined_look = partial(_damaged_where_examined, examined_s=examined_s, spoiled=spoiled)
+        looks = [(examined_look, abandon.is_set)] if examined_s else []
         looks.append((_damaged_in_span, lambda: stop.is_set() or abandon.is_set()))
         first_packet_x264_build = cache(partial(_first_packet_x264_build, path))  # read once for both looks
         for look, stopped in looks:
             with open_container(path) as container:
                 if not (streams := video_streams(container)):
-                    return 0
+                    return Damage(0)
                 stream = streams[0] if stream_index is None else container.streams[stream_index]
                 if stream.codec_context.name in STRICT_CHECKS_MISFIRE:
-                    return 0
+                    return Damage(0)
                 stream.codec_context.thread_count = 1
                 # no deblocking: the pictures themselves are not looked at
                 stream.codec_context.options = {"err_detect": "explode", "skip_loop_filter": "all"}
@@ -73,7 +96,7 @@ def damaged_pictures(
                 failed |= look(container, stream, span_s, stopped)
     except (av.FFmpegError, OSError):
         pass
-    return len(failed)
+    return Damage(len(failed), frozenset(spoiled))
 
 
 def _first_packet_x264_build(path: str | Path, stream_index: int) -> int | None:
@@ -89,20 +112,22 @@ def _damaged_where_examined(
     span_s: tuple[float, float],
     stopped: Callable[[], bool],
     examined_s: Sequence[float],
+    spoiled: set[int],
 ) -> set[tuple]:
     """The pictures that fail among those the examined frames rest on: the packets from the key
     frame before each up to it, in one pass over the packets that decodes only those
-    (`_ExaminedGroups`)."""
+    (`_ExaminedGroups`). The positions in `examined_s` of the frames that may show them are
+    added to `spoiled`."""
     first, tick = stream.start_time, float(stream.time_base or 0)
     if first is None or not tick:  # a raw stream's packets carry no times
         return set()
     sought = span_s[0] > 0
     if sought:
         container.seek(first + int(span_s[0] / tick), stream=stream, backward=True)
-    examined = sorted({first + round(seconds / tick) for seconds in examined_s})
-    targets = iter(examined)
+    positions = {first + round(seconds / tick): position for position, seconds in enumerate(examined_s)}
+    targets = iter(sorted(positions))
     target = next(targets, None)
-    groups = _ExaminedGroups(stream.codec_context, sought, frozenset(examined))
+    groups = _ExaminedGroups(stream.codec_context, sought, frozenset(positions))
     last: av.Packet | None = None
     try:
         for packet in demux(container, stream):
@@ -114,15 +139,17 @@ def _damaged_where_examined(
                 groups.decode_so_far()
                 target = next(targets, None)
             if target is None or stopped():
-                return groups.failed
+                break
             groups.add(packet)
             last = packet
+        else:
+            groups.decode_so_far()  # the last frames
+            failed_last = last is not None and (last.pts, last.pos) in groups.failed
+            if failed_last and ends_within_frames(container, last, stream, lambda: True):
+                groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
     except av.FFmpegError:  # the container itself broken further on: the whole span's look counts it
-        return groups.failed
-    groups.decode_so_far()  # the last frames
-    failed_last = last is not None and (last.pts, last.pos) in groups.failed
-    if failed_last and ends_within_frames(container, last, stream, lambda: True):
-        groups.failed.discard((last.pts, last.pos))  # unfinished where the file was cut short
+        pass
+    spoiled.update(positions[time] for time in groups.spoiled)
     return groups.failed
 
 
@@ -147,7 +174,9 @@ class _ExaminedGroups:
         self._decoded = 0  # how many of them are decoded
         self._let_go = False  # whether packets of the current group were let go
         self._afresh = sought  # whether the current group was decoded from its key frame alone
+        self._failing = False  # whether a picture of the current group failed
         self.failed: set[tuple] = set()  # (presentation time, byte position) of each picture that failed
+        self.spoiled: set[int] = set()  # the frames examined that are, or come after, one in their group
 
     def add(self, packet: av.Packet) -> None:
         if packet.is_keyframe and packet.pts is not None:
@@ -157,7 +186,7 @@ class _ExaminedGroups:
                 self._afresh = self._decoded < len(self._group)
             self._before = [] if self._let_go else self._group
             self._group, self._held, self._decoded, self._let_go = [packet], packet.size, 0, False
-            self._key_time = packet.pts
+            self._key_time, self._failing = packet.pts, False
         elif self._key_time is not None:
             self._group.append(packet)
             self._held += packet.size
@@ -171,27 +200,57 @@ class _ExaminedGroups:
             return
         if self._decoded == 0 and self._afresh:
             self._context.flush_buffers()
-        failures = self._decode(self._group[self._decoded :])
+        failures, spoiled, failing = self._decode(self._group[self._decoded :], self._failing)
         if failures and self._afresh and not self._before:  # the group sought into
-            failures = set()
+            failures, spoiled, failing = set(), set(), False
         elif failures and self._afresh:
             self._context.flush_buffers()
-            self._decode(self._before)
-            failures, self._afresh = self._decode(self._group), False
+            self._decode(self._before, False)
+            (failures, spoiled, failing), self._afresh = self._decode(self._group, False), False
         self.failed |= failures
+        self.spoiled |= spoiled
+        self._failing = failing
         self._decoded = len(self._group)
 
-    def _decode(self, packets: list[av.Packet]) -> set[tuple]:
-        failures = set()
+    def _decode(self, packets: list[av.Packet], failing: bool) -> tuple[set[tuple], set[int], bool]:
+        """The pictures among `packets` that fail; the frames examined among them that fail or
+        are decoded after a picture that others may refer to failed (or after one before them,
+        where `failing`); and whether such a picture failed, then."""
+        failures, spoiled = set(), set()
         for packet in packets:
+            examined = packet.pts in self._examined
             # a picture that no other refers to spoils itself alone: decoded where it is a frame examined
-            self._context.skip_frame = "DEFAULT" if packet.pts in self._examined else "NONREF"
+            self._context.skip_frame = "DEFAULT" if examined else "NONREF"
             try:
                 self._context.decode(packet)
             except av.error.InvalidDataError:
                 if packet.pts is None or packet.pts >= self._key_time:
                     failures.add((packet.pts, packet.pos))
-        return failures
+                    if examined:
+                        spoiled.add(packet.pts)
+                    # decoded where pictures that no other refers to are not, unless examined
+                    failing = failing or not examined or _others_may_refer_to(packet, self._context.name)
+            if examined and failing:
+                spoiled.add(packet.pts)
+        return failures, spoiled, failing
+
+
+def _others_may_refer_to(packet: av.Packet, codec: str) -> bool:
+    """Whether other pictures may refer to the one in `packet`: any but an H.264 picture whose
+    slices say that none does (nal_ref_idc 0), its NAL units length-prefixed (MP4, Matroska) or
+    after start codes (a transport stream)."""
+    if codec != "h264":
+        return True
+    data = bytes(packet)
+    if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        headers = [found.end() for found in re.finditer(b"\x00\x00\x01", data)]
+    else:
+        headers, at = [], 0
+        while at + 4 < len(data):
+            headers.append(at + 4)
+            at += 4 + int.from_bytes(data[at : at + 4], "big")
+    slices = [data[at] for at in headers if at < len(data) and data[at] & 0x1F in (H264_SLICE, H264_KEY_SLICE)]
+    return not slices or any(header & H264_REFERENCE_IDC for header in slices)
 
 
 def _damaged_in_span(

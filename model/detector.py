@@ -20,7 +20,7 @@ import torch
 
 from .captions import text_across_face
 from .conditions import colourless, dim, grainy, toned
-from .damage import damaged_pictures
+from .damage import Damage, check_damage
 from .explain import grad_cam, overlay_heatmap
 from .faces import (
     TURNED_FACE_MAX_SCORE,
@@ -224,7 +224,7 @@ class Detector:
         # how the model did on people it never saw, where its checkpoint states it
         self.validation: dict | None = self.metadata.get("validation")
         self._lock = threading.Lock()
-        # looks for damage in the file (`damaged_pictures`) while the analysis goes on
+        # looks for damage in the file (`check_damage`) while the analysis goes on
         self._damage_check = ThreadPoolExecutor(1, thread_name_prefix="damage-check", initializer=_yield_the_cores)
         # searches frames for faces side by side, a core each (dlib's HOG runs on one)
         self._face_search = ThreadPoolExecutor(cores, thread_name_prefix="face-search") if cores > 1 else None
@@ -358,15 +358,16 @@ class Detector:
         found: _Found,
         explain: bool,
         progress: Progress,
-        damage_found: Callable[[Callable[[], None]], int],
+        damage_found: Callable[[Callable[[], None]], Damage],
         seconds: dict[str, float],
         started: float,
     ) -> DetectionResult:
         """The verdict on the faces `found`, with what the check for damage (`_checking_for_damage`)
-        `damage_found` in their frames."""
+        `damage_found` in their frames: a face is judged again without the frames that may show
+        damage patched over (`Damage.examined_spoiled`), where it has others."""
         sampled, faces, frames = found.sampled, found.faces, len(found.sampled.frames)
         if not faces:
-            damaged = damage_found(lambda: _stage(progress, "finding_faces")(1.0))
+            damaged = damage_found(lambda: _stage(progress, "finding_faces")(1.0)).pictures
             notes = [note for note in (_cut_short_caveat(sampled.info, verdict=False), _damaged_caveat(damaged, verdict=False)) if note]
             seconds["total"] = time.perf_counter() - started
             return DetectionResult(
@@ -380,7 +381,13 @@ class Detector:
             tracks.append(self._judge(number, face, found, explain))
             report(number / len(faces))
         seconds["model"] = time.perf_counter() - mark
-        damaged = damage_found(lambda: report(1.0))
+        damage = damage_found(lambda: report(1.0))
+        damaged = damage.pictures
+        faces = [_without_frames(face, damage.examined_spoiled) for face in faces]
+        tracks = [
+            track if len(face.crops) == len(track.crops) else self._judge(number, face, found, explain)
+            for number, (face, track) in enumerate(zip(faces, tracks), 1)
+        ]
         seconds["total"] = time.perf_counter() - started
 
         deciding = max(tracks, key=lambda t: t.p_fake)
@@ -410,8 +417,8 @@ class Detector:
     @contextlib.contextmanager
     def _checking_for_damage(
         self, path: str | Path, sampled: SampledFrames, started: float
-    ) -> Iterator[Callable[[Callable[[], None]], int]]:
-        """`damaged_pictures` runs beside the block, on what it leaves of the cores, the frames
+    ) -> Iterator[Callable[[Callable[[], None]], Damage]]:
+        """`check_damage` runs beside the block, on what it leaves of the cores, the frames
         examined first. The callable yielded waits for the look at those, whose damage may move the
         verdict, for `EXAMINED_WAIT_SHARE` of the time since the analysis `started` at most,
         calling its argument now and then (a progress report, which raises where the analysis is
@@ -421,9 +428,9 @@ class Detector:
         stop, abandon = threading.Event(), threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
         examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
-        future = self._damage_check.submit(damaged_pictures, path, sampled.span_s, stop, sampled.stream, examined_s, abandon)
+        future = self._damage_check.submit(check_damage, path, sampled.span_s, stop, sampled.stream, examined_s, abandon)
 
-        def found(waiting: Callable[[], None]) -> int:
+        def found(waiting: Callable[[], None]) -> Damage:
             stop.set()
             now = time.perf_counter()
             until = now + EXAMINED_WAIT_SHARE * (now - started)
@@ -432,10 +439,11 @@ class Detector:
                     abandon.set()  # what it found so far stands
                 waiting()
             try:
-                return max(future.result(), sampled.undecoded)
+                damage = future.result()
             except Exception:  # a check beside the analysis: its failure costs the caveat, not the verdict
                 log.exception("the check for damage in %s failed", path)
-                return sampled.undecoded
+                damage = Damage(0)
+            return damage._replace(pictures=max(damage.pictures, sampled.undecoded))
 
         try:
             yield found
@@ -797,8 +805,17 @@ def _yield_the_cores() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
+def _without_frames(face: FaceCrops, positions: frozenset[int]) -> FaceCrops:
+    """`face` without its crops from the sampled frames at `positions`, where it keeps others."""
+    kept = [at for at, position in enumerate(face.track.frame_positions) if position not in positions]
+    if not kept or len(kept) == len(face.crops):
+        return face
+    track = FaceTrack([face.track.frame_positions[at] for at in kept], [face.track.boxes[at] for at in kept])
+    return FaceCrops(track, face.crops[kept], [face.turned[at] for at in kept])
+
+
 def _damaged_caveat(damaged: int, verdict: bool = True) -> dict | None:
-    """A video whose file is damaged (`damaged_pictures`): damage moved verdicts both ways
+    """A video whose file is damaged (`check_damage`): damage moved verdicts both ways
     (model card, "Damaged files"), and may leave no face to judge at all."""
     if not damaged:
         return None

@@ -5,10 +5,12 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 
+from model.damage import Damage
 from model.detector import SMALL_FACE_PX, Detector, video_p_fake
 from model.network import DeepfakeNet, NetworkConfig, pick_device, save_checkpoint, to_input
 from model.video import TimeRange, read_frames
@@ -166,24 +168,46 @@ def test_progress_never_goes_back_where_the_reading_starts_again(tiny_weights, t
 
 def test_damage_in_a_frame_examined_is_told_though_no_other_picture_refers_to_it(tiny_weights, tmp_path):
     """The check over the whole video leaves such pictures out (their damage spoils themselves
-    alone); the frames examined it looks at first, and whole."""
+    alone); the frames examined it looks at first, and whole. That frame, patched over where it
+    is read, is not judged: the face is judged on the others."""
     from media import damaged_unreferenced_picture_copy, face_frames, write_h264
 
     intact = write_h264(tmp_path / "clip.mp4", face_frames(60))
     damaged, shown_s = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
     result = Detector(tiny_weights).detect(damaged, 60)
-    assert shown_s in [score["time_s"] for score in result.frame_scores]
+    assert result.frames == 60 and shown_s not in [score["time_s"] for score in result.frame_scores]
+    assert len(result.frame_scores) == 59
     assert "damaged" in [caveat["code"] for caveat in result.caveats]
 
 
-def late_damage_check(monkeypatch, found: list[int]) -> tuple[Callable[[str, int], None], threading.Event]:
+def test_frames_that_may_show_a_damaged_picture_are_not_judged(tiny_weights, tmp_path):
+    """A picture that does not decode at all leaves those decoded after it in its group of
+    pictures patched over from what came before, as a player patches them: the face is judged
+    on the other frames (those that show the group's first pictures, and the other groups), and
+    the damage is told."""
+    from media import face_frames, undecodable_frame_copy, write_key_every_10
+
+    intact = write_key_every_10(tmp_path / "intact.mp4", face_frames(30, (320, 180)))
+    damaged = undecodable_frame_copy(intact, tmp_path / "damaged.mp4", packet=12)  # in the second group
+    with av.open(str(intact)) as container:
+        stream = container.streams.video[0]
+        shown = [round((p.pts - stream.start_time) * stream.time_base * 10) for p in container.demux(stream) if p.size]
+    spoiled = {frame for frame in shown[12:] if 10 <= frame < 20}  # decoded after it, in its group
+    result = Detector(tiny_weights).detect(damaged, 30)
+    judged = {round(score["time_s"] * 10) for score in result.frame_scores}
+    assert len(spoiled) > 3 and not judged & spoiled
+    assert judged >= set(range(10)) | set(range(20, 30))
+    assert "damaged" in [caveat["code"] for caveat in result.caveats]
+
+
+def late_damage_check(monkeypatch, found: list[Damage]) -> tuple[Callable[[str, int], None], threading.Event]:
     """The check for damage set going only after the scoring (and half a second more), as a
     thread of the lowest priority may be on cores the analysis keeps busy; what it finds is added
     to `found`. Returns the progress callback that tells it the scoring is done, and an event set
     once the check is through."""
     import model.detector as detector
 
-    check, scored, through = detector.damaged_pictures, threading.Event(), threading.Event()
+    check, scored, through = detector.check_damage, threading.Event(), threading.Event()
 
     def late(*args, **kwargs):
         scored.wait(30)
@@ -198,7 +222,7 @@ def late_damage_check(monkeypatch, found: list[int]) -> tuple[Callable[[str, int
         if (stage, percent) == ("scoring", 100):
             scored.set()
 
-    monkeypatch.setattr(detector, "damaged_pictures", late)
+    monkeypatch.setattr(detector, "check_damage", late)
     return progress, through
 
 
@@ -212,10 +236,10 @@ def test_the_verdict_waits_for_the_check_of_the_frames_examined(tiny_weights, tm
     intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))
     damaged, _ = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
     monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE", 100.0)
-    found: list[int] = []
+    found: list[Damage] = []
     progress, _ = late_damage_check(monkeypatch, found)
     result = Detector(tiny_weights).detect(damaged, 60, progress=progress)
-    assert found == [1] and "damaged" in [caveat["code"] for caveat in result.caveats]
+    assert [damage.pictures for damage in found] == [1] and "damaged" in [caveat["code"] for caveat in result.caveats]
 
 
 def test_the_verdict_waits_for_the_check_of_the_frames_examined_for_a_share_of_the_analysis(
@@ -231,9 +255,9 @@ def test_the_verdict_waits_for_the_check_of_the_frames_examined_for_a_share_of_t
 
     def slow_check(path, span_s, stop, stream_index, examined_s, abandon):
         abandoned.append(abandon.wait(30))  # a look that ends only when abandoned
-        return 3  # the pictures that failed before
+        return Damage(3)  # the pictures that failed before
 
-    monkeypatch.setattr(detector, "damaged_pictures", slow_check)
+    monkeypatch.setattr(detector, "check_damage", slow_check)
     monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE", 0.1)
     result = Detector(tiny_weights).detect(clip, 20)
     assert abandoned == [True]
@@ -249,7 +273,7 @@ def test_an_analysis_stopped_while_waiting_for_the_check_for_damage_stops(tiny_w
 
     intact = write_h264(tmp_path / "clip.mp4", face_frames(60, (320, 180)))
     damaged, _ = damaged_unreferenced_picture_copy(intact, tmp_path / "damaged.mp4")
-    found: list[int] = []
+    found: list[Damage] = []
     scored, through = late_damage_check(monkeypatch, found)
     reports = []
 
@@ -261,7 +285,7 @@ def test_an_analysis_stopped_while_waiting_for_the_check_for_damage_stops(tiny_w
 
     with pytest.raises(Cancelled):
         Detector(tiny_weights).detect(damaged, 60, progress=progress)
-    assert through.wait(30) and found == [0]  # the damage in a frame examined not looked for
+    assert through.wait(30) and [damage.pictures for damage in found] == [0]  # the damage in a frame examined not looked for
 
 
 @pytest.fixture(scope="module")

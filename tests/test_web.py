@@ -32,6 +32,7 @@ from media import (
 )
 
 from app import create_app
+from model.damage import Damage
 from model.detector import Detector, video_p_fake
 from model.network import load_checkpoint, save_checkpoint
 from model.video import VideoError, read_frames
@@ -449,7 +450,7 @@ def test_a_stretch_that_does_not_decode_is_told_by_the_reading_itself(client, tm
     """Frames 30 to 64 of 90 zeroed, as an unfinished download written in parts leaves them: the
     video keeps its length, and the reading tells the damage where the check beside it did not
     get so far."""
-    monkeypatch.setattr("model.detector.damaged_pictures", lambda *args: 0)
+    monkeypatch.setattr("model.detector.check_damage", lambda *args: Damage(0))
     intact = write_key_every_10(tmp_path / "intact.mp4", face_frames(90))
     body = post(client, "/api/v1/detect", zeroed_stretch_copy(intact, tmp_path / "holed.mp4", 30, 64)).get_json()
     assert body["label"] in ("REAL", "FAKE") and body["video"]["duration_s"] == pytest.approx(9.0)
@@ -472,7 +473,7 @@ def test_a_check_for_damage_that_fails_costs_the_caveat_not_the_verdict(client, 
     def failing(*args):
         raise RuntimeError("a decoder's bug")
 
-    monkeypatch.setattr("model.detector.damaged_pictures", failing)
+    monkeypatch.setattr("model.detector.check_damage", failing)
     response = post(client, "/api/v1/detect", media["face_h264"])
     assert response.status_code == 200 and response.get_json()["label"] in ("REAL", "FAKE")
 
