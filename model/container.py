@@ -263,10 +263,23 @@ class _Spoiled:
         )
 
 
+def nal_unit_starts(access_unit: bytes, annex_b: bool) -> list[int]:
+    """Where each NAL unit of an H.264 or HEVC access unit begins (its header): in Annex B form,
+    as raw and transport streams store them, after each 00 00 01 start code; else after each
+    unit's 4-byte length, as MP4 and Matroska store them."""
+    if annex_b:
+        return [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
+    starts, at = [], 0
+    while at + 4 < len(access_unit):
+        starts.append(at + 4)
+        at += 4 + int.from_bytes(access_unit[at : at + 4], "big")
+    return starts
+
+
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
     """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
     store them: each unit follows a 00 00 01 start code."""
-    starts = [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
+    starts = nal_unit_starts(access_unit, annex_b=True)
     if codec == "h264":
         return {access_unit[start] & 0x1F for start in starts}
     return {(access_unit[start] >> 1) & 0x3F for start in starts}

@@ -2,7 +2,6 @@
 and OpenCV, patch over unseen (`check_damage`, `damaged_pictures`)."""
 from __future__ import annotations
 
-import re
 import threading
 from functools import cache, partial
 from pathlib import Path
@@ -15,6 +14,7 @@ from .container import (
     assume_x264_build,
     demux,
     ends_within_frames,
+    nal_unit_starts,
     open_container,
     video_streams,
     x264_build_stated,
@@ -242,14 +242,8 @@ def _others_may_refer_to(packet: av.Packet, codec: str) -> bool:
     if codec != "h264":
         return True
     data = bytes(packet)
-    if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
-        headers = [found.end() for found in re.finditer(b"\x00\x00\x01", data)]
-    else:
-        headers, at = [], 0
-        while at + 4 < len(data):
-            headers.append(at + 4)
-            at += 4 + int.from_bytes(data[at : at + 4], "big")
-    slices = [data[at] for at in headers if at < len(data) and data[at] & 0x1F in (H264_SLICE, H264_KEY_SLICE)]
+    starts = nal_unit_starts(data, annex_b=data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")))
+    slices = [data[at] for at in starts if data[at] & 0x1F in (H264_SLICE, H264_KEY_SLICE)]
     return not slices or any(header & H264_REFERENCE_IDC for header in slices)
 
 
