@@ -59,6 +59,12 @@ UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg"})
 IDR_TYPES = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
 HEVC_CRA = 21
 HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
+# H.264's NAL unit types of a picture's slices, and the bits of a NAL unit's header that say
+# whether other pictures refer to it (`referred_to_by_none`)
+H264_SLICES = frozenset({1, 5})
+H264_REFERENCE_IDC = 0x60
+# where the size of a NAL unit's length lies in H.264's and HEVC's configuration records
+H264_LENGTH_SIZE_AT, HEVC_LENGTH_SIZE_AT = 4, 21
 # Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
 # captures are stored, an average rate of 60,000), not a video's.
 MAX_FPS = 1000.0
@@ -263,23 +269,48 @@ class _Spoiled:
         )
 
 
-def nal_unit_starts(access_unit: bytes, annex_b: bool) -> list[int]:
-    """Where each NAL unit of an H.264 or HEVC access unit begins (its header): in Annex B form,
-    as raw and transport streams store them, after each 00 00 01 start code; else after each
-    unit's 4-byte length, as MP4 and Matroska store them."""
-    if annex_b:
+def nal_unit_starts(access_unit: bytes, length_size: int = 0) -> list[int]:
+    """Where each NAL unit of an H.264 or HEVC access unit begins (its header): after each
+    00 00 01 start code, in Annex B form (`length_size` 0), as raw and transport streams store
+    them; else after each unit's length, in `length_size` bytes, as MP4 and Matroska store them
+    (`nal_length_size`)."""
+    if not length_size:
         return [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
     starts, at = [], 0
-    while at + 4 < len(access_unit):
-        starts.append(at + 4)
-        at += 4 + int.from_bytes(access_unit[at : at + 4], "big")
+    while at + length_size < len(access_unit):
+        starts.append(at + length_size)
+        at += length_size + int.from_bytes(access_unit[at : at + length_size], "big")
     return starts
+
+
+def nal_length_size(context: av.CodecContext) -> int:
+    """How many bytes state each NAL unit's length in an H.264 or HEVC stream's packets, as its
+    configuration record says (MP4, Matroska: the extradata's first byte is its version, 1);
+    0 where start codes part them (Annex B). Not guessed from a packet's first bytes: a length of
+    256 to 511 bytes begins 00 00 01, as a start code does."""
+    record = context.extradata or b""
+    if not record or record[0] != 1:
+        return 0
+    at = H264_LENGTH_SIZE_AT if context.name == "h264" else HEVC_LENGTH_SIZE_AT
+    return (record[at] & 0x3) + 1 if len(record) > at else 4
+
+
+def referred_to_by_none(packet: av.Packet, context: av.CodecContext, length_size: int) -> bool:
+    """Whether no other picture refers to the one in `packet`, as its H.264 slices say
+    (nal_ref_idc 0): a B-frame that x264 and most encoders leave out of the pictures others are
+    predicted from. False for any other codec, whose pictures are taken to be referred to.
+    `length_size`: the stream's `nal_length_size`."""
+    if context.name != "h264":
+        return False
+    data = bytes(packet)
+    slices = [data[at] for at in nal_unit_starts(data, length_size) if data[at] & 0x1F in H264_SLICES]
+    return bool(slices) and not any(header & H264_REFERENCE_IDC for header in slices)
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:
     """The types of the NAL units of an H.264 or HEVC access unit in Annex B form, as raw streams
     store them: each unit follows a 00 00 01 start code."""
-    starts = nal_unit_starts(access_unit, annex_b=True)
+    starts = nal_unit_starts(access_unit)
     if codec == "h264":
         return {access_unit[start] & 0x1F for start in starts}
     return {(access_unit[start] >> 1) & 0x3F for start in starts}

@@ -14,8 +14,9 @@ from .container import (
     assume_x264_build,
     demux,
     ends_within_frames,
-    nal_unit_starts,
+    nal_length_size,
     open_container,
+    referred_to_by_none,
     video_streams,
     x264_build_stated,
 )
@@ -24,11 +25,6 @@ from .container import (
 # codecs whose undamaged pictures FFmpeg's strict checks reject: its TIFF decoder, every picture
 # its own TIFF encoder writes (an unknown tag, 296, the resolution's unit)
 STRICT_CHECKS_MISFIRE = frozenset({"tiff"})
-
-# H.264's NAL unit types of a picture's slices, and the bits of a NAL unit's header that say
-# whether other pictures refer to it
-H264_SLICE, H264_KEY_SLICE = 1, 5
-H264_REFERENCE_IDC = 0x60
 
 # a group of pictures' bytes held to decode it as far as a frame examined, or again from the group
 # before it (several seconds of 4K from a phone; minutes of 1080p where a video has one key frame)
@@ -166,6 +162,7 @@ class _ExaminedGroups:
 
     def __init__(self, context: av.CodecContext, sought: bool, examined: frozenset[int]):
         self._context = context
+        self._length_size = nal_length_size(context)
         self._examined = examined  # the frames examined, by presentation time
         self._key_time: int | None = None  # the current group's key frame's presentation time
         self._before: list[av.Packet] = []  # the whole group before the current one, where held
@@ -229,22 +226,10 @@ class _ExaminedGroups:
                     if examined:
                         spoiled.add(packet.pts)
                     # decoded where pictures that no other refers to are not, unless examined
-                    failing = failing or not examined or _others_may_refer_to(packet, self._context.name)
+                    failing = failing or not examined or not referred_to_by_none(packet, self._context, self._length_size)
             if examined and failing:
                 spoiled.add(packet.pts)
         return failures, spoiled, failing
-
-
-def _others_may_refer_to(packet: av.Packet, codec: str) -> bool:
-    """Whether other pictures may refer to the one in `packet`: any but an H.264 picture whose
-    slices say that none does (nal_ref_idc 0), its NAL units length-prefixed (MP4, Matroska) or
-    after start codes (a transport stream)."""
-    if codec != "h264":
-        return True
-    data = bytes(packet)
-    starts = nal_unit_starts(data, annex_b=data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")))
-    slices = [data[at] for at in starts if data[at] & 0x1F in (H264_SLICE, H264_KEY_SLICE)]
-    return not slices or any(header & H264_REFERENCE_IDC for header in slices)
 
 
 def _damaged_in_span(

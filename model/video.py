@@ -41,6 +41,9 @@ SEEK_MIN_GAP_FRAMES = 150
 # so that frames are moved off their even spread only where that is cheaper for nearly any video.
 SEEK_COST_FRAMES = 12
 SOUGHT_FRAME_COST = 2
+# Codecs whose pictures that no other refers to a pass over the video need not decode where
+# they are not wanted (`PyAVCapture.pass_over_unreferenced`): their packets tell them
+PASSED_OVER_CODECS = frozenset({"h264"})
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920
@@ -177,9 +180,15 @@ def _read_sequential(
                 got_idx.append(index)
                 got.append(to_rgb(frame))
         if progress and (index in targets or index % PROGRESS_EVERY_FRAMES == 0):
-            progress(max(0.0, (index - first) / (last - first)) if last > first else 1.0)  # < 0: decoding up to the first
+            progress(_share_read(index, wanted))
         index += 1
     return got_idx, got, index
+
+
+def _share_read(index: int, wanted: list[int]) -> float:
+    """How far a pass at frame `index` is through the `wanted` frames: 0 up to the first."""
+    first, last = wanted[0], wanted[-1]
+    return min(1.0, max(0.0, (index - first) / (last - first))) if last > first else 1.0
 
 
 def _read_by_times(
@@ -188,25 +197,33 @@ def _read_by_times(
     to_rgb: ToRGB,
     progress: Progress | None = None,
     uncounted: frozenset[int] = frozenset(),
+    pass_over: bool = False,
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass to the end, or until every wanted frame is found, each frame placed by
     its presentation time rather than by counting: a stretch of a damaged file that does not
     decode swallows frames unseen (OpenCV's grab passes over packets that decode to nothing), and
     the decoder puts out the frames it held back before that stretch after it. Returns the frames
-    read, and how many of those before the last one decoded did not decode, `uncounted` aside."""
+    read, and how many of those before the last one decoded did not decode, `uncounted` aside.
+    `pass_over`: the pictures that no other refers to are not decoded unless wanted, nor counted
+    (`PyAVCapture.pass_over_unreferenced`)."""
+    if pass_over:
+        capture.pass_over_unreferenced(wanted)
     targets, got, decoded = set(wanted), {}, set()
+    heard_at = -1  # the frame the progress was last reported at: the decoder's order is not always the display order
     while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
         decoded.add(index)
         if index in targets and index not in got:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
                 got[index] = to_rgb(frame)
-        if progress and (index in targets or len(decoded) % PROGRESS_EVERY_FRAMES == 0):
-            progress(len(got) / len(targets))
+        if progress and index > heard_at and (index in targets or index // PROGRESS_EVERY_FRAMES > heard_at // PROGRESS_EVERY_FRAMES):
+            heard_at = index
+            progress(_share_read(index, wanted))
     indices = sorted(got)
     last = max(decoded, default=-1)
-    passed_over = sum(index < last and index not in decoded for index in uncounted)
-    return indices, [got[index] for index in indices], last + 1 - len(decoded) - passed_over
+    decoded |= {index for index in capture.passed_over if index < last}  # as good as decoded
+    not_counted = sum(index < last and index not in decoded for index in uncounted)
+    return indices, [got[index] for index in indices], last + 1 - len(decoded) - not_counted
 
 
 def _read_seeking(
@@ -347,10 +364,13 @@ def read_frames(
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
     PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
     tone-mapped to SDR, a file with several video streams, of which the one a player shows is
-    read, and raw DV, whose average rate is a time base's. Pillow decodes animated WebP, which
-    FFmpeg cannot. `progress` hears how far through the chosen frames the reading is (0 while
-    the packets are read). OutsideVideo where the part begins after the end; FramesTooLarge
-    where the frames are larger than `MAX_FRAME_PIXELS`, before any is read.
+    read, and raw DV, whose average rate is a time base's; and H.264 read in one pass from the
+    start, where PyAV's decoder, told the frames wanted, passes over the pictures between them
+    that no other refers to (most B-frames: the same frames, read a third faster), unless the
+    file is cut short or damaged. Pillow decodes animated WebP, which FFmpeg cannot. `progress`
+    hears how far through the chosen frames the reading is (0 while the packets are read).
+    OutsideVideo where the part begins after the end; FramesTooLarge where the frames are larger
+    than `MAX_FRAME_PIXELS`, before any is read.
     """
     if webp := _animated_webp(path):  # which FFmpeg cannot decode
         shown_s = np.cumsum([0, *webp.durations_ms[:-1]]) / 1000
@@ -434,7 +454,7 @@ def _sample(
     by_pyav = facts.unindexed or facts.sought_by_bytes or bool(unread) or old_x264
     pyav = partial(PyAVCapture, stream_index=facts.main_stream, timing=facts.timing)  # the packets not read again
     seek_capture = pyav if by_pyav and open_capture is open_with_opencv else open_capture
-    undecoded = 0
+    undecoded, passes_over = 0, False
     by_cost = seek_min_gap is None and seekable and timed and len(facts.key_frames) > 0
     if by_cost:
         # A seek decodes from the key frame before the frame sought, up to a group of pictures
@@ -455,14 +475,7 @@ def _sample(
         if len(indices) < len(wanted) // 2:  # the container lies about its length
             method, timeline = "sequential", counted(with_capture(_count_frames))
             wanted, span = _wanted(timeline, count, part)
-    if method == "sequential" and unread:
-        # Zeros in the file: OpenCV passes over them unseen, and would number every later frame
-        # early. A frame cut short that fails is counted where the decoder is, which may hold
-        # frames shown before it back: they would be numbered late.
-        log.info("%d frames of the file are zeros, refer to such, or are cut short: read by their times", len(unread))
-        # the frame cut short is no damage: the file is told as cut short
-        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress, unfinished))
-    elif method == "sequential":
+    if method == "sequential":
         # cheaper than decoding up to a part far in
         if by_cost:
             seek_first = _frames_decoded_to_reach(wanted[0], facts.key_frames) < wanted[0] + 1
@@ -470,6 +483,22 @@ def _sample(
         else:
             seek_first = seekable and wanted[0] >= seek_min_gap
             first_capture = seek_capture if seek_first else open_capture
+        # PyAV's decoder, told the frames wanted, passes over the pictures between them that no
+        # other refers to (`PyAVCapture.pass_over_unreferenced`), where OpenCV's decodes them all
+        passes_over = timed and not (seek_first or unread or facts.cut_short or facts.interlaced) and facts.codec in PASSED_OVER_CODECS
+        if passes_over:
+            by_times = partial(_read_by_times, wanted=wanted, to_rgb=to_rgb, progress=progress, pass_over=True)
+            indices, frames, undecoded = _with_capture(pyav, path, by_times)
+            # a damaged file: read as before, each picture decoded (and its progress heard again)
+            passes_over = not undecoded and len(indices) == len(wanted)
+    if method == "sequential" and unread:
+        # Zeros in the file: OpenCV passes over them unseen, and would number every later frame
+        # early. A frame cut short that fails is counted where the decoder is, which may hold
+        # frames shown before it back: they would be numbered late.
+        log.info("%d frames of the file are zeros, refer to such, or are cut short: read by their times", len(unread))
+        # the frame cut short is no damage: the file is told as cut short
+        indices, frames, undecoded = _with_capture(pyav, path, lambda c: _read_by_times(c, wanted, to_rgb, progress, unfinished))
+    elif method == "sequential" and not passes_over:
         indices, frames, seen = _with_capture(first_capture, path, lambda c: _read_sequential(c, wanted, to_rgb, progress, seek_first))
         if seen <= wanted[-1] and frames and timed:
             # Frames decoded, but fewer than the file holds packets for, each timed: a damaged

@@ -13,7 +13,15 @@ import cv2
 import numpy as np
 import pytest
 
-from model.container import PACKETS_A_HEARTBEAT, PICTURE_FRAME_MS, X264_FIXED_BUILD, IndexMissing, container_facts
+from model.container import (
+    PACKETS_A_HEARTBEAT,
+    PICTURE_FRAME_MS,
+    X264_FIXED_BUILD,
+    IndexMissing,
+    container_facts,
+    nal_length_size,
+    referred_to_by_none,
+)
 from model.damage import damaged_pictures
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
@@ -223,6 +231,59 @@ def test_a_pass_through_frames_far_apart_reports_its_progress_between_them(tmp_p
 
     with pytest.raises(Stopped):
         read_frames(path, 4, progress=stop_past_half)
+
+
+def test_a_pass_decodes_no_h264_picture_that_none_refers_to_unless_wanted_and_reads_the_same_frames(tmp_path, monkeypatch):
+    """x264's defaults give B-frames, most of which no other picture refers to: a pass needs
+    only those of them it reads, and reads the very frames that decoding every picture gives."""
+    import model.video as video
+
+    frames = (stamp_number(frame, i) for i, frame in enumerate(iter_face_frames(120, (320, 180))))
+    path = write_h264(tmp_path / "clip.mp4", frames)
+    captures = []
+    pass_over = PyAVCapture.pass_over_unreferenced
+    monkeypatch.setattr(PyAVCapture, "pass_over_unreferenced", lambda self, wanted: (captures.append(self), pass_over(self, wanted))[1])
+    heard: list[float] = []
+    sampled = read_frames(path, 12, progress=heard.append)
+    assert [read_stamp(frame) for frame in sampled.frames] == sampled.indices and len(sampled.indices) == 12
+    assert sampled.method == "sequential" and sampled.undecoded == 0 and heard == sorted(heard) and heard[-1] == 1.0
+    (capture,) = captures
+    assert len(capture.passed_over) >= 30 and not capture.passed_over & set(sampled.indices)
+    monkeypatch.setattr(video, "PASSED_OVER_CODECS", frozenset())  # OpenCV's decoder, which decodes every picture
+    every = read_frames(path, 12)
+    assert len(captures) == 1 and every.indices == sampled.indices and every.undecoded == 0
+    assert all(np.array_equal(a, b) for a, b in zip(every.frames, sampled.frames))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_the_h264_pictures_taken_for_referred_to_by_none_are_those_ffmpeg_skips_as_such(tmp_path, suffix):
+    path = write_h264(tmp_path / f"clip{suffix}", iter_face_frames(60, (320, 180)))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        length_size = nal_length_size(stream.codec_context)
+        packets = [packet for packet in container.demux(stream) if packet.size]
+        passed = sum(referred_to_by_none(packet, stream.codec_context, length_size) for packet in packets)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        kept = sum(1 for _ in container.decode(stream))
+    assert length_size == (4 if suffix == ".mp4" else 0)  # MP4 states each NAL unit's length; a transport stream parts them by start codes
+    assert 0 < passed == len(packets) - kept
+
+
+def test_an_h264_nal_units_length_that_begins_as_a_start_code_does_is_read_as_its_length(tmp_path):
+    """In MP4 a NAL unit of 256 to 511 bytes begins 00 00 01, as a start code does in a stream
+    whose NAL units are parted by them: taken for one, it hid a picture's slice header."""
+    path = write_h264(tmp_path / "clip.mp4", iter_face_frames(4, (320, 180)))
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        length_size = nal_length_size(context)
+
+        def slice_with_header(header: int) -> av.Packet:
+            return av.Packet((257).to_bytes(4, "big") + bytes([header]) + b"\x9a" * 256)
+
+        assert not referred_to_by_none(slice_with_header(0x41), context, length_size)  # a P slice, nal_ref_idc 2
+        assert referred_to_by_none(slice_with_header(0x01), context, length_size)  # a B slice, nal_ref_idc 0
 
 
 def test_the_reading_of_a_files_packets_is_heard_and_can_be_stopped_before_any_decoding(tmp_path, monkeypatch):
