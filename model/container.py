@@ -273,14 +273,14 @@ def nal_unit_starts(access_unit: bytes, length_size: int = 0) -> list[int]:
     """Where each NAL unit of an H.264 or HEVC access unit begins (its header): after each
     00 00 01 start code, in Annex B form (`length_size` 0), as raw and transport streams store
     them; else after each unit's length, in `length_size` bytes, as MP4 and Matroska store them
-    (`nal_length_size`)."""
+    (`nal_length_size`): none where those lengths do not add up to the access unit's."""
     if not length_size:
         return [match.end() for match in re.finditer(b"\x00\x00\x01", access_unit) if match.end() < len(access_unit)]
     starts, at = [], 0
     while at + length_size < len(access_unit):
         starts.append(at + length_size)
         at += length_size + int.from_bytes(access_unit[at : at + length_size], "big")
-    return starts
+    return starts if at == len(access_unit) else []  # lengths that do not add up to the packet's: none told
 
 
 def nal_length_size(context: av.CodecContext) -> int:
@@ -304,7 +304,8 @@ def referred_to_by_none(packet: av.Packet, context: av.CodecContext, length_size
         return False
     data = bytes(packet)
     slices = [data[at] for at in nal_unit_starts(data, length_size) if data[at] & 0x1F in H264_SLICES]
-    return bool(slices) and not any(header & H264_REFERENCE_IDC for header in slices)
+    # a header's first bit is always 0 (forbidden_zero_bit): one set is no NAL unit's
+    return bool(slices) and not any(header & (H264_REFERENCE_IDC | 0x80) for header in slices)
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:

@@ -284,6 +284,8 @@ def test_an_h264_nal_units_length_that_begins_as_a_start_code_does_is_read_as_it
 
         assert not referred_to_by_none(slice_with_header(0x41), context, length_size)  # a P slice, nal_ref_idc 2
         assert referred_to_by_none(slice_with_header(0x01), context, length_size)  # a B slice, nal_ref_idc 0
+        # a packet not stored as the stream says (after a start code) is taken to be referred to
+        assert not referred_to_by_none(av.Packet(b"\x00\x00\x00\x01\x01" + b"\x9a" * 256), context, length_size)
 
 
 def test_the_reading_of_a_files_packets_is_heard_and_can_be_stopped_before_any_decoding(tmp_path, monkeypatch):
