@@ -182,8 +182,8 @@ class PyAVCapture:
         length_size = nal_length_size(context)
         try:
             for packet in demux(self._container, self._stream):
-                passing_over = self._wanted_times is not None and packet.pts not in self._wanted_times
-                if passing_over and referred_to_by_none(packet, context, length_size):
+                unwanted = self._wanted_times is not None and packet.pts is not None and packet.pts not in self._wanted_times
+                if unwanted and referred_to_by_none(packet, context, length_size):
                     self._passed_over.append(packet.pts)
                     continue
                 try:
@@ -283,10 +283,10 @@ class PyAVCapture:
     def pass_over_unreferenced(self, wanted: list[int]) -> None:
         """From here on, a picture that no other refers to (`referred_to_by_none`: most B-frames)
         is not decoded unless it is one of the frames `wanted` (indices into `MainStream.times`,
-        which must be known), and the decoder decodes a frame a thread, a thread a core, before
-        its first frame: for one pass (the threads hold frames back, which a seek would wait for).
-        Decoding the frames between the wanted ones costs a third less or more where they
-        have B-frames. `passed_over` says which were not decoded."""
+        which must be known): a third of the pictures or more, where there are B-frames.
+        `passed_over` says which were not. Called before the first frame is decoded, it also has
+        the decoder decode a frame a thread, a thread a core, as OpenCV's does: for one pass, not
+        for seeks, which would wait for the frames the threads hold back."""
         times = self._stream_timing().times
         self._wanted_times = frozenset(int(times[index]) for index in wanted)
         self._stream.thread_type = "AUTO"

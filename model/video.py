@@ -209,14 +209,15 @@ def _read_by_times(
     if pass_over:
         capture.pass_over_unreferenced(wanted)
     targets, got, decoded = set(wanted), {}, set()
-    heard_at = -1  # the frame the progress was last reported at: the decoder's order is not always the display order
+    heard_at = -1  # the frame last reported: the decoder's order is not always the display order
     while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
         decoded.add(index)
         if index in targets and index not in got:
             ok, frame = capture.retrieve()
             if ok and frame is not None:
                 got[index] = to_rgb(frame)
-        if progress and index > heard_at and (index in targets or index // PROGRESS_EVERY_FRAMES > heard_at // PROGRESS_EVERY_FRAMES):
+        further = index // PROGRESS_EVERY_FRAMES > heard_at // PROGRESS_EVERY_FRAMES
+        if progress and index > heard_at and (index in targets or further):
             heard_at = index
             progress(_share_read(index, wanted))
     indices = sorted(got)
@@ -485,7 +486,8 @@ def _sample(
             first_capture = seek_capture if seek_first else open_capture
         # PyAV's decoder, told the frames wanted, passes over the pictures between them that no
         # other refers to (`PyAVCapture.pass_over_unreferenced`), where OpenCV's decodes them all
-        passes_over = timed and not (seek_first or unread or facts.cut_short or facts.interlaced) and facts.codec in PASSED_OVER_CODECS
+        read_as_before = seek_first or unread or facts.cut_short or facts.interlaced
+        passes_over = timed and facts.codec in PASSED_OVER_CODECS and not read_as_before
         if passes_over:
             by_times = partial(_read_by_times, wanted=wanted, to_rgb=to_rgb, progress=progress, pass_over=True)
             indices, frames, undecoded = _with_capture(pyav, path, by_times)
