@@ -173,6 +173,8 @@ class PyAVCapture:
         self._skip_before: int | None = None  # after a seek: the first presentation time wanted
         self._wanted_times: frozenset[int] | None = None  # see `pass_over_unreferenced`
         self._passed_over: list[int] = []  # presentation times of the pictures passed over
+        # whether a picture did not decode, or came out patched over (or refers to such): damage
+        self.damaged = False
         self._path = path
 
     def _decoded(self) -> Iterator[av.VideoFrame | None]:
@@ -187,8 +189,11 @@ class PyAVCapture:
                     self._passed_over.append(packet.pts)
                     continue
                 try:
-                    yield from packet.decode()
+                    for frame in packet.decode():
+                        self.damaged = self.damaged or frame.is_corrupt
+                        yield frame
                 except av.FFmpegError:
+                    self.damaged = True
                     yield None
         except av.FFmpegError:  # the container cannot be read on (a truncated file): the end
             return
@@ -284,12 +289,22 @@ class PyAVCapture:
         """From here on, a picture that no other refers to (`referred_to_by_none`: most B-frames)
         is not decoded unless it is one of the frames `wanted` (indices into `MainStream.times`,
         which must be known): a third of the pictures or more, where there are B-frames.
-        `passed_over` says which were not. Called before the first frame is decoded, it also has
-        the decoder decode a frame a thread, a thread a core, as OpenCV's does: for one pass, not
-        for seeks, which would wait for the frames the threads hold back."""
+        `passed_over` says which were not."""
         times = self._stream_timing().times
         self._wanted_times = frozenset(int(times[index]) for index in wanted)
-        self._stream.thread_type = "AUTO"
+
+    def decode_on_threads(self, frame_threads: bool) -> None:
+        """Has the decoder decode a frame a thread, a thread a core, as OpenCV's does, or
+        (not `frame_threads`) all on one thread. Called before the first frame is decoded. Frame
+        threads are for one pass, not for seeks, which would wait for the frames the threads hold
+        back; they patch a damaged picture over differently from one decoding to the next, and
+        more frames than one thread does (slice threads, PyAV's default, differently from one
+        thread too); `damaged` tells such a picture. One thread patches it the same way every
+        time."""
+        if frame_threads:
+            self._stream.thread_type = "AUTO"
+        else:
+            self._stream.thread_count = 1
 
     @property
     def passed_over(self) -> set[int]:

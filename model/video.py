@@ -197,20 +197,17 @@ def _read_by_times(
     to_rgb: ToRGB,
     progress: Progress | None = None,
     uncounted: frozenset[int] = frozenset(),
-    pass_over: bool = False,
+    stop: Callable[[], bool] = lambda: False,
 ) -> tuple[list[int], list[np.ndarray], int]:
     """One decoding pass to the end, or until every wanted frame is found, each frame placed by
     its presentation time rather than by counting: a stretch of a damaged file that does not
     decode swallows frames unseen (OpenCV's grab passes over packets that decode to nothing), and
     the decoder puts out the frames it held back before that stretch after it. Returns the frames
-    read, and how many of those before the last one decoded did not decode, `uncounted` aside.
-    `pass_over`: the pictures that no other refers to are not decoded unless wanted, nor counted
-    (`PyAVCapture.pass_over_unreferenced`)."""
-    if pass_over:
-        capture.pass_over_unreferenced(wanted)
+    read, and how many of those before the last one decoded did not decode, `uncounted` aside
+    and the pictures `PyAVCapture.passed_over` counted as decoded. `stop`: asked before each frame."""
     targets, got, decoded = set(wanted), {}, set()
     heard_at = -1  # the frame last reported: the decoder's order is not always the display order
-    while len(got) < len(targets) and (index := capture.grab_shown()) is not None:
+    while len(got) < len(targets) and not stop() and (index := capture.grab_shown()) is not None:
         decoded.add(index)
         if index in targets and index not in got:
             ok, frame = capture.retrieve()
@@ -225,6 +222,19 @@ def _read_by_times(
     decoded |= {index for index in capture.passed_over if index < last}  # as good as decoded
     not_counted = sum(index < last and index not in decoded for index in uncounted)
     return indices, [got[index] for index in indices], last + 1 - len(decoded) - not_counted
+
+
+def _read_passing_over(
+    capture: PyAVCapture, wanted: list[int], to_rgb: ToRGB, progress: Progress | None, frame_threads: bool
+) -> tuple[list[int], list[np.ndarray], int] | None:
+    """`_read_by_times`, decoding no picture that no other refers to unless wanted
+    (`PyAVCapture.pass_over_unreferenced`), on the decoder's frame threads or on one thread
+    (`PyAVCapture.decode_on_threads`). On frame threads, None once a picture is found damaged:
+    they patch it over differently from one reading to the next."""
+    capture.pass_over_unreferenced(wanted)
+    capture.decode_on_threads(frame_threads)
+    read = _read_by_times(capture, wanted, to_rgb, progress, stop=lambda: frame_threads and capture.damaged)
+    return None if frame_threads and capture.damaged else read
 
 
 def _read_seeking(
@@ -368,10 +378,12 @@ def read_frames(
     read, and raw DV, whose average rate is a time base's; and H.264 read in one pass from the
     start, where PyAV's decoder, told the frames wanted, passes over the pictures between them
     that no other refers to (most B-frames: the same frames, read a third faster), unless the
-    file is cut short or damaged. Pillow decodes animated WebP, which FFmpeg cannot. `progress`
-    hears how far through the chosen frames the reading is (0 while the packets are read).
-    OutsideVideo where the part begins after the end; FramesTooLarge where the frames are larger
-    than `MAX_FRAME_PIXELS`, before any is read.
+    file is cut short; where a picture is found damaged, the pass is made again on one thread,
+    which patches damage over the same way every time (a frame a thread does not). Pillow
+    decodes animated WebP, which FFmpeg cannot. `progress` hears how far through the chosen
+    frames the reading is (0 while the packets are read). OutsideVideo where the part begins
+    after the end; FramesTooLarge where the frames are larger than `MAX_FRAME_PIXELS`, before
+    any is read.
     """
     if webp := _animated_webp(path):  # which FFmpeg cannot decode
         shown_s = np.cumsum([0, *webp.durations_ms[:-1]]) / 1000
@@ -489,10 +501,14 @@ def _sample(
         read_as_before = seek_first or unread or facts.cut_short or facts.interlaced
         passes_over = timed and facts.codec in PASSED_OVER_CODECS and not read_as_before
         if passes_over:
-            by_times = partial(_read_by_times, wanted=wanted, to_rgb=to_rgb, progress=progress, pass_over=True)
-            indices, frames, undecoded = _with_capture(pyav, path, by_times)
-            # a damaged file: read as before, each picture decoded (and its progress heard again)
-            passes_over = not undecoded and len(indices) == len(wanted)
+            passing_over = partial(_read_passing_over, wanted=wanted, to_rgb=to_rgb, progress=progress)
+            if passed := _with_capture(pyav, path, partial(passing_over, frame_threads=True)):
+                indices, frames, undecoded = passed
+                # fewer frames than wanted: read as before, each picture decoded (and its progress heard again)
+                passes_over = not undecoded and len(indices) == len(wanted)
+            else:  # a damaged file: read on one thread, which patches its damage over the same way every time
+                indices, frames, undecoded = _with_capture(pyav, path, partial(passing_over, frame_threads=False))
+                passes_over = bool(frames)
     if method == "sequential" and unread:
         # Zeros in the file: OpenCV passes over them unseen, and would number every later frame
         # early. A frame cut short that fails is counted where the decoder is, which may hold

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -253,6 +254,39 @@ def test_a_pass_decodes_no_h264_picture_that_none_refers_to_unless_wanted_and_re
     every = read_frames(path, 12)
     assert len(captures) == 1 and every.indices == sampled.indices and every.undecoded == 0
     assert all(np.array_equal(a, b) for a, b in zip(every.frames, sampled.frames))
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # the second breaks a frame read beyond decoding
+def test_a_damaged_h264_file_is_read_alike_every_time_as_one_thread_decodes_it(tmp_path, monkeypatch, seed):
+    """The decoder's frame threads patch a damaged picture over differently from one reading to
+    the next (a damaged upload got a different verdict each time): where a picture is found
+    damaged, the pass is made again on one thread, which patches it over the same way."""
+    frames = (stamp_number(frame, i) for i, frame in enumerate(iter_face_frames(120, (320, 180))))
+    intact = write_h264(tmp_path / "clip.mp4", frames)
+    damaged = damaged_copy(intact, tmp_path / "damaged.mp4", count=20, seed=seed)
+    threads = []
+    decode_on = PyAVCapture.decode_on_threads
+    monkeypatch.setattr(PyAVCapture, "decode_on_threads", lambda self, several: (threads.append((self, several)), decode_on(self, several))[1])
+    readings = [read_frames(damaged, 12) for _ in range(3)]
+    assert [several for _, several in threads] == [True, False] * 3  # each reading begun on frame threads, and made again
+    assert all(capture.damaged for capture, several in threads if several)
+    wanted = read_frames(intact, 12).indices
+    with av.open(str(damaged)) as container:  # on one thread, the packets the reading decodes
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        times = sorted(packet.pts for packet in container.demux(stream) if packet.size)
+        length_size = nal_length_size(stream.codec_context)
+        container.seek(0)
+        decoded = {}
+        for packet in container.demux(stream):
+            if packet.pts in {times[index] for index in wanted} or not referred_to_by_none(packet, stream.codec_context, length_size):
+                with contextlib.suppress(av.InvalidDataError):
+                    decoded.update((frame.pts, (frame.is_corrupt, frame.to_ndarray(format="rgb24"))) for frame in packet.decode())
+    assert any(corrupt for time, (corrupt, _) in decoded.items() if time < times[wanted[-1]])  # damage the frames read rest on
+    for sampled in readings:
+        assert sampled.indices == [index for index in wanted if times[index] in decoded] and sampled.method == "sequential"
+        assert sampled.undecoded == readings[0].undecoded
+        assert all(np.array_equal(frame, decoded[times[index]][1]) for index, frame in zip(sampled.indices, sampled.frames))
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
@@ -919,20 +953,27 @@ def test_a_frame_that_does_not_decode_does_not_end_the_video(tmp_path, reader):
     """A damaged file's frame that cannot be decoded at all fails alone: the frames after it are
     read and the video keeps its length (read as the end, the frames before it were taken for
     the whole video). The frames after it show what the decoder patched together without it,
-    so only those before it can be told by the number on them."""
+    so only those before it can be told by the number on them. The frame that fails, one of those
+    wanted here, is not read but counted: another picture stood in for it."""
     import model.video as video
 
     frames = (stamp_number(frame, i) for i, frame in enumerate(face_frames(40)))
-    broken = undecodable_frame_copy(write_h264(tmp_path / "intact.mp4", frames), tmp_path / "broken.mp4", packet=10)
+    intact = write_h264(tmp_path / "intact.mp4", frames)
+    broken = undecodable_frame_copy(intact, tmp_path / "broken.mp4", packet=10)
     open_capture = {"opencv": open_with_opencv, "pyav": PyAVCapture}[reader]
     capture = open_capture(broken)
     grabbed = [capture.grab() for _ in range(40 + FAILED_GRABS_AT_THE_END)]
     capture.release()
     failed = grabbed.index(False)
     assert grabbed.count(False) == 1 + FAILED_GRABS_AT_THE_END and 0 < failed < 39  # one frame fails, then the end
+    with av.open(str(broken)) as container:
+        packets = [packet for packet in container.demux(container.streams.video[0]) if packet.size]
+    shown_failing = sorted(packet.pts for packet in packets).index(packets[10].pts)
     sampled = video._sample(broken, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture)
+    wanted = video._sample(intact, 20, 10**9, None, video.MAX_FRAME_SIDE, TimeRange(), open_capture).indices
     assert sampled.info.frame_count == 40 and sampled.info.duration_s == pytest.approx(4.0)
-    assert len(sampled.frames) == 20 and sampled.indices[-1] == 39
+    assert shown_failing in wanted and sampled.indices == [index for index in wanted if index != shown_failing]
+    assert sampled.undecoded == 1 and sampled.indices[-1] == 39
     before = [(index, frame) for index, frame in zip(sampled.indices, sampled.frames) if index < failed]
     assert len(before) >= 3 and [read_stamp(frame) for _, frame in before] == [index for index, _ in before]
 
