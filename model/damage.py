@@ -52,6 +52,7 @@ def check_damage(
     stream_index: int | None = None,
     examined_s: Sequence[float] = (),
     abandon: threading.Event | None = None,
+    damage_seen: threading.Event | None = None,
 ) -> Damage:
     """How many coded pictures do not decode cleanly (bit errors, lost data: what a player, and
     OpenCV, patch over unseen) in the span `span_s` (seconds from the first frame), decoded from
@@ -66,14 +67,16 @@ def check_damage(
     to run beside the analysis, on what that leaves idle. `stream_index`: the video stream to
     check (`SampledFrames.stream`), else the first. 0 for what FFmpeg does not decode (animated
     WebP) or cannot open, and for codecs its strict checks misfire on (`STRICT_CHECKS_MISFIRE`).
-    Which frames examined the damage may show in (`Damage`), where the first look got to them."""
+    Which frames examined the damage may show in (`Damage`), where the first look got to them;
+    `damage_seen` is set once that look finds a picture that fails (a caller waits longer for it
+    then: which frames it finds spoiled depends on how far it gets)."""
     if animated_webp(path):
         return Damage(0)
     stop, abandon = stop or threading.Event(), abandon or threading.Event()
     failed: set[tuple] = set()  # each picture once, though both looks decode it
     spoiled: set[int] = set()
     try:
-        examined_look = partial(_damaged_where_examined, examined_s=examined_s, spoiled=spoiled)
+        examined_look = partial(_damaged_where_examined, examined_s=examined_s, spoiled=spoiled, seen=damage_seen)
         looks = [(examined_look, abandon.is_set)] if examined_s else []
         looks.append((_damaged_in_span, lambda: stop.is_set() or abandon.is_set()))
         first_packet_x264_build = cache(partial(_first_packet_x264_build, path))  # read once for both looks
@@ -109,11 +112,12 @@ def _damaged_where_examined(
     stopped: Callable[[], bool],
     examined_s: Sequence[float],
     spoiled: set[int],
+    seen: threading.Event | None = None,
 ) -> set[tuple]:
     """The pictures that fail among those the examined frames rest on: the packets from the key
     frame before each up to it, in one pass over the packets that decodes only those
     (`_ExaminedGroups`). The positions in `examined_s` of the frames that may show them are
-    added to `spoiled`."""
+    added to `spoiled`; `seen` is set once one fails."""
     first, tick = stream.start_time, float(stream.time_base or 0)
     if first is None or not tick:  # a raw stream's packets carry no times
         return set()
@@ -134,6 +138,8 @@ def _damaged_where_examined(
             while target is not None and decoded_at is not None and decoded_at > target:
                 groups.decode_so_far()
                 target = next(targets, None)
+                if groups.failed and seen:
+                    seen.set()
             if target is None or stopped():
                 break
             groups.add(packet)

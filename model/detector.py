@@ -54,6 +54,9 @@ WAITING_REPORT_S = 0.2
 # The verdict waits for that check at most this share of the analysis's time so far: where
 # the frames examined rest on a minute of pictures (one key frame), it decodes them all again.
 EXAMINED_WAIT_SHARE = 0.5
+# and this share where it has found a damaged picture: which frames it leaves out then depends
+# on how far it got, and the same damaged upload got different verdicts
+EXAMINED_WAIT_SHARE_DAMAGED = 2.0
 # Under this face height more fakes pass as REAL; real faces are not called FAKE more often
 # (measured on the training clips re-encoded small, and out of fold at 240p: model card, "Smaller faces").
 SMALL_FACE_PX = 80
@@ -420,22 +423,24 @@ class Detector:
     ) -> Iterator[Callable[[Callable[[], None]], Damage]]:
         """`check_damage` runs beside the block, on what it leaves of the cores, the frames
         examined first. The callable yielded waits for the look at those, whose damage may move the
-        verdict, for `EXAMINED_WAIT_SHARE` of the time since the analysis `started` at most,
-        calling its argument now and then (a progress report, which raises where the analysis is
-        to stop); stops the look over the whole part judged as far as it got; and says what it
-        found, or what the reading found where more: frames that did not decode at all
-        (`SampledFrames.undecoded`)."""
-        stop, abandon = threading.Event(), threading.Event()
+        verdict, for `EXAMINED_WAIT_SHARE` of the time since the analysis `started` at most
+        (`EXAMINED_WAIT_SHARE_DAMAGED` once it has found a damaged picture), calling its argument
+        now and then (a progress report, which raises where the analysis is to stop); stops the
+        look over the whole part judged as far as it got; and says what it found, or what the
+        reading found where more: frames that did not decode at all (`SampledFrames.undecoded`)."""
+        stop, abandon, damage_seen = threading.Event(), threading.Event(), threading.Event()
         # the stream the frames were read from, as the sampling chose it: not sought again
         examined_s = [sampled.timeline.time_s(index) for index in sampled.indices]
-        future = self._damage_check.submit(check_damage, path, sampled.span_s, stop, sampled.stream, examined_s, abandon)
+        check = partial(check_damage, path, sampled.span_s, stop, sampled.stream, examined_s, abandon, damage_seen)
+        future = self._damage_check.submit(check)
 
         def found(waiting: Callable[[], None]) -> Damage:
             stop.set()
             now = time.perf_counter()
-            until = now + EXAMINED_WAIT_SHARE * (now - started)
+            so_far = now - started
+            until = {False: now + EXAMINED_WAIT_SHARE * so_far, True: now + EXAMINED_WAIT_SHARE_DAMAGED * so_far}
             while not wait([future], timeout=WAITING_REPORT_S).done:
-                if time.perf_counter() > until:
+                if time.perf_counter() > until[damage_seen.is_set()]:
                     abandon.set()  # what it found so far stands
                 waiting()
             try:

@@ -253,7 +253,7 @@ def test_the_verdict_waits_for_the_check_of_the_frames_examined_for_a_share_of_t
     clip = write_h264(tmp_path / "clip.mp4", face_frames(20, (320, 180)))
     abandoned = []
 
-    def slow_check(path, span_s, stop, stream_index, examined_s, abandon):
+    def slow_check(path, span_s, stop, stream_index, examined_s, abandon, damage_seen):
         abandoned.append(abandon.wait(30))  # a look that ends only when abandoned
         return Damage(3)  # the pictures that failed before
 
@@ -262,6 +262,31 @@ def test_the_verdict_waits_for_the_check_of_the_frames_examined_for_a_share_of_t
     result = Detector(tiny_weights).detect(clip, 20)
     assert abandoned == [True]
     assert "3 pictures" in next(caveat["message"] for caveat in result.caveats if caveat["code"] == "damaged")
+
+
+def test_the_verdict_waits_longer_for_a_look_at_the_frames_examined_that_has_found_damage(tiny_weights, tmp_path, monkeypatch):
+    """Which frames examined a damaged picture spoils, and so are not judged, the look finds as
+    far as it gets: once it has found one, the verdict waits `EXAMINED_WAIT_SHARE_DAMAGED` of the
+    analysis's time for it, so that the same damaged upload gets the same verdict."""
+    import model.detector as detector
+    from media import face_frames, write_h264
+
+    clip = write_h264(tmp_path / "clip.mp4", face_frames(20, (320, 180)))
+    abandoned = []
+
+    def look(finds_damage: bool, path, span_s, stop, stream_index, examined_s, abandon, damage_seen):
+        if finds_damage:
+            damage_seen.set()
+        abandoned.append(abandon.wait(2.0))  # a look of two seconds, unless abandoned
+        return Damage(3 if finds_damage else 0)
+
+    monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE", 0.0)
+    monkeypatch.setattr(detector, "EXAMINED_WAIT_SHARE_DAMAGED", 100.0)
+    for finds_damage in (False, True):
+        monkeypatch.setattr(detector, "check_damage", partial(look, finds_damage))
+        result = Detector(tiny_weights).detect(clip, 20)
+        assert ("damaged" in [caveat["code"] for caveat in result.caveats]) == finds_damage
+    assert abandoned == [True, False]
 
 
 def test_an_analysis_stopped_while_waiting_for_the_check_for_damage_stops(tiny_weights, tmp_path, monkeypatch):

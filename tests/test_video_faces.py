@@ -23,7 +23,7 @@ from model.container import (
     nal_length_size,
     referred_to_by_none,
 )
-from model.damage import damaged_pictures
+from model.damage import check_damage, damaged_pictures
 from model.decoders import PyAVCapture, open_with_opencv, sdr_from_hdr
 from model.faces import (
     FaceTrack,
@@ -1192,6 +1192,18 @@ def test_pictures_that_do_not_decode_cleanly_are_counted(tmp_path, name, codec, 
     stopped = threading.Event()
     stopped.set()
     assert damaged_pictures(damaged, WHOLE, stopped) == 0  # not looked for once stopped
+
+
+@pytest.mark.parametrize("name, codec, params", GROUPS_OF_PICTURES)
+def test_the_look_at_the_frames_examined_says_when_it_has_found_damage(tmp_path, name, codec, params):
+    """A caller waits longer for a look that has found a damaged picture (which frames examined
+    it spoils depends on how far the look gets): the look says so, and says nothing of an intact file."""
+    intact = write_groups_of_pictures(tmp_path, name, codec, params)
+    damaged = damaged_copy(intact, tmp_path / f"damaged-{name}", count=20)
+    for path, is_damaged in ((intact, False), (damaged, True)):
+        seen = threading.Event()
+        damage = check_damage(path, (0.0, 0.0), examined_s=EXAMINED[WHOLE], damage_seen=seen)  # that look alone
+        assert seen.is_set() == is_damaged == (damage.pictures > 0)
 
 
 @pytest.mark.parametrize(
