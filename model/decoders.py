@@ -297,10 +297,9 @@ class PyAVCapture:
         """Has the decoder decode a frame a thread, a thread a core, as OpenCV's does, or
         (not `frame_threads`) all on one thread. Called before the first frame is decoded. Frame
         threads are for one pass, not for seeks, which would wait for the frames the threads hold
-        back; they patch a damaged picture over differently from one decoding to the next, and
-        more frames than one thread does (slice threads, PyAV's default, differently from one
-        thread too); `damaged` tells such a picture. One thread patches it the same way every
-        time."""
+        back; they patch a damaged picture over differently from one decoding to the next (slice
+        threads, PyAV's default, differently from one thread too); `damaged` tells such a
+        picture. One thread patches it the same way every time."""
         if frame_threads:
             self._stream.thread_type = "AUTO"
         else:
