@@ -32,6 +32,9 @@ CLIPS = {  # name: (width, height, seconds, fps, codec, container)
     "720p_10s_av1": (1280, 720, 10, 25, "libsvtav1", "mp4"),  # as video sites serve it: decoded by PyAV, not OpenCV
     "480p_10s_webp": (854, 480, 10, 10, "webp", "webp"),  # an animated WebP, as GIF sites serve one: decoded by Pillow
     "1080p_10s": (1920, 1080, 10, 30, "libx264", "mp4"),
+    # HEVC, as phones record and as encoders shrink videos to: x265's defaults, B-frames
+    # (decoded by PyAV, which passes over those no other picture refers to, as in H.264)
+    "1080p_10s_hevc": (1920, 1080, 10, 30, "libx265", "mp4"),
     "2160p_10s": (3840, 2160, 10, 30, "libx264", "mp4"),  # a phone's 4K
     "1080p_10min": (1920, 1080, 600, 30, "libx264", "mp4"),
     # with a key frame every second, as a phone's camera may write them (x264's default is 250

@@ -63,6 +63,14 @@ HEVC_RASL, HEVC_LEADING = frozenset({8, 9}), frozenset({6, 7, 8, 9})
 # whether other pictures refer to it (`referred_to_by_none`)
 H264_SLICES = frozenset({1, 5})
 H264_REFERENCE_IDC = 0x60
+# HEVC's NAL unit types below this are a picture's slices; of those, the even ones up to 14 are
+# sub-layer non-reference pictures: no later picture of their temporal sub-layer refers to them,
+# and none of a higher one may (`referred_to_by_none`). HEVC's sequence parameter set's type.
+HEVC_SLICES_BELOW = 32
+HEVC_SUB_LAYER_NON_REFERENCE = frozenset(range(0, 15, 2))
+HEVC_SPS = 33
+# where HEVC's configuration record's parameter sets begin (the number of their arrays)
+HEVC_PARAMETER_SETS_AT = 22
 # where the size of a NAL unit's length lies in H.264's and HEVC's configuration records
 H264_LENGTH_SIZE_AT, HEVC_LENGTH_SIZE_AT = 4, 21
 # Frame rates above this are a time base taken for a rate (FFmpeg gives raw DV, as camcorder
@@ -295,17 +303,61 @@ def nal_length_size(context: av.CodecContext) -> int:
     return (record[at] & 0x3) + 1 if len(record) > at else 4
 
 
-def referred_to_by_none(packet: av.Packet, context: av.CodecContext, length_size: int) -> bool:
-    """Whether no other picture refers to the one in `packet`, as its H.264 slices say
-    (nal_ref_idc 0): a B-frame that x264 and most encoders leave out of the pictures others are
-    predicted from. False for any other codec, whose pictures are taken to be referred to.
-    `length_size`: the stream's `nal_length_size`."""
-    if context.name != "h264":
-        return False
+class NalLayout(NamedTuple):
+    """What telling an H.264 or HEVC stream's pictures apart from its packets takes: its codec,
+    how its packets part their NAL units (`nal_length_size`), and for HEVC the highest temporal
+    sub-layer its pictures may be in (None where the stream does not say)."""
+
+    codec: str
+    length_size: int
+    top_sub_layer: int | None
+
+
+def nal_layout(context: av.CodecContext) -> NalLayout:
+    top_sub_layer = _hevc_top_sub_layer(context.extradata or b"") if context.name == "hevc" else None
+    return NalLayout(context.name, nal_length_size(context), top_sub_layer)
+
+
+def _hevc_top_sub_layer(extradata: bytes) -> int | None:
+    """The highest temporal sub-layer of an HEVC stream, as its sequence parameter set says
+    (sps_max_sub_layers_minus1, in the byte after its header), in the extradata: a configuration
+    record (MP4, Matroska), or NAL units after start codes (an MPEG transport stream's). None where
+    there is none, or several that disagree."""
+    if extradata[:1] == b"\x01":
+        units, at = [], HEVC_PARAMETER_SETS_AT + 1
+        for _ in range(extradata[HEVC_PARAMETER_SETS_AT] if len(extradata) > HEVC_PARAMETER_SETS_AT else 0):
+            count, at = int.from_bytes(extradata[at + 1 : at + 3], "big"), at + 3
+            for _ in range(count):
+                length, at = int.from_bytes(extradata[at : at + 2], "big"), at + 2
+                units.append(extradata[at : at + length])
+                at += length
+    else:
+        units = [extradata[start:] for start in nal_unit_starts(extradata)]
+    layers = {unit[2] >> 1 & 0x7 for unit in units if len(unit) > 2 and unit[0] >> 1 & 0x3F == HEVC_SPS}
+    return layers.pop() if len(layers) == 1 else None
+
+
+def referred_to_by_none(packet: av.Packet, layout: NalLayout) -> bool:
+    """Whether no other picture refers to the one in `packet`, as its slices say: in H.264,
+    nal_ref_idc 0 (a B-frame that x264 and most encoders leave out of the pictures others are
+    predicted from); in HEVC, a sub-layer non-reference picture in the stream's highest temporal
+    sub-layer (most of x265's B-frames; every sub-layer is the highest where the stream has one),
+    and in its base layer. False for any other codec, whose pictures are taken to be referred to.
+    `layout`: the stream's `nal_layout`."""
     data = bytes(packet)
-    slices = [data[at] for at in nal_unit_starts(data, length_size) if data[at] & 0x1F in H264_SLICES]
+    starts = nal_unit_starts(data, layout.length_size)
     # a header's first bit is always 0 (forbidden_zero_bit): one set is no NAL unit's
-    return bool(slices) and not any(header & (H264_REFERENCE_IDC | 0x80) for header in slices)
+    if layout.codec == "h264":
+        slices = [data[at] for at in starts if data[at] & 0x1F in H264_SLICES]
+        return bool(slices) and not any(header & (H264_REFERENCE_IDC | 0x80) for header in slices)
+    if layout.codec != "hevc" or layout.top_sub_layer is None:
+        return False
+    # each slice's header: its type, its layer (0: the base layer) and its temporal sub-layer plus one
+    slices = [data[at : at + 2] for at in starts if at + 1 < len(data) and data[at] >> 1 & 0x3F < HEVC_SLICES_BELOW]
+    return bool(slices) and all(
+        header[0] >> 1 in HEVC_SUB_LAYER_NON_REFERENCE and header[0] & 0x1 == 0 and header[1] == layout.top_sub_layer + 1
+        for header in slices
+    )
 
 
 def _nal_unit_types(access_unit: bytes, codec: str) -> set[int]:

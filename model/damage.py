@@ -14,7 +14,7 @@ from .container import (
     assume_x264_build,
     demux,
     ends_within_frames,
-    nal_length_size,
+    nal_layout,
     open_container,
     referred_to_by_none,
     video_streams,
@@ -168,7 +168,7 @@ class _ExaminedGroups:
 
     def __init__(self, context: av.CodecContext, sought: bool, examined: frozenset[int]):
         self._context = context
-        self._length_size = nal_length_size(context)
+        self._layout = nal_layout(context)
         self._examined = examined  # the frames examined, by presentation time
         self._key_time: int | None = None  # the current group's key frame's presentation time
         self._before: list[av.Packet] = []  # the whole group before the current one, where held
@@ -232,7 +232,7 @@ class _ExaminedGroups:
                     if examined:
                         spoiled.add(packet.pts)
                     # decoded where pictures that no other refers to are not, unless examined
-                    failing = failing or not examined or not referred_to_by_none(packet, self._context, self._length_size)
+                    failing = failing or not examined or not referred_to_by_none(packet, self._layout)
             if examined and failing:
                 spoiled.add(packet.pts)
         return failures, spoiled, failing

@@ -28,7 +28,7 @@ from .container import (
     assume_x264_build,
     demux,
     frame_rate,
-    nal_length_size,
+    nal_layout,
     not_opened,
     open_container,
     read_main_stream,
@@ -181,11 +181,11 @@ class PyAVCapture:
         """The stream's frames from where the container stands; None for a packet that does not
         decode (a damaged file), after which decoding goes on, as OpenCV's does."""
         context = self._stream.codec_context
-        length_size = nal_length_size(context)
+        layout = nal_layout(context)
         try:
             for packet in demux(self._container, self._stream):
                 unwanted = self._wanted_times is not None and packet.pts is not None and packet.pts not in self._wanted_times
-                if unwanted and referred_to_by_none(packet, context, length_size):
+                if unwanted and referred_to_by_none(packet, layout):
                     self._passed_over.append(packet.pts)
                     continue
                 try:

@@ -43,7 +43,7 @@ SEEK_COST_FRAMES = 12
 SOUGHT_FRAME_COST = 2
 # Codecs whose pictures that no other refers to a pass over the video need not decode where
 # they are not wanted (`PyAVCapture.pass_over_unreferenced`): their packets tell them
-PASSED_OVER_CODECS = frozenset({"h264"})
+PASSED_OVER_CODECS = frozenset({"h264", "hevc"})
 # Frames are kept no larger than this on their longest side: 100 frames of a 4K phone video
 # would otherwise hold 2.5 GB, and 112 px face crops need no more.
 MAX_FRAME_SIDE = 1920

@@ -19,8 +19,9 @@ from model.container import (
     PICTURE_FRAME_MS,
     X264_FIXED_BUILD,
     IndexMissing,
+    NalLayout,
     container_facts,
-    nal_length_size,
+    nal_layout,
     referred_to_by_none,
 )
 from model.damage import check_damage, damaged_pictures
@@ -234,13 +235,22 @@ def test_a_pass_through_frames_far_apart_reports_its_progress_between_them(tmp_p
         read_frames(path, 4, progress=stop_past_half)
 
 
-def test_a_pass_decodes_no_h264_picture_that_none_refers_to_unless_wanted_and_reads_the_same_frames(tmp_path, monkeypatch):
-    """x264's defaults give B-frames, most of which no other picture refers to: a pass needs
-    only those of them it reads, and reads the very frames that decoding every picture gives."""
+@pytest.mark.parametrize(
+    "codec, params",
+    [
+        ("libx264", None),
+        ("libx265", "log-level=error"),  # as phones record, and as encoders shrink videos to
+        ("libx265", "temporal-layers=3:log-level=error"),  # B-frames of a lower sub-layer are referred to
+    ],
+)
+def test_a_pass_decodes_no_picture_that_none_refers_to_unless_wanted_and_reads_the_same_frames(tmp_path, monkeypatch, codec, params):
+    """x264's and x265's defaults give B-frames, most of which no other picture refers to: a
+    pass needs only those of them it reads, and reads the very frames that decoding every
+    picture gives."""
     import model.video as video
 
     frames = (stamp_number(frame, i) for i, frame in enumerate(iter_face_frames(120, (320, 180))))
-    path = write_h264(tmp_path / "clip.mp4", frames)
+    path = write_video(tmp_path / "clip.mp4", frames, codec, options={"x265-params": params} if params else {"preset": "medium"})
     captures = []
     pass_over = PyAVCapture.pass_over_unreferenced
     monkeypatch.setattr(PyAVCapture, "pass_over_unreferenced", lambda self, wanted: (captures.append(self), pass_over(self, wanted))[1])
@@ -275,11 +285,11 @@ def test_a_damaged_h264_file_is_read_alike_every_time_as_one_thread_decodes_it(t
         stream = container.streams.video[0]
         stream.thread_count = 1
         times = sorted(packet.pts for packet in container.demux(stream) if packet.size)
-        length_size = nal_length_size(stream.codec_context)
+        layout = nal_layout(stream.codec_context)
         container.seek(0)
         decoded = {}
         for packet in container.demux(stream):
-            if packet.pts in {times[index] for index in wanted} or not referred_to_by_none(packet, stream.codec_context, length_size):
+            if packet.pts in {times[index] for index in wanted} or not referred_to_by_none(packet, layout):
                 with contextlib.suppress(av.InvalidDataError):
                     decoded.update((frame.pts, (frame.is_corrupt, frame.to_ndarray(format="rgb24"))) for frame in packet.decode())
     assert any(corrupt for time, (corrupt, _) in decoded.items() if time < times[wanted[-1]])  # damage the frames read rest on
@@ -292,17 +302,66 @@ def test_a_damaged_h264_file_is_read_alike_every_time_as_one_thread_decodes_it(t
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
 def test_the_h264_pictures_taken_for_referred_to_by_none_are_those_ffmpeg_skips_as_such(tmp_path, suffix):
     path = write_h264(tmp_path / f"clip{suffix}", iter_face_frames(60, (320, 180)))
+    passed, kept, packets, layout = _passed_over_and_skipped_by_ffmpeg(path)
+    assert layout.length_size == (4 if suffix == ".mp4" else 0)  # MP4 states each NAL unit's length; a transport stream parts them by start codes
+    assert 0 < len(passed) == len(packets) - kept
+
+
+def _passed_over_and_skipped_by_ffmpeg(path: Path) -> tuple[set[int], int, list[av.Packet], NalLayout]:
+    """The times of the pictures `referred_to_by_none` takes for such, how many frames FFmpeg's
+    decoder puts out told to skip those no other refers to, the packets, and the stream's layout."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        length_size = nal_length_size(stream.codec_context)
+        layout = nal_layout(stream.codec_context)
         packets = [packet for packet in container.demux(stream) if packet.size]
-        passed = sum(referred_to_by_none(packet, stream.codec_context, length_size) for packet in packets)
+        passed = {packet.pts for packet in packets if referred_to_by_none(packet, layout)}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.skip_frame = "NONREF"
         kept = sum(1 for _ in container.decode(stream))
-    assert length_size == (4 if suffix == ".mp4" else 0)  # MP4 states each NAL unit's length; a transport stream parts them by start codes
-    assert 0 < passed == len(packets) - kept
+    return passed, kept, packets, layout
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+@pytest.mark.parametrize("sub_layers", [1, 3])
+def test_the_hevc_pictures_taken_for_referred_to_by_none_decode_to_no_other(tmp_path, suffix, sub_layers):
+    """HEVC's sub-layer non-reference pictures (most of x265's B-frames) may be referred to by
+    pictures of a higher temporal sub-layer: only those in the highest are passed over, as the
+    stream's parameter sets tell it. The other pictures decode as they do beside them."""
+    params = f"temporal-layers={sub_layers}:log-level=error" if sub_layers > 1 else "log-level=error"
+    path = write_video(tmp_path / f"clip{suffix}", iter_face_frames(60, (320, 180)), "libx265", options={"x265-params": params})
+    passed, kept, packets, layout = _passed_over_and_skipped_by_ffmpeg(path)
+    assert layout.top_sub_layer == sub_layers - 1
+    # FFmpeg's decoder skips those of lower sub-layers too: there, no fewer
+    assert 0 < len(passed) <= len(packets) - kept
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        every = {frame.pts: frame.to_ndarray(format="rgb24") for frame in container.decode(stream)}
+        container.seek(0)
+        others = {}
+        for packet in container.demux(stream):
+            if packet.pts not in passed:
+                for frame in packet.decode():
+                    assert not frame.is_corrupt
+                    others[frame.pts] = frame.to_ndarray(format="rgb24")
+    assert set(others) == set(every) - passed
+    assert all(np.array_equal(image, every[time]) for time, image in others.items())
+
+
+def test_an_hevc_picture_is_taken_for_referred_to_by_none_in_the_highest_sub_layer_of_the_base_layer_alone():
+    layout = NalLayout("hevc", 4, 2)  # three temporal sub-layers
+
+    def picture(nal_type: int, sub_layer: int, layer: int = 0) -> av.Packet:
+        header = bytes([nal_type << 1 | layer >> 5, (layer & 0x1F) << 3 | (sub_layer + 1)])
+        return av.Packet((258).to_bytes(4, "big") + header + b"\x9a" * 256)
+
+    assert referred_to_by_none(picture(0, 2), layout)  # TRAIL_N in the highest sub-layer
+    assert referred_to_by_none(picture(2, 2), layout)  # TSA_N
+    assert not referred_to_by_none(picture(0, 1), layout)  # pictures of a higher sub-layer may refer to it
+    assert not referred_to_by_none(picture(1, 2), layout)  # TRAIL_R
+    assert not referred_to_by_none(picture(0, 2, layer=1), layout)  # a second view's (MV-HEVC: a phone's spatial video)
+    assert not referred_to_by_none(picture(0, 2), layout._replace(top_sub_layer=None))  # sub-layers not told
 
 
 def test_an_h264_nal_units_length_that_begins_as_a_start_code_does_is_read_as_its_length(tmp_path):
@@ -310,16 +369,15 @@ def test_an_h264_nal_units_length_that_begins_as_a_start_code_does_is_read_as_it
     whose NAL units are parted by them: taken for one, it hid a picture's slice header."""
     path = write_h264(tmp_path / "clip.mp4", iter_face_frames(4, (320, 180)))
     with av.open(str(path)) as container:
-        context = container.streams.video[0].codec_context
-        length_size = nal_length_size(context)
+        layout = nal_layout(container.streams.video[0].codec_context)
 
         def slice_with_header(header: int) -> av.Packet:
             return av.Packet((257).to_bytes(4, "big") + bytes([header]) + b"\x9a" * 256)
 
-        assert not referred_to_by_none(slice_with_header(0x41), context, length_size)  # a P slice, nal_ref_idc 2
-        assert referred_to_by_none(slice_with_header(0x01), context, length_size)  # a B slice, nal_ref_idc 0
+        assert not referred_to_by_none(slice_with_header(0x41), layout)  # a P slice, nal_ref_idc 2
+        assert referred_to_by_none(slice_with_header(0x01), layout)  # a B slice, nal_ref_idc 0
         # a packet not stored as the stream says (after a start code) is taken to be referred to
-        assert not referred_to_by_none(av.Packet(b"\x00\x00\x00\x01\x01" + b"\x9a" * 256), context, length_size)
+        assert not referred_to_by_none(av.Packet(b"\x00\x00\x00\x01\x01" + b"\x9a" * 256), layout)
 
 
 def test_the_reading_of_a_files_packets_is_heard_and_can_be_stopped_before_any_decoding(tmp_path, monkeypatch):
