@@ -299,9 +299,11 @@ class PyAVCapture:
         threads are for one pass, not for seeks, which would wait for the frames the threads hold
         back; they patch a damaged picture over differently from one decoding to the next (slice
         threads, PyAV's default, differently from one thread too); `damaged` tells such a
-        picture. One thread patches it the same way every time."""
+        picture, which on frame threads fails rather than come out patched over: HEVC's decoder
+        flags none it patches. One thread patches it the same way every time."""
         if frame_threads:
             self._stream.thread_type = "AUTO"
+            self._stream.codec_context.options = {"err_detect": "explode"}
         else:
             self._stream.thread_count = 1
 
