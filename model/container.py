@@ -327,7 +327,7 @@ def _hevc_top_sub_layer(extradata: bytes) -> int | None:
         units, at = [], HEVC_PARAMETER_SETS_AT + 1
         for _ in range(extradata[HEVC_PARAMETER_SETS_AT] if len(extradata) > HEVC_PARAMETER_SETS_AT else 0):
             count, at = int.from_bytes(extradata[at + 1 : at + 3], "big"), at + 3
-            for _ in range(count):
+            for _ in range(count if at < len(extradata) else 0):  # counts past the record's end: none
                 length, at = int.from_bytes(extradata[at : at + 2], "big"), at + 2
                 units.append(extradata[at : at + length])
                 at += length
