@@ -169,6 +169,9 @@ def reproducible(stream: av.VideoStream) -> None:
     if stream.codec_context.name == "libx264" and (instruction_sets := _x264_without_avx512()):
         params = [stream.options.get("x264-params", ""), f"asm={instruction_sets}"]
         stream.options = {**stream.options, "x264-params": ":".join(filter(None, params))}
+    if stream.codec_context.name == "libx265":  # its thread pool and frame threads follow the cores, its output the pool
+        params = [stream.options.get("x265-params", ""), "pools=1:frame-threads=1"]
+        stream.options = {**stream.options, "x265-params": ":".join(filter(None, params))}
 
 
 def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 10, preset: str = "medium") -> Path:
