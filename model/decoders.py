@@ -23,6 +23,7 @@ from .container import (
     UNINDEXED_FORMATS,
     AnimatedWebP,
     MainStream,
+    NalLayout,
     Undecodable,
     VideoError,
     assume_x264_build,
@@ -172,6 +173,7 @@ class PyAVCapture:
         self._upright = False
         self._skip_before: int | None = None  # after a seek: the first presentation time wanted
         self._wanted_times: frozenset[int] | None = None  # see `pass_over_unreferenced`
+        self._layout: NalLayout | None = None  # how to tell such pictures, read from the stream once then
         self._passed_over: list[int] = []  # presentation times of the pictures passed over
         # whether a picture did not decode, or came out patched over (or refers to such): damage
         self.damaged = False
@@ -180,12 +182,10 @@ class PyAVCapture:
     def _decoded(self) -> Iterator[av.VideoFrame | None]:
         """The stream's frames from where the container stands; None for a packet that does not
         decode (a damaged file), after which decoding goes on, as OpenCV's does."""
-        context = self._stream.codec_context
-        layout = nal_layout(context)
         try:
             for packet in demux(self._container, self._stream):
                 unwanted = self._wanted_times is not None and packet.pts is not None and packet.pts not in self._wanted_times
-                if unwanted and referred_to_by_none(packet, layout):
+                if unwanted and referred_to_by_none(packet, self._layout):
                     self._passed_over.append(packet.pts)
                     continue
                 try:
@@ -292,6 +292,7 @@ class PyAVCapture:
         `passed_over` says which were not."""
         times = self._stream_timing().times
         self._wanted_times = frozenset(int(times[index]) for index in wanted)
+        self._layout = nal_layout(self._stream.codec_context)
 
     def decode_on_threads(self, frame_threads: bool) -> None:
         """Has the decoder decode a frame a thread, a thread a core, as OpenCV's does, or

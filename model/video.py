@@ -375,9 +375,9 @@ def read_frames(
     container's presentation times rather than the average rate. OpenCV decodes; what it cannot,
     PyAV does: AV1, interlaced pictures, of which only the top field is kept, HDR ones (HLG, PQ),
     tone-mapped to SDR, a file with several video streams, of which the one a player shows is
-    read, and raw DV, whose average rate is a time base's; and H.264 read in one pass from the
-    start, where PyAV's decoder, told the frames wanted, passes over the pictures between them
-    that no other refers to (most B-frames: the same frames, read a third faster), unless the
+    read, and raw DV, whose average rate is a time base's; and H.264 and HEVC read in one pass
+    from the start, where PyAV's decoder, told the frames wanted, passes over the pictures between
+    them that no other refers to (most B-frames: the same frames, read a third faster), unless the
     file is cut short; where a picture is found damaged, the pass is made again on one thread,
     which patches damage over the same way every time (a frame a thread does not). Pillow
     decodes animated WebP, which FFmpeg cannot. `progress` hears how far through the chosen
